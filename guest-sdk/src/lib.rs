@@ -1,0 +1,228 @@
+//! The rulehost guest SDK: everything a rule author needs to write a rule in
+//! plain Rust, unit-test it natively, and build it to a Wasm component.
+//!
+//! A rule is a type implementing [`ValidationRule`] or [`RiskRule`], exported
+//! with [`export_validation_rule!`] or [`export_risk_rule!`]. It reads the
+//! world only through the functions of this crate ([`params`], [`history`],
+//! [`account`], [`list_contains`], [`log`]); there is no clock, no
+//! randomness, no file or network access.
+//!
+//! ```
+//! use rulehost_guest::{RiskRule, RuleInfo, Score, Transaction, ParamType, params};
+//!
+//! /// Scores transactions above a configured amount.
+//! pub struct BigSpender;
+//!
+//! impl RiskRule for BigSpender {
+//!     fn declare() -> RuleInfo {
+//!         RuleInfo::new().param("limit", ParamType::Decimal)
+//!     }
+//!
+//!     fn score(tx: &Transaction) -> Score {
+//!         if tx.amount >= params::decimal("limit") {
+//!             Score::new(300, "BIG_SPENDER")
+//!         } else {
+//!             Score::zero()
+//!         }
+//!     }
+//! }
+//!
+//! rulehost_guest::export_risk_rule!(BigSpender);
+//! ```
+//!
+//! On the host target (`cargo test`), the capability functions answer from a
+//! [`testing::FakeHost`] installed by the test, so rules are unit-tested
+//! natively without Wasm. Built for `wasm32-wasip2`, they call the real host.
+
+mod convert;
+mod rule;
+pub mod testing;
+mod types;
+
+pub use rule::{ParamType, RiskRule, RuleInfo, Score, Validation, ValidationRule};
+pub use rust_decimal::Decimal;
+pub use types::{
+    Account, AccountStatus, HistoryStats, LogLevel, Timestamp, Transaction, TransactionKind,
+};
+
+/// Raw bindings generated from the WIT contract. Not part of the public API:
+/// use the functions and types of this crate instead.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod wit {
+    wit_bindgen::generate!({
+        world: "rule-world",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_world",
+        default_bindings_module: "rulehost_guest::wit",
+    });
+}
+
+/// Implementation details used by the export macros.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::rule::wasm::{describe, evaluate_risk, evaluate_validation};
+}
+
+/// Typed access to the rule's manifest parameters.
+///
+/// Parameters are checked against [`RuleInfo`] when the rule set loads, so a
+/// declared parameter is always present with its declared type; reading an
+/// undeclared or mistyped one is a bug in the rule and traps (the host then
+/// applies the rule's `on_error` policy).
+pub mod params {
+    use crate::Decimal;
+    use crate::backend;
+    use crate::types::ParamValue;
+
+    fn wrong(name: &str, expected: &str) -> ! {
+        panic!("parameter `{name}` is not declared as {expected}")
+    }
+
+    /// A `text` parameter.
+    pub fn text(name: &str) -> String {
+        match backend::param(name) {
+            Some(ParamValue::Text(v)) => v,
+            _ => wrong(name, "text"),
+        }
+    }
+
+    /// An `integer` parameter.
+    pub fn integer(name: &str) -> i64 {
+        match backend::param(name) {
+            Some(ParamValue::Integer(v)) => v,
+            _ => wrong(name, "integer"),
+        }
+    }
+
+    /// A `decimal` parameter.
+    pub fn decimal(name: &str) -> Decimal {
+        match backend::param(name) {
+            Some(ParamValue::Decimal(v)) => v,
+            _ => wrong(name, "decimal"),
+        }
+    }
+
+    /// A `text-list` parameter.
+    pub fn text_list(name: &str) -> Vec<String> {
+        match backend::param(name) {
+            Some(ParamValue::TextList(v)) => v,
+            _ => wrong(name, "text-list"),
+        }
+    }
+
+    /// One entry of a `decimal-map` parameter, `None` when `key` is absent.
+    pub fn decimal_entry(name: &str, key: &str) -> Option<Decimal> {
+        match backend::param_entry(name, key) {
+            Some(ParamValue::Decimal(v)) => Some(v),
+            None => None,
+            _ => wrong(name, "decimal-map"),
+        }
+    }
+
+    /// One entry of an `integer-map` parameter, `None` when `key` is absent.
+    pub fn integer_entry(name: &str, key: &str) -> Option<i64> {
+        match backend::param_entry(name, key) {
+            Some(ParamValue::Integer(v)) => Some(v),
+            None => None,
+            _ => wrong(name, "integer-map"),
+        }
+    }
+
+    /// One entry of a `text-map` parameter, `None` when `key` is absent.
+    pub fn text_entry(name: &str, key: &str) -> Option<String> {
+        match backend::param_entry(name, key) {
+            Some(ParamValue::Text(v)) => Some(v),
+            None => None,
+            _ => wrong(name, "text-map"),
+        }
+    }
+}
+
+/// Count and sum of `account`'s earlier transactions *as source* with a
+/// timestamp in `(t − window_seconds, t]`, `t` the current transaction's
+/// timestamp; with `amount_range = Some((min, max))` only amounts in
+/// `[min, max)` count. The current transaction is never included.
+///
+/// `window_seconds` must not exceed the `history_window_seconds_max` the rule
+/// declared in [`RuleInfo`].
+pub fn history(
+    account: &str,
+    window_seconds: u64,
+    amount_range: Option<(Decimal, Decimal)>,
+) -> HistoryStats {
+    backend::history(account, window_seconds, amount_range)
+}
+
+/// Facts about an account as of the current transaction; `None` when the
+/// account does not exist.
+pub fn account(id: &str) -> Option<Account> {
+    backend::account(id)
+}
+
+/// Whether `value` is in the operator list `list` of the rule set (a file
+/// `lists/<list>.txt`). The list must be declared in [`RuleInfo`].
+pub fn list_contains(list: &str, value: &str) -> bool {
+    backend::list_contains(list, value)
+}
+
+/// A log line recorded in the decision trace. The host caps bytes per call
+/// and per evaluation; anything beyond is dropped.
+pub fn log(level: LogLevel, message: &str) {
+    backend::log(level, message)
+}
+
+/// Where the capability functions go: the real host inside Wasm, the
+/// installed [`testing::FakeHost`] natively.
+#[cfg(target_arch = "wasm32")]
+mod backend {
+    use crate::convert::{
+        from_wit_account, from_wit_decimal, from_wit_param, to_wit_decimal, to_wit_level,
+    };
+    use crate::types::ParamValue;
+    use crate::wit::rulehost::rules::host;
+    use crate::{Account, Decimal, HistoryStats, LogLevel};
+
+    pub fn param(name: &str) -> Option<ParamValue> {
+        host::param(name).map(from_wit_param)
+    }
+
+    pub fn param_entry(name: &str, key: &str) -> Option<ParamValue> {
+        host::param_entry(name, key).map(from_wit_param)
+    }
+
+    pub fn history(
+        account: &str,
+        window_seconds: u64,
+        range: Option<(Decimal, Decimal)>,
+    ) -> HistoryStats {
+        let (min, max) = match range {
+            Some((min, max)) => (Some(to_wit_decimal(min)), Some(to_wit_decimal(max))),
+            None => (None, None),
+        };
+        let stats = host::history(account, window_seconds, min, max);
+        HistoryStats {
+            count: stats.count,
+            sum: from_wit_decimal(stats.sum),
+        }
+    }
+
+    pub fn account(id: &str) -> Option<Account> {
+        host::account(id).map(from_wit_account)
+    }
+
+    pub fn list_contains(list: &str, value: &str) -> bool {
+        host::list_contains(list, value)
+    }
+
+    pub fn log(level: LogLevel, message: &str) {
+        host::log(to_wit_level(level), message)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod backend {
+    pub use crate::testing::backend::*;
+}

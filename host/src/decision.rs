@@ -1,0 +1,301 @@
+//! Decision records and error records, and their exact JSON shape
+//! (PRODUCT.md "Data formats"). Key order is fixed by field order here.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::input::InputError;
+use crate::manifest::OnError;
+use crate::sandbox::{FailureKind, LogLine};
+
+/// The outcome of a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Posted.
+    Approve,
+    /// Held for an operator.
+    Review,
+    /// Declined by risk.
+    Decline,
+    /// Rejected by a pre-check, validation, a failing rule, or funds.
+    Reject,
+    /// Bad input (error records only).
+    Error,
+}
+
+impl Outcome {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Approve => "approve",
+            Outcome::Review => "review",
+            Outcome::Decline => "decline",
+            Outcome::Reject => "reject",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// What the ledger did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerEffect {
+    /// A balanced transfer was posted.
+    Posted,
+    /// A pending hold was placed.
+    Held,
+    /// Nothing.
+    None,
+}
+
+/// What one rule did, for the trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleResult {
+    /// Validation passed.
+    Accept,
+    /// Validation rejected.
+    Reject {
+        /// The code.
+        code: String,
+        /// The message.
+        message: String,
+    },
+    /// A risk score.
+    Score {
+        /// 0..=1000.
+        score: u32,
+        /// Reasons.
+        reasons: Vec<String>,
+    },
+    /// The call failed; `on_error` applied.
+    Failed {
+        /// Trap, fuel, deadline, memory or invalid-output.
+        kind: FailureKind,
+        /// Details.
+        message: String,
+        /// The policy applied.
+        on_error: OnError,
+    },
+}
+
+/// One entry of the per-rule trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleTrace {
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// Module content hash.
+    pub version: Arc<str>,
+    /// What happened.
+    pub result: RuleResult,
+    /// Fuel used (deterministic).
+    pub fuel: u64,
+    /// Log lines the rule recorded.
+    pub logs: Vec<LogLine>,
+}
+
+/// The decision for one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Transaction id.
+    pub id: String,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Aggregated score, 0..=1000.
+    pub score: u32,
+    /// Reason codes, in manifest order, without duplicates.
+    pub reasons: Vec<String>,
+    /// Rule-set version (content hash) that made the decision.
+    pub ruleset: Arc<str>,
+    /// Per-rule trace, in the order the rules ran.
+    pub rules: Vec<RuleTrace>,
+    /// What the ledger did.
+    pub ledger: LedgerEffect,
+}
+
+/// One output line: a decision (possibly replayed) or an error.
+#[derive(Clone, Debug)]
+pub enum Record {
+    /// A decision made now, or a stored one replayed.
+    Decision {
+        /// 1-based input line.
+        line: u64,
+        /// The decision.
+        decision: Arc<Decision>,
+        /// True when an identical transaction was decided before.
+        replayed: bool,
+    },
+    /// A bad input line.
+    Error(InputError),
+}
+
+impl Record {
+    /// The outcome, for summaries.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Record::Decision { decision, .. } => decision.outcome,
+            Record::Error(_) => Outcome::Error,
+        }
+    }
+
+    /// Appends the record's JSON and a newline to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let result = match self {
+            Record::Decision {
+                line,
+                decision,
+                replayed,
+            } => serde_json::to_writer(&mut *out, &DecisionJson::new(*line, decision, *replayed)),
+            Record::Error(e) => serde_json::to_writer(&mut *out, &ErrorJson::new(e)),
+        };
+        result.expect("serializing to a Vec cannot fail");
+        out.push(b'\n');
+    }
+
+    /// The record as a JSON string (no newline).
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        out.pop();
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+}
+
+#[derive(Serialize)]
+struct DecisionJson<'a> {
+    line: u64,
+    id: &'a str,
+    outcome: Outcome,
+    score: u32,
+    reasons: &'a [String],
+    ruleset: &'a str,
+    rules: Vec<TraceJson<'a>>,
+    ledger: LedgerEffect,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
+}
+
+impl<'a> DecisionJson<'a> {
+    fn new(line: u64, d: &'a Decision, replayed: bool) -> Self {
+        DecisionJson {
+            line,
+            id: &d.id,
+            outcome: d.outcome,
+            score: d.score,
+            reasons: &d.reasons,
+            ruleset: &d.ruleset,
+            rules: d.rules.iter().map(TraceJson::new).collect(),
+            ledger: d.ledger,
+            replayed,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TraceJson<'a> {
+    rule: &'a str,
+    version: &'a str,
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<u32>,
+    fuel: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasons: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    logs: Vec<LogJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct LogJson<'a> {
+    level: &'static str,
+    message: &'a str,
+}
+
+impl<'a> TraceJson<'a> {
+    fn new(t: &'a RuleTrace) -> Self {
+        let mut j = TraceJson {
+            rule: &t.rule,
+            version: &t.version,
+            result: "",
+            score: None,
+            fuel: t.fuel,
+            reasons: None,
+            code: None,
+            failure: None,
+            on_error: None,
+            message: None,
+            logs: t
+                .logs
+                .iter()
+                .map(|l| LogJson {
+                    level: l.level,
+                    message: &l.message,
+                })
+                .collect(),
+        };
+        match &t.result {
+            RuleResult::Accept => j.result = "accept",
+            RuleResult::Reject { code, message } => {
+                j.result = "reject";
+                j.code = Some(code);
+                j.message = Some(message);
+            }
+            RuleResult::Score { score, reasons } => {
+                j.result = "score";
+                j.score = Some(*score);
+                j.reasons = Some(reasons);
+            }
+            RuleResult::Failed {
+                kind,
+                message,
+                on_error,
+            } => {
+                j.result = "failed";
+                j.failure = Some(kind.as_str());
+                j.on_error = Some(on_error.as_str());
+                j.message = Some(message);
+            }
+        }
+        j
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outcome: Outcome,
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    field: Option<&'static str>,
+    message: &'a str,
+}
+
+impl<'a> ErrorJson<'a> {
+    fn new(e: &'a InputError) -> Self {
+        ErrorJson {
+            line: e.line,
+            id: e.id.as_deref(),
+            outcome: Outcome::Error,
+            error: ErrorBody {
+                code: e.code.as_str(),
+                field: e.field,
+                message: &e.message,
+            },
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! A deterministic, seeded generator of realistic accounts and transactions
+//! (`rulehost gen`): mostly benign traffic across six currencies, with
+//! injected patterns that trigger every shipped rule, every pre-check and
+//! every kind of bad input. The same seed and sizes give the same bytes.
+
+use std::io::{self, Write};
+
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::input::format_timestamp;
+use crate::model::{NANOS_PER_SECOND, Nanos};
+
+/// Accounts in the operator list `blocked-accounts` of the example rule set.
+pub const BLOCKED_ACCOUNTS: [&str; 2] = ["acc-000666", "acc-001313"];
+
+/// Generator settings.
+#[derive(Clone, Debug)]
+pub struct GenConfig {
+    /// Seed of the ChaCha8 stream.
+    pub seed: u64,
+    /// Regular accounts (settlement accounts come on top).
+    pub accounts: usize,
+    /// Transaction lines (including bad lines and duplicates).
+    pub transactions: usize,
+    /// Fraction of lines carrying an injected pattern, in per-mille.
+    pub anomalies_per_mille: u32,
+}
+
+impl Default for GenConfig {
+    fn default() -> Self {
+        GenConfig {
+            seed: 42,
+            accounts: 2_000,
+            transactions: 200_000,
+            anomalies_per_mille: 60,
+        }
+    }
+}
+
+struct Currency {
+    code: &'static str,
+    country: &'static str,
+    /// Amounts are generated in minor units; this is the scale.
+    minor: u32,
+    /// The large threshold T in major units.
+    large: i64,
+    /// New-account amount in major units.
+    new_account: i64,
+    /// Typical payment size in major units.
+    typical: i64,
+    /// Share of accounts, in per-mille.
+    share: u32,
+}
+
+const CURRENCIES: [Currency; 6] = [
+    Currency {
+        code: "USD",
+        country: "US",
+        minor: 2,
+        large: 10_000,
+        new_account: 1_000,
+        typical: 100,
+        share: 500,
+    },
+    Currency {
+        code: "EUR",
+        country: "DE",
+        minor: 2,
+        large: 10_000,
+        new_account: 1_000,
+        typical: 100,
+        share: 200,
+    },
+    Currency {
+        code: "GBP",
+        country: "GB",
+        minor: 2,
+        large: 8_000,
+        new_account: 800,
+        typical: 80,
+        share: 100,
+    },
+    Currency {
+        code: "CHF",
+        country: "CH",
+        minor: 2,
+        large: 10_000,
+        new_account: 1_000,
+        typical: 100,
+        share: 50,
+    },
+    Currency {
+        code: "JPY",
+        country: "JP",
+        minor: 0,
+        large: 1_500_000,
+        new_account: 150_000,
+        typical: 15_000,
+        share: 100,
+    },
+    Currency {
+        code: "BHD",
+        country: "BH",
+        minor: 3,
+        large: 4_000,
+        new_account: 400,
+        typical: 40,
+        share: 50,
+    },
+];
+
+const BENIGN_MCC: [&str; 6] = ["5411", "5812", "5999", "4111", "5732", "5541"];
+const RISKY_MCC: [&str; 3] = ["7995", "6051", "4829"];
+const CHANNELS: [&str; 3] = ["card", "web", "mobile"];
+const FOREIGN: [&str; 4] = ["FR", "ES", "IT", "CA"];
+const HIGH_RISK: [&str; 3] = ["RU", "BY", "VE"];
+const SANCTIONED: [&str; 2] = ["KP", "IR"];
+
+struct GenAccount {
+    id: String,
+    currency: usize,
+    status: &'static str,
+    opened_at: Nanos,
+}
+
+/// Writes `accounts.jsonl` and `transactions.jsonl` content for `config`.
+pub fn generate(
+    config: &GenConfig,
+    accounts_out: &mut dyn Write,
+    transactions_out: &mut dyn Write,
+) -> io::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let start: Nanos = 1_767_571_200 * NANOS_PER_SECOND; // 2026-01-05T00:00:00Z
+    let day = 86_400 * NANOS_PER_SECOND;
+
+    let mut accounts = Vec::with_capacity(config.accounts);
+    for i in 1..=config.accounts.max(16) {
+        let pick = rng.random_range(0..1000u32);
+        let mut acc = 0;
+        let mut seen = 0;
+        for (c, cur) in CURRENCIES.iter().enumerate() {
+            seen += cur.share;
+            if pick < seen {
+                acc = c;
+                break;
+            }
+        }
+        let cur = &CURRENCIES[acc];
+        let roll = rng.random_range(0..1000u32);
+        let status = match roll {
+            0..20 => "frozen",
+            20..30 => "closed",
+            _ => "active",
+        };
+        // About 5% of accounts open during the stream's first week.
+        let opened_at = if rng.random_bool(0.05) {
+            start + rng.random_range(0..7 * day)
+        } else {
+            start - rng.random_range(30 * day..900 * day)
+        };
+        let id = format!("acc-{i:06}");
+        // Some accounts start nearly empty so insufficient funds happen.
+        let opening_major = if rng.random_bool(0.03) {
+            rng.random_range(0..5) * cur.typical / 10
+        } else {
+            rng.random_range(20..200) * cur.typical
+        };
+        let record = json!({
+            "id": id,
+            "currency": cur.code,
+            "country": cur.country,
+            "opened_at": format_timestamp(opened_at),
+            "status": status,
+            "overdraft_limit": "0",
+            "opening_balance": Decimal::new(opening_major, 0).to_string(),
+        });
+        writeln!(accounts_out, "{record}")?;
+        accounts.push(GenAccount {
+            id,
+            currency: acc,
+            status,
+            opened_at,
+        });
+    }
+    // One settlement account per currency with a huge overdraft: deposits come from here.
+    for cur in &CURRENCIES {
+        let record = json!({
+            "id": format!("settle-{}", cur.code),
+            "currency": cur.code,
+            "country": cur.country,
+            "opened_at": "2020-01-01T00:00:00Z",
+            "status": "active",
+            "overdraft_limit": "1000000000000",
+        });
+        writeln!(accounts_out, "{record}")?;
+    }
+
+    let by_currency: Vec<Vec<usize>> = (0..CURRENCIES.len())
+        .map(|c| {
+            accounts
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.currency == c && a.status == "active")
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect();
+    let active = |rng: &mut ChaCha8Rng, c: usize| -> usize {
+        let pool = &by_currency[c];
+        if pool.is_empty() {
+            0
+        } else {
+            pool[rng.random_range(0..pool.len())]
+        }
+    };
+
+    let mut now = start;
+    let mut written = 0usize;
+    let mut previous: Vec<String> = Vec::new();
+    let mut seq = 0u64;
+    let next_id = |seq: &mut u64| {
+        *seq += 1;
+        format!("tx-{seq:08}")
+    };
+    while written < config.transactions {
+        now += rng.random_range(0..2 * NANOS_PER_SECOND);
+        let c = if rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(0..CURRENCIES.len())
+        };
+        let cur = &CURRENCIES[c];
+        let src = active(&mut rng, c);
+        let mut dst = active(&mut rng, c);
+        if dst == src {
+            dst = by_currency[c]
+                .iter()
+                .copied()
+                .find(|&d| d != src)
+                .unwrap_or(dst);
+        }
+        let scale = 10i64.pow(cur.minor);
+        let typical_minor = cur.typical * scale;
+        let amount = Decimal::new(
+            rng.random_range(typical_minor / 20..typical_minor * 3),
+            cur.minor,
+        );
+        let mut tx = json!({
+            "id": next_id(&mut seq),
+            "timestamp": format_timestamp(now),
+            "kind": "payment",
+            "source": accounts[src].id,
+            "destination": accounts[dst].id,
+            "amount": amount.to_string(),
+            "currency": cur.code,
+            "country": cur.country,
+            "merchant_category": BENIGN_MCC[rng.random_range(0..BENIGN_MCC.len())],
+            "channel": CHANNELS[rng.random_range(0..CHANNELS.len())],
+        });
+        let mut lines: Vec<String> = Vec::new();
+        if rng.random_range(0..1000u32) < config.anomalies_per_mille {
+            let pattern = rng.random_range(0..24u32);
+            match pattern {
+                // A burst: the same source 12 times within a few minutes.
+                0 | 1 => {
+                    for _ in 0..12 {
+                        now += rng.random_range(0..20 * NANOS_PER_SECOND);
+                        tx["id"] = next_id(&mut seq).into();
+                        tx["timestamp"] = format_timestamp(now).into();
+                        lines.push(tx.to_string());
+                    }
+                }
+                // Structuring: three payments just under T within hours.
+                2 | 3 => {
+                    for _ in 0..3 {
+                        now += rng.random_range(0..3600 * NANOS_PER_SECOND);
+                        let band = Decimal::new(cur.large * rng.random_range(91..100), 2);
+                        tx["id"] = next_id(&mut seq).into();
+                        tx["timestamp"] = format_timestamp(now).into();
+                        tx["amount"] = band.round_dp(cur.minor).to_string().into();
+                        tx["kind"] = "transfer".into();
+                        lines.push(tx.to_string());
+                    }
+                }
+                4 => {
+                    tx["amount"] = Decimal::new(cur.large + rng.random_range(0..cur.large), 0)
+                        .to_string()
+                        .into()
+                }
+                5 => {
+                    if let Some(young) = accounts.iter().position(|a| {
+                        a.currency == c && a.status == "active" && a.opened_at > start - day
+                    }) {
+                        tx["source"] = accounts[young].id.clone().into();
+                        if young == dst {
+                            tx["destination"] = accounts[active(&mut rng, c)].id.clone().into();
+                        }
+                    }
+                    tx["amount"] = Decimal::new(cur.new_account * 2, 0).to_string().into();
+                }
+                6 => tx["country"] = SANCTIONED[rng.random_range(0..SANCTIONED.len())].into(),
+                7 => {
+                    tx["source"] =
+                        BLOCKED_ACCOUNTS[rng.random_range(0..BLOCKED_ACCOUNTS.len())].into()
+                }
+                8 => tx["country"] = HIGH_RISK[rng.random_range(0..HIGH_RISK.len())].into(),
+                9 => tx["country"] = FOREIGN[rng.random_range(0..FOREIGN.len())].into(),
+                10 => {
+                    tx["merchant_category"] = RISKY_MCC[rng.random_range(0..RISKY_MCC.len())].into()
+                }
+                11 => {
+                    if let Some(frozen) = accounts.iter().position(|a| a.status != "active") {
+                        let fc = accounts[frozen].currency;
+                        tx["source"] = accounts[frozen].id.clone().into();
+                        tx["destination"] = accounts[active(&mut rng, fc)].id.clone().into();
+                        tx["currency"] = CURRENCIES[fc].code.into();
+                    }
+                }
+                // Far more than any opening balance.
+                12 => tx["amount"] = Decimal::new(cur.large * 4, 0).to_string().into(),
+                13 => tx["destination"] = "acc-unknown".into(),
+                14 => tx["destination"] = tx["source"].clone(),
+                15 => tx["currency"] = CURRENCIES[(c + 1) % CURRENCIES.len()].code.into(),
+                16 => {
+                    tx["amount"] =
+                        format!("{}.{}", cur.typical, "5".repeat(cur.minor as usize + 1)).into()
+                }
+                17 => tx["amount"] = "0".into(),
+                // A deposit from settlement.
+                18 => {
+                    tx["kind"] = "deposit".into();
+                    tx["source"] = format!("settle-{}", cur.code).into();
+                }
+                // Bad input of every kind.
+                19 => lines.push(match rng.random_range(0..6u32) {
+                    0 => "{\"id\": \"broken".to_string(),
+                    1 => String::new(),
+                    2 => tx.to_string().replace(
+                        &format!("\"amount\":\"{amount}\""),
+                        &format!("\"amount\":{amount}"),
+                    ),
+                    3 => tx
+                        .to_string()
+                        .replace("\"kind\":\"payment\"", "\"kind\":\"refund\""),
+                    4 => tx.to_string().replace(
+                        &format!("\"timestamp\":\"{}\"", format_timestamp(now)),
+                        "\"timestamp\":\"yesterday\"",
+                    ),
+                    _ => {
+                        let mut t = tx.clone();
+                        t.as_object_mut().expect("object").remove("currency");
+                        t.to_string()
+                    }
+                }),
+                // An exact replay of an earlier line, or a conflicting reuse of its id.
+                20 | 21 => {
+                    if let Some(prev) = previous.last() {
+                        lines.push(prev.clone());
+                        if pattern == 21 {
+                            let mut v: serde_json::Value =
+                                serde_json::from_str(prev).expect("generated JSON");
+                            v["amount"] = "1.00".into();
+                            lines.push(v.to_string());
+                        }
+                    }
+                }
+                22 => tx["currency"] = "XXX".into(),
+                _ => tx["amount"] = Decimal::new(cur.large * 6, 0).to_string().into(),
+            }
+        }
+        if lines.is_empty() {
+            lines.push(tx.to_string());
+        }
+        for line in lines {
+            if written >= config.transactions {
+                break;
+            }
+            writeln!(transactions_out, "{line}")?;
+            written += 1;
+            if previous.len() >= 64 {
+                previous.remove(0);
+            }
+            if line.starts_with("{\"") {
+                previous.push(line);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_bytes_and_exact_count() {
+        let config = GenConfig {
+            transactions: 3_000,
+            accounts: 100,
+            ..GenConfig::default()
+        };
+        let run = || {
+            let (mut a, mut t) = (Vec::new(), Vec::new());
+            generate(&config, &mut a, &mut t).unwrap();
+            (a, t)
+        };
+        let (a1, t1) = run();
+        let (a2, t2) = run();
+        assert_eq!(a1, a2);
+        assert_eq!(t1, t2);
+        assert_eq!(t1.iter().filter(|b| **b == b'\n').count(), 3_000);
+        let other = GenConfig { seed: 7, ..config };
+        let mut t3 = Vec::new();
+        generate(&other, &mut Vec::new(), &mut t3).unwrap();
+        assert_ne!(t1, t3);
+    }
+}

@@ -1,0 +1,203 @@
+//! The native double-entry ledger: accounts, posted balances, pending holds,
+//! the journal, stored decisions (idempotency and audit) and source history.
+//!
+//! [`Ledger`] is the storage trait the pipeline talks to; [`MemoryLedger`]
+//! is the in-memory implementation. Invariants, asserted on every change:
+//! every journal entry balances per currency; an account's posted balance is
+//! the sum of its postings; pending equals the sum of its pending holds; an
+//! id has at most one decision.
+
+mod history;
+mod memory;
+
+pub use history::{History, LATENESS_SECONDS_DEFAULT};
+pub use memory::MemoryLedger;
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use crate::decision::Decision;
+use crate::facts::{HistoryQuery, HistoryStats};
+use crate::model::{Account, Transaction};
+
+/// Balances of an account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Balances {
+    /// Sum of posted journal entries.
+    pub posted: Decimal,
+    /// Sum of pending holds on the account as source.
+    pub pending: Decimal,
+    /// `posted − pending`.
+    pub available: Decimal,
+}
+
+/// One leg of a journal entry: `amount` is positive for a credit, negative
+/// for a debit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Posting {
+    /// The account.
+    pub account: String,
+    /// The currency.
+    pub currency: String,
+    /// Signed amount.
+    pub amount: Decimal,
+}
+
+/// Why a journal entry exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// An account's opening balance against the currency's equity account.
+    Opening,
+    /// An approved transaction.
+    Transfer,
+    /// A hold approved by an operator.
+    HoldPosted,
+}
+
+/// An immutable, balanced journal entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// Position in the journal, from 1.
+    pub seq: u64,
+    /// The transaction (or account, for openings) it belongs to.
+    pub reference: String,
+    /// Why.
+    pub kind: EntryKind,
+    /// Its legs; they sum to zero per currency.
+    pub postings: Vec<Posting>,
+}
+
+/// The state of a hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldState {
+    /// Reserves funds on the source.
+    Pending,
+    /// Approved by an operator and posted.
+    Posted,
+    /// Declined by an operator.
+    Voided,
+}
+
+/// A hold placed by a `review` decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// The transaction id.
+    pub id: String,
+    /// Source account.
+    pub source: String,
+    /// Destination account.
+    pub destination: String,
+    /// Amount reserved.
+    pub amount: Decimal,
+    /// Currency.
+    pub currency: String,
+    /// State.
+    pub state: HoldState,
+}
+
+/// A decision kept for idempotency and audit.
+#[derive(Clone, Debug)]
+pub struct StoredDecision {
+    /// Fingerprint of the transaction's content.
+    pub fingerprint: [u8; 32],
+    /// The decision.
+    pub decision: Arc<Decision>,
+}
+
+/// What the ledger does for a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Post the transfer.
+    Post,
+    /// Place a hold.
+    Hold,
+    /// Touch no balance.
+    Nothing,
+}
+
+/// Everything the ledger records for one decided transaction, atomically.
+#[derive(Clone, Debug)]
+pub struct Commit<'a> {
+    /// The transaction.
+    pub tx: &'a Transaction,
+    /// Its content fingerprint.
+    pub fingerprint: [u8; 32],
+    /// The decision.
+    pub decision: Arc<Decision>,
+    /// Post, hold or nothing.
+    pub effect: Effect,
+    /// Whether it counts in source history (it reached risk scoring).
+    pub count_in_history: bool,
+}
+
+/// Ledger errors: operating errors a caller can act on.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LedgerError {
+    /// No such account.
+    #[error("account {0:?} does not exist")]
+    UnknownAccount(String),
+    /// The account already exists.
+    #[error("account {0:?} already exists")]
+    DuplicateAccount(String),
+    /// The id already has a decision.
+    #[error("transaction {0:?} already has a decision")]
+    DuplicateDecision(String),
+    /// No such hold.
+    #[error("no hold for transaction {0:?}")]
+    UnknownHold(String),
+    /// The hold was already resolved the other way.
+    #[error("hold {id:?} is already {state}")]
+    HoldResolved {
+        /// Hold id.
+        id: String,
+        /// `posted` or `voided`.
+        state: &'static str,
+    },
+    /// Funds no longer cover the hold.
+    #[error("insufficient funds on {0:?} to post the hold")]
+    InsufficientFunds(String),
+}
+
+/// How a hold resolution ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Done now.
+    Done,
+    /// It was already resolved this way (idempotent repeat).
+    AlreadyDone,
+}
+
+/// The storage trait of the ledger.
+pub trait Ledger: Send {
+    /// Adds accounts, posting opening balances against the per-currency
+    /// equity account. All or nothing.
+    fn import_accounts(&mut self, accounts: &[Account]) -> Result<(), LedgerError>;
+    /// An account's static facts.
+    fn account(&self, id: &str) -> Option<&Account>;
+    /// Ids of all accounts, sorted.
+    fn account_ids(&self) -> Vec<String>;
+    /// An account's balances.
+    fn balances(&self, id: &str) -> Option<Balances>;
+    /// Whether `source` can cover `amount`: available + overdraft ≥ amount.
+    fn has_funds(&self, source: &str, amount: Decimal) -> bool;
+    /// The stored decision for an id.
+    fn decision(&self, id: &str) -> Option<&StoredDecision>;
+    /// Answers a history query.
+    fn history(&self, query: &HistoryQuery<'_>) -> HistoryStats;
+    /// Widens history retention for a rule set's longest window.
+    fn retain_history(&mut self, window_seconds_max: u64);
+    /// Records a decided transaction and its effect, atomically.
+    fn commit(&mut self, commit: Commit<'_>) -> Result<(), LedgerError>;
+    /// Posts (`approve`) or voids a pending hold; idempotent.
+    fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError>;
+    /// All holds, sorted by id.
+    fn holds(&self) -> Vec<Hold>;
+    /// The journal, in order.
+    fn journal(&self) -> &[JournalEntry];
+}
+
+/// The system equity account of a currency, the counterpart of opening balances.
+pub fn equity_account(currency: &str) -> String {
+    format!("equity:{currency}")
+}

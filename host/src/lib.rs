@@ -1,0 +1,22 @@
+//! rulehost: a WebAssembly rules and risk-scoring host for payment systems,
+//! with a native double-entry ledger.
+//!
+//! The path of a transaction: [`input`] parses it, [`pipeline`] runs the
+//! native pre-checks, the validation and risk rules of a [`ruleset::RuleSet`]
+//! (each in the [`sandbox`] under its budget), aggregates the scores, and
+//! applies the outcome to the [`ledger`]; [`decision`] shapes the record.
+//! [`run`] streams files through it. See ARCHITECTURE.md.
+
+pub mod decision;
+pub mod facts;
+pub mod generate;
+pub mod input;
+pub mod ledger;
+pub mod manifest;
+pub mod model;
+pub mod params;
+pub mod pipeline;
+pub mod ruleset;
+pub mod run;
+pub mod sandbox;
+pub mod summary;

@@ -1,0 +1,245 @@
+//! The `rulehost` command line. Parsing is in two phases: clap turns raw
+//! arguments into a command, then each command validates its inputs before
+//! doing any work. Exit codes (documented in the README):
+//!
+//! - 0: every line was processed and none was an error record
+//! - 1: processing finished, but some lines were error records
+//! - 2: could not start (bad rule set, accounts, arguments, unreadable files)
+//! - 3: an I/O error stopped processing part-way
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use rulehost::generate::{GenConfig, generate};
+use rulehost::input::parse_accounts;
+use rulehost::ledger::{Ledger, MemoryLedger};
+use rulehost::pipeline::{Pipeline, SharedLedger};
+use rulehost::ruleset::RuleSet;
+use rulehost::run::{Progress, run_stream};
+use rulehost::sandbox::{Sandbox, SandboxConfig};
+
+/// Exit code: processed, some lines were errors.
+const EXIT_SOME_ERRORS: u8 = 1;
+/// Exit code: could not start.
+const EXIT_CANNOT_START: u8 = 2;
+/// Exit code: I/O failure part-way.
+const EXIT_IO: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "rulehost",
+    version,
+    about = "WebAssembly rules and risk-scoring host with a native double-entry ledger"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decide every transaction of a JSON Lines stream, in order.
+    Run {
+        /// The rule-set folder (manifest.toml, modules, lists/).
+        #[arg(long)]
+        rules: PathBuf,
+        /// Accounts to load (JSON Lines).
+        #[arg(long)]
+        accounts: PathBuf,
+        /// Input transactions (default: standard input).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Output decisions (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Print no summary on standard error.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Generate deterministic sample accounts and transactions.
+    Gen {
+        /// Folder to write accounts.jsonl and transactions.jsonl into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Regular accounts.
+        #[arg(long, default_value_t = 2_000)]
+        accounts: usize,
+        /// Transaction lines.
+        #[arg(long, default_value_t = 200_000)]
+        transactions: usize,
+    },
+    /// Load and validate a rule set; print its version and rules.
+    Check {
+        /// The rule-set folder.
+        #[arg(long)]
+        rules: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::CannotStart(e)) => {
+            eprintln!("rulehost: {e:#}");
+            ExitCode::from(EXIT_CANNOT_START)
+        }
+        Err(Failure::Io(e)) => {
+            eprintln!("rulehost: {e:#}");
+            ExitCode::from(EXIT_IO)
+        }
+    }
+}
+
+enum Failure {
+    CannotStart(anyhow::Error),
+    Io(anyhow::Error),
+}
+
+fn start<T>(r: Result<T>) -> Result<T, Failure> {
+    r.map_err(Failure::CannotStart)
+}
+
+fn load(rules: &Path) -> Result<(Arc<Sandbox>, RuleSet)> {
+    let sandbox = Arc::new(Sandbox::new(&SandboxConfig::default())?);
+    let ruleset = RuleSet::load(&sandbox, rules)
+        .with_context(|| format!("loading rule set {}", rules.display()))?;
+    Ok((sandbox, ruleset))
+}
+
+fn load_ledger(accounts: &Path, ruleset: &RuleSet) -> Result<SharedLedger> {
+    let text = std::fs::read_to_string(accounts)
+        .with_context(|| format!("reading {}", accounts.display()))?;
+    let accounts_list = parse_accounts(&text).with_context(|| format!("{}", accounts.display()))?;
+    let mut ledger = MemoryLedger::default();
+    ledger
+        .import_accounts(&accounts_list)
+        .with_context(|| format!("importing {}", accounts.display()))?;
+    ledger.retain_history(ruleset.history_window_seconds_max);
+    Ok(Arc::new(Mutex::new(Box::new(ledger))))
+}
+
+fn dispatch(command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Run {
+            rules,
+            accounts,
+            input,
+            output,
+            quiet,
+        } => {
+            let (sandbox, ruleset) = start(load(&rules))?;
+            let ledger = start(load_ledger(&accounts, &ruleset))?;
+            let pipeline = Pipeline::new(sandbox, ledger);
+            let reader: Box<dyn io::BufRead + Send> = match &input {
+                Some(p) => Box::new(BufReader::new(start(
+                    File::open(p).with_context(|| format!("opening {}", p.display())),
+                )?)),
+                None => Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
+            };
+            let writer: Box<dyn Write + Send> = match &output {
+                Some(p) => Box::new(BufWriter::new(start(
+                    File::create(p).with_context(|| format!("creating {}", p.display())),
+                )?)),
+                None => Box::new(io::stdout()),
+            };
+            let progress: Option<Box<dyn Progress>> = if io::stderr().is_terminal() && !quiet {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {human_pos} lines  {per_sec}  {elapsed}",
+                    )
+                    .expect("valid template"),
+                );
+                bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                Some(Box::new(bar))
+            } else {
+                None
+            };
+            let summary = run_stream(&pipeline, &ruleset, reader, writer, progress)
+                .context("processing")
+                .map_err(Failure::Io)?;
+            if !quiet {
+                eprintln!(
+                    "rule set {} ({} rules)",
+                    ruleset.version,
+                    ruleset.rules.len()
+                );
+                eprint!("{summary}");
+            }
+            Ok(if summary.error_count() > 0 {
+                EXIT_SOME_ERRORS
+            } else {
+                0
+            })
+        }
+        Command::Gen {
+            out,
+            seed,
+            accounts,
+            transactions,
+        } => {
+            start(
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("creating {}", out.display())),
+            )?;
+            let config = GenConfig {
+                seed,
+                accounts,
+                transactions,
+                ..GenConfig::default()
+            };
+            let create = |name: &str| -> Result<BufWriter<File>> {
+                let path = out.join(name);
+                Ok(BufWriter::new(
+                    File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+                ))
+            };
+            let mut a = start(create("accounts.jsonl"))?;
+            let mut t = start(create("transactions.jsonl"))?;
+            generate(&config, &mut a, &mut t)
+                .and_then(|_| a.flush())
+                .and_then(|_| t.flush())
+                .context("writing")
+                .map_err(Failure::Io)?;
+            eprintln!(
+                "wrote {} and {} ({transactions} lines, seed {seed})",
+                out.join("accounts.jsonl").display(),
+                out.join("transactions.jsonl").display()
+            );
+            Ok(0)
+        }
+        Command::Check { rules } => {
+            let (_, ruleset) = start(load(&rules))?;
+            println!("rule set {} (sha256 {})", ruleset.version, ruleset.sha256);
+            println!(
+                "review_at {}  decline_at {}",
+                ruleset.review_at, ruleset.decline_at
+            );
+            for r in &ruleset.rules {
+                println!(
+                    "  {:<20} {:<10} weight {:<4} fuel_max {:<9} memory_bytes_max {:<9} deadline_ms {:<4} on_error {:<6} {} ({} bytes)",
+                    r.name,
+                    r.kind.as_str(),
+                    r.weight,
+                    r.budget.fuel_max,
+                    r.budget.memory_bytes_max,
+                    r.budget.deadline_ms,
+                    r.on_error.as_str(),
+                    r.version,
+                    r.module_bytes
+                );
+            }
+            Ok(0)
+        }
+    }
+}

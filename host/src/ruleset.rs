@@ -1,0 +1,327 @@
+//! Loading a rule-set folder: the manifest, every module (pinned, compiled,
+//! linked against the WIT contract, declaration checked against the
+//! manifest), the operator lists, and the content hash that versions it all.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{Budget, MANIFEST_FILE, Manifest, ManifestError, OnError, RuleKind};
+use crate::params::Params;
+use crate::sandbox::{CompiledRule, LoadError, Sandbox};
+
+/// The folder of operator lists inside a rule set.
+pub const LISTS_DIR: &str = "lists";
+/// Values one list may hold.
+pub const LIST_ENTRIES_MAX: usize = 10_000_000;
+/// Hex digits of a content hash shown in decisions.
+pub const VERSION_HEX_DIGITS: usize = 16;
+
+/// Why a rule set could not be loaded. Each variant names the file or rule.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleSetError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The manifest is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A module failed to compile, link or describe itself.
+    #[error("rule `{rule}` ({path}): {source}")]
+    Module {
+        /// Rule name.
+        rule: String,
+        /// Module path.
+        path: PathBuf,
+        /// What failed.
+        source: LoadError,
+    },
+    /// The module's SHA-256 differs from its pin.
+    #[error(
+        "rule `{rule}`: module sha256 is {actual}, the manifest pins {expected}; rebuild the module or update the pin"
+    )]
+    Pin {
+        /// Rule name.
+        rule: String,
+        /// The pin.
+        expected: String,
+        /// The module's hash.
+        actual: String,
+    },
+    /// The manifest's kind disagrees with the module's declaration.
+    #[error(
+        "rule `{rule}`: the manifest says kind = \"{manifest}\" but the module is a {module} rule; set kind = \"{module}\""
+    )]
+    KindMismatch {
+        /// Rule name.
+        rule: String,
+        /// Kind in the manifest.
+        manifest: &'static str,
+        /// Kind the module declares.
+        module: &'static str,
+    },
+    /// Parameters do not match the declaration.
+    #[error("rule `{rule}`: {message}")]
+    Params {
+        /// Rule name.
+        rule: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A declared list does not exist.
+    #[error("rule `{rule}` reads list `{list}` but {dir}/{list}.txt does not exist")]
+    ListMissing {
+        /// Rule name.
+        rule: String,
+        /// List name.
+        list: String,
+        /// Lists folder.
+        dir: String,
+    },
+    /// A list is too large.
+    #[error("{path}: more than {LIST_ENTRIES_MAX} entries")]
+    ListTooLarge {
+        /// List path.
+        path: PathBuf,
+    },
+}
+
+/// The operator lists of a rule set, by name.
+#[derive(Debug, Default)]
+pub struct Lists {
+    lists: HashMap<String, HashSet<String>>,
+}
+
+impl Lists {
+    /// Whether `value` is in list `name` (false for an unknown list).
+    pub fn contains(&self, name: &str, value: &str) -> bool {
+        self.lists.get(name).is_some_and(|l| l.contains(value))
+    }
+
+    /// Whether a list exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.lists.contains_key(name)
+    }
+
+    /// Parses list text: one value per line, trimmed; blank lines and lines
+    /// starting with `#` are skipped.
+    pub fn parse(text: &str) -> HashSet<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// One loaded rule.
+pub struct LoadedRule {
+    /// Rule name.
+    pub name: String,
+    /// Validation or risk.
+    pub kind: RuleKind,
+    /// Score weight.
+    pub weight: Decimal,
+    /// Budget per call.
+    pub budget: Budget,
+    /// Failure policy.
+    pub on_error: OnError,
+    /// Content hash of the module, shortened (`VERSION_HEX_DIGITS`).
+    pub version: String,
+    /// Full SHA-256 of the module.
+    pub sha256: String,
+    /// Module size in bytes.
+    pub module_bytes: usize,
+    /// Typed parameters.
+    pub params: Arc<Params>,
+    /// Declared lists.
+    pub lists: Arc<[String]>,
+    /// Declared longest history window, in seconds.
+    pub history_window_seconds_max: u64,
+    /// The compiled, linked module.
+    pub compiled: CompiledRule,
+}
+
+/// A loaded, validated rule set: immutable once built.
+pub struct RuleSet {
+    /// Content hash over the manifest, every module and every list, shortened.
+    pub version: String,
+    /// The full content hash.
+    pub sha256: String,
+    /// Outcome thresholds.
+    pub review_at: u32,
+    /// Outcome thresholds.
+    pub decline_at: u32,
+    /// Rules in manifest order.
+    pub rules: Vec<LoadedRule>,
+    /// Operator lists.
+    pub lists: Arc<Lists>,
+    /// The longest history window any rule declares, in seconds.
+    pub history_window_seconds_max: u64,
+    /// The folder it was loaded from.
+    pub dir: PathBuf,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, RuleSetError> {
+    std::fs::read(path).map_err(|source| RuleSetError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl RuleSet {
+    /// Loads and validates the rule set in `dir`.
+    pub fn load(sandbox: &Sandbox, dir: &Path) -> Result<RuleSet, RuleSetError> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest_bytes = read(&manifest_path)?;
+        let manifest_text =
+            String::from_utf8(manifest_bytes.clone()).map_err(|e| RuleSetError::Io {
+                path: manifest_path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+        let manifest = Manifest::parse(&manifest_path.display().to_string(), &manifest_text)?;
+
+        let (lists, list_hashes) = load_lists(&dir.join(LISTS_DIR))?;
+        let lists = Arc::new(lists);
+
+        let mut hasher = Sha256::new();
+        hasher.update(b"manifest\0");
+        hasher.update(&manifest_bytes);
+
+        let mut rules = Vec::with_capacity(manifest.rules.len());
+        for entry in &manifest.rules {
+            let path = dir.join(&entry.module);
+            let bytes = read(&path)?;
+            let sha256 = hex_sha256(&bytes);
+            if let Some(pin) = &entry.sha256
+                && *pin != sha256
+            {
+                return Err(RuleSetError::Pin {
+                    rule: entry.name.clone(),
+                    expected: pin.clone(),
+                    actual: sha256,
+                });
+            }
+            let module_err = |source| RuleSetError::Module {
+                rule: entry.name.clone(),
+                path: path.clone(),
+                source,
+            };
+            let component = sandbox.compile(&bytes).map_err(module_err)?;
+            let compiled = sandbox.link(&component).map_err(module_err)?;
+            let declared = sandbox
+                .describe(&compiled, &entry.budget)
+                .map_err(module_err)?;
+            if declared.kind != entry.kind {
+                return Err(RuleSetError::KindMismatch {
+                    rule: entry.name.clone(),
+                    manifest: entry.kind.as_str(),
+                    module: declared.kind.as_str(),
+                });
+            }
+            let params = Params::build(&entry.params, &entry.own_params, &declared.params)
+                .map_err(|message| RuleSetError::Params {
+                    rule: entry.name.clone(),
+                    message,
+                })?;
+            for list in &declared.lists {
+                if !lists.has(list) {
+                    return Err(RuleSetError::ListMissing {
+                        rule: entry.name.clone(),
+                        list: list.clone(),
+                        dir: dir.join(LISTS_DIR).display().to_string(),
+                    });
+                }
+            }
+            hasher.update(b"\0module\0");
+            hasher.update(entry.module.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(sha256.as_bytes());
+            rules.push(LoadedRule {
+                name: entry.name.clone(),
+                kind: entry.kind,
+                weight: entry.weight,
+                budget: entry.budget,
+                on_error: entry.on_error,
+                version: sha256[..VERSION_HEX_DIGITS].to_owned(),
+                sha256,
+                module_bytes: bytes.len(),
+                params: Arc::new(params),
+                lists: declared.lists.into(),
+                history_window_seconds_max: declared.history_window_seconds_max,
+                compiled,
+            });
+        }
+        for (name, hash) in &list_hashes {
+            hasher.update(b"\0list\0");
+            hasher.update(name.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(hash.as_bytes());
+        }
+        let sha256 = hex::encode(hasher.finalize());
+        let history_window_seconds_max = rules
+            .iter()
+            .map(|r| r.history_window_seconds_max)
+            .max()
+            .unwrap_or(0);
+        Ok(RuleSet {
+            version: sha256[..VERSION_HEX_DIGITS].to_owned(),
+            sha256,
+            review_at: manifest.review_at,
+            decline_at: manifest.decline_at,
+            rules,
+            lists,
+            history_window_seconds_max,
+            dir: dir.to_owned(),
+        })
+    }
+}
+
+fn load_lists(dir: &Path) -> Result<(Lists, BTreeMap<String, String>), RuleSetError> {
+    let mut lists = Lists::default();
+    let mut hashes = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((lists, hashes)),
+        Err(source) => {
+            return Err(RuleSetError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| RuleSetError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("txt") {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let bytes = read(&path)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let values = Lists::parse(&text);
+        if values.len() > LIST_ENTRIES_MAX {
+            return Err(RuleSetError::ListTooLarge { path });
+        }
+        hashes.insert(name.clone(), hex_sha256(&bytes));
+        lists.lists.insert(name, values);
+    }
+    Ok((lists, hashes))
+}

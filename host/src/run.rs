@@ -1,0 +1,155 @@
+//! `rulehost run`: streams JSON Lines through the pipeline in input order.
+//!
+//! Three stages on their own threads, joined by bounded channels of batches:
+//! read + parse → decide (strictly in order, one transaction after another,
+//! so the output equals processing one by one) → serialize + write.
+
+use std::io::{self, BufRead, Write};
+use std::time::Instant;
+
+use crossbeam_channel::bounded;
+
+use crate::decision::Record;
+use crate::input::{InputError, ParsedTransaction, parse_transaction};
+use crate::pipeline::Pipeline;
+use crate::ruleset::RuleSet;
+use crate::summary::Summary;
+
+/// Lines per batch handed between stages.
+pub const BATCH_LINES_MAX: usize = 512;
+/// Batches in flight between two stages (bounds memory: lines × batches).
+pub const BATCHES_IN_FLIGHT_MAX: usize = 8;
+/// Bytes one input line may have; a longer line is an error record.
+pub const LINE_BYTES_MAX: usize = 1 << 20;
+
+/// Reports progress (lines done) while a run goes on.
+pub trait Progress: Send {
+    /// Called after each batch with the lines done so far.
+    fn advance(&mut self, lines_done: u64);
+}
+
+impl Progress for indicatif::ProgressBar {
+    fn advance(&mut self, lines_done: u64) {
+        self.set_position(lines_done);
+    }
+}
+
+enum Parsed {
+    Tx(Box<ParsedTransaction>),
+    Error(InputError),
+}
+
+/// Runs every line of `input` through `pipeline` with `ruleset`, writing one
+/// record per line to `output`, in order. Returns the summary, or the first
+/// I/O error of reading or writing.
+pub fn run_stream(
+    pipeline: &Pipeline,
+    ruleset: &RuleSet,
+    input: impl BufRead + Send,
+    output: impl Write + Send,
+    mut progress: Option<Box<dyn Progress>>,
+) -> io::Result<Summary> {
+    let started = Instant::now();
+    let (parsed_tx, parsed_rx) = bounded::<Vec<(u64, Parsed)>>(BATCHES_IN_FLIGHT_MAX);
+    let (decided_tx, decided_rx) = bounded::<Vec<Record>>(BATCHES_IN_FLIGHT_MAX);
+
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> io::Result<()> {
+            let mut input = input;
+            let mut batch = Vec::with_capacity(BATCH_LINES_MAX);
+            let mut buf = Vec::new();
+            let mut line_no = 0u64;
+            loop {
+                buf.clear();
+                let n = input.read_until(b'\n', &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                line_no += 1;
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                let parsed = parse_bytes(line_no, &buf);
+                batch.push((line_no, parsed));
+                if batch.len() == BATCH_LINES_MAX {
+                    if parsed_tx
+                        .send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(BATCH_LINES_MAX),
+                        ))
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = parsed_tx.send(batch);
+            }
+            Ok(())
+        });
+
+        let writer = scope.spawn(move || -> io::Result<Summary> {
+            let mut output = io::BufWriter::with_capacity(1 << 16, output);
+            let mut summary = Summary::default();
+            let mut buf = Vec::with_capacity(1 << 16);
+            for batch in decided_rx {
+                buf.clear();
+                for record in &batch {
+                    summary.add(record);
+                    record.write_json(&mut buf);
+                }
+                output.write_all(&buf)?;
+                if let Some(p) = progress.as_mut() {
+                    p.advance(summary.lines);
+                }
+            }
+            output.flush()?;
+            Ok(summary)
+        });
+
+        for batch in parsed_rx {
+            let records: Vec<Record> = batch
+                .into_iter()
+                .map(|(line, parsed)| match parsed {
+                    Parsed::Tx(p) => pipeline.decide(ruleset, line, &p),
+                    Parsed::Error(e) => Record::Error(e),
+                })
+                .collect();
+            if decided_tx.send(records).is_err() {
+                break;
+            }
+        }
+        drop(decided_tx);
+        let read = reader.join().expect("reader thread panicked");
+        let mut summary = writer.join().expect("writer thread panicked")?;
+        read?;
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    })
+}
+
+fn parse_bytes(line_no: u64, bytes: &[u8]) -> Parsed {
+    let error = |message: String| {
+        Parsed::Error(InputError {
+            line: line_no,
+            id: None,
+            code: crate::input::ErrorCode::MalformedJson,
+            field: None,
+            message,
+        })
+    };
+    if bytes.len() > LINE_BYTES_MAX {
+        return error(format!(
+            "line of {} bytes exceeds the limit of {LINE_BYTES_MAX}",
+            bytes.len()
+        ));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => match parse_transaction(line_no, text) {
+            Ok(p) => Parsed::Tx(Box::new(p)),
+            Err(e) => Parsed::Error(e),
+        },
+        Err(e) => error(format!("line is not UTF-8: {e}")),
+    }
+}

@@ -1,0 +1,806 @@
+//! The Wasm sandbox: the one place that knows wasmtime. It configures the
+//! engine (fuel, epoch deadlines, pooling allocator), links the `host`
+//! capabilities and deny-all WASI, and runs one rule call under its budget,
+//! classifying every way a call can fail.
+//!
+//! Isolation model: a fresh component instance in a fresh `Store` for every
+//! call, instantiated from a pre-linked `InstancePre` with the pooling
+//! allocator and copy-on-write memory images. No guest state survives a call,
+//! so a decision never depends on what a rule saw before. ARCHITECTURE.md
+//! records the measurements behind this choice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::facts::{Facts, HistoryQuery};
+use crate::manifest::{Budget, RuleKind};
+use crate::model::{AccountStatus, NANOS_PER_SECOND, Nanos, Transaction, TransactionKind};
+use crate::params::{ParamValue, Params};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "rule-world",
+        imports: { default: trappable },
+    });
+}
+
+use bindings::exports::rulehost::rules::rule as wit_rule;
+use bindings::rulehost::rules::{host as wit_host, types as wit};
+
+/// How often the epoch ticks, in milliseconds: the resolution of deadlines.
+pub const EPOCH_TICK_MS: u64 = 1;
+/// Bytes one `log` call may record; longer messages are cut.
+pub const LOG_BYTES_PER_CALL_MAX: usize = 512;
+/// Bytes of log all calls of one evaluation may record; the rest is dropped.
+pub const LOG_BYTES_PER_EVALUATION_MAX: usize = 4096;
+/// Reason codes one risk result may carry.
+pub const REASONS_MAX: usize = 16;
+/// Bytes of a rejection message.
+pub const MESSAGE_BYTES_MAX: usize = 1024;
+/// Bytes of guest stderr kept for a failure message (panics print there).
+pub const STDERR_BYTES_MAX: usize = 2048;
+/// Table elements an instance may grow to.
+pub const TABLE_ELEMENTS_MAX: usize = 100_000;
+/// Concurrent instances the pooling allocator reserves slots for.
+pub const POOLED_INSTANCES_MAX: u32 = 256;
+/// Largest linear memory the pooling allocator reserves per slot, in bytes;
+/// manifests may not ask for more (see `manifest::MEMORY_BYTES_MAX_LIMIT`).
+pub const POOLED_MEMORY_BYTES_MAX: usize = 1 << 30;
+
+/// Why a rule call failed. These are the failure kinds of RULES.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailureKind {
+    /// The guest trapped (panic, unreachable, bad host call).
+    Trap,
+    /// The fuel budget ran out.
+    Fuel,
+    /// The wall-clock deadline passed.
+    Deadline,
+    /// The memory cap was hit.
+    Memory,
+    /// The result broke the output contract.
+    InvalidOutput,
+}
+
+impl FailureKind {
+    /// The spelling in decision records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Fuel => "fuel",
+            FailureKind::Deadline => "deadline",
+            FailureKind::Memory => "memory",
+            FailureKind::InvalidOutput => "invalid-output",
+        }
+    }
+}
+
+/// A failed call: its kind and a message for the trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// Details for the analyst.
+    pub message: String,
+}
+
+/// What a rule returned, validated against the output contract.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Validation passed.
+    Accept,
+    /// Validation rejected with a code.
+    Reject {
+        /// `[A-Z0-9_]{1,32}`.
+        code: String,
+        /// Explanation, at most `MESSAGE_BYTES_MAX` bytes.
+        message: String,
+    },
+    /// A risk score.
+    Score {
+        /// 0..=1000.
+        score: u32,
+        /// Valid codes, at most `REASONS_MAX`.
+        reasons: Vec<String>,
+    },
+}
+
+/// A log line a rule recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// `trace` … `error`.
+    pub level: &'static str,
+    /// The message, possibly cut to the per-call cap.
+    pub message: String,
+}
+
+/// The outcome of one call: the verdict or failure, the fuel it used, and its
+/// log lines.
+#[derive(Clone, Debug)]
+pub struct CallOutcome {
+    /// Verdict or failure.
+    pub result: Result<Verdict, Failure>,
+    /// Fuel consumed by instantiation and the call (deterministic).
+    pub fuel: u64,
+    /// Log lines, within the caps.
+    pub logs: Vec<LogLine>,
+}
+
+/// What a rule declares about itself (its `describe` export).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleDeclaration {
+    /// Validation or risk.
+    pub kind: RuleKind,
+    /// Declared parameters and their types.
+    pub params: Vec<(String, crate::params::ParamType)>,
+    /// Declared operator lists.
+    pub lists: Vec<String>,
+    /// Longest history window, in seconds.
+    pub history_window_seconds_max: u64,
+}
+
+/// A compiled, linked rule module, ready to instantiate cheaply.
+#[derive(Clone)]
+pub struct CompiledRule {
+    pre: bindings::RuleWorldPre<CallState>,
+}
+
+/// Whether a code is `[A-Z0-9_]{1,32}`.
+pub fn is_valid_code(code: &str) -> bool {
+    (1..=32).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The inputs of one call besides the transaction.
+pub struct CallContext {
+    /// The rule's parameters.
+    pub params: Arc<Params>,
+    /// The rule set's lists.
+    pub lists: Arc<crate::ruleset::Lists>,
+    /// Lists the rule declared.
+    pub declared_lists: Arc<[String]>,
+    /// Longest history window the rule declared, in seconds.
+    pub history_window_seconds_max: u64,
+    /// Accounts and history, as of this transaction.
+    pub facts: Arc<dyn Facts>,
+    /// The budget.
+    pub budget: Budget,
+}
+
+/// A transaction converted once for all the calls on it.
+pub struct WitTransaction(wit::Transaction);
+
+impl WitTransaction {
+    /// Converts a transaction to its WIT form.
+    pub fn new(tx: &Transaction) -> Self {
+        WitTransaction(wit::Transaction {
+            id: tx.id.clone(),
+            timestamp: to_wit_instant(tx.timestamp),
+            kind: match tx.kind {
+                TransactionKind::Payment => wit::TransactionKind::Payment,
+                TransactionKind::Transfer => wit::TransactionKind::Transfer,
+                TransactionKind::Deposit => wit::TransactionKind::Deposit,
+                TransactionKind::Withdrawal => wit::TransactionKind::Withdrawal,
+            },
+            source: tx.source.clone(),
+            destination: tx.destination.clone(),
+            amount: to_wit_decimal(tx.amount),
+            currency: tx.currency.clone(),
+            country: tx.country.clone(),
+            merchant_category: tx.merchant_category.clone(),
+            channel: tx.channel.clone(),
+            metadata: tx.metadata.clone(),
+        })
+    }
+
+    fn timestamp(&self) -> Nanos {
+        let t = &self.0.timestamp;
+        i128::from(t.seconds) * NANOS_PER_SECOND + i128::from(t.nanos)
+    }
+}
+
+fn to_wit_decimal(d: Decimal) -> wit::Decimal {
+    let m = d.mantissa();
+    wit::Decimal {
+        mantissa_hi: (m >> 64) as i64,
+        mantissa_lo: m as u64,
+        scale: d.scale() as u8,
+    }
+}
+
+fn from_wit_decimal(d: &wit::Decimal) -> Option<Decimal> {
+    let m = (i128::from(d.mantissa_hi) << 64) | i128::from(d.mantissa_lo);
+    Decimal::try_from_i128_with_scale(m, u32::from(d.scale)).ok()
+}
+
+fn to_wit_instant(n: Nanos) -> wit::Instant {
+    wit::Instant {
+        seconds: n.div_euclid(NANOS_PER_SECOND) as i64,
+        nanos: n.rem_euclid(NANOS_PER_SECOND) as u32,
+    }
+}
+
+/// The per-call store data: the capability context, the memory cap, and a
+/// lazily built deny-all WASI context.
+pub struct CallState {
+    ctx: Option<CallContext>,
+    now: Nanos,
+    memory: MemoryCap,
+    logs: Vec<LogLine>,
+    log_bytes: usize,
+    wasi: Option<(WasiCtx, ResourceTable)>,
+    stderr: Option<MemoryOutputPipe>,
+}
+
+struct MemoryCap {
+    memory_bytes_max: usize,
+    total_bytes: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.total_bytes - current.min(self.total_bytes) + desired;
+        if total > self.memory_bytes_max {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        self.total_bytes = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_MAX)
+    }
+}
+
+/// Deterministic stand-ins for WASI's clocks and randomness: time stands at
+/// the Unix epoch and "random" bytes are a fixed pattern. Stateless, so
+/// nothing carries over between calls.
+mod deny_all {
+    use std::convert::Infallible;
+    use std::time::Duration;
+    use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
+
+    pub struct FrozenClock;
+    impl HostWallClock for FrozenClock {
+        fn resolution(&self) -> Duration {
+            Duration::from_nanos(1)
+        }
+        fn now(&self) -> Duration {
+            Duration::ZERO
+        }
+    }
+    impl HostMonotonicClock for FrozenClock {
+        fn resolution(&self) -> u64 {
+            1
+        }
+        fn now(&self) -> u64 {
+            0
+        }
+    }
+
+    pub struct FixedBytes;
+    impl rand_core::TryRng for FixedBytes {
+        type Error = Infallible;
+        fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+            Ok(0x5eed_5eed)
+        }
+        fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+            Ok(0x5eed_5eed_5eed_5eed)
+        }
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+            dst.fill(0x5e);
+            Ok(())
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let stderr = &mut self.stderr;
+        let (ctx, table) = self.wasi.get_or_insert_with(|| {
+            let pipe = MemoryOutputPipe::new(STDERR_BYTES_MAX);
+            *stderr = Some(pipe.clone());
+            let mut b = WasiCtx::builder();
+            b.stderr(pipe)
+                .wall_clock(deny_all::FrozenClock)
+                .monotonic_clock(deny_all::FrozenClock)
+                .secure_random(deny_all::FixedBytes)
+                .insecure_random(deny_all::FixedBytes)
+                .insecure_random_seed(0);
+            (b.build(), ResourceTable::new())
+        });
+        WasiCtxView { ctx, table }
+    }
+}
+
+impl wit::Host for CallState {}
+
+fn guest_error(message: String) -> wasmtime::Error {
+    wasmtime::Error::msg(message)
+}
+
+impl CallState {
+    fn call_ctx(&self) -> &CallContext {
+        self.ctx
+            .as_ref()
+            .expect("capabilities are only linked into evaluation calls")
+    }
+}
+
+impl wit_host::Host for CallState {
+    fn param(&mut self, name: String) -> wasmtime::Result<Option<wit::ParamValue>> {
+        Ok(self.call_ctx().params.get(&name).and_then(to_wit_param))
+    }
+
+    fn param_entry(
+        &mut self,
+        name: String,
+        key: String,
+    ) -> wasmtime::Result<Option<wit::ParamValue>> {
+        Ok(self
+            .call_ctx()
+            .params
+            .entry(&name, &key)
+            .as_ref()
+            .and_then(to_wit_param))
+    }
+
+    fn history(
+        &mut self,
+        account: String,
+        window_seconds: u64,
+        min: Option<wit::Decimal>,
+        max: Option<wit::Decimal>,
+    ) -> wasmtime::Result<wit::HistoryStats> {
+        let ctx = self.call_ctx();
+        if window_seconds > ctx.history_window_seconds_max {
+            return Err(guest_error(format!(
+                "history window {window_seconds}s exceeds the rule's declared maximum {}s",
+                ctx.history_window_seconds_max
+            )));
+        }
+        let bound = |d: Option<wit::Decimal>| -> wasmtime::Result<Option<Decimal>> {
+            d.map(|d| {
+                from_wit_decimal(&d)
+                    .ok_or_else(|| guest_error("history bound is not a valid decimal".into()))
+            })
+            .transpose()
+        };
+        let query = HistoryQuery {
+            account: &account,
+            from_exclusive: self.now - i128::from(window_seconds) * NANOS_PER_SECOND,
+            to_inclusive: self.now,
+            min: bound(min)?,
+            max: bound(max)?,
+        };
+        let stats = ctx.facts.history(&query);
+        Ok(wit::HistoryStats {
+            count: stats.count,
+            sum: to_wit_decimal(stats.sum),
+        })
+    }
+
+    fn account(&mut self, id: String) -> wasmtime::Result<Option<wit::AccountFacts>> {
+        Ok(self
+            .call_ctx()
+            .facts
+            .account(&id)
+            .map(|a| wit::AccountFacts {
+                id: a.id,
+                currency: a.currency,
+                country: a.country,
+                opened_at: to_wit_instant(a.opened_at),
+                status: match a.status {
+                    AccountStatus::Active => wit::AccountStatus::Active,
+                    AccountStatus::Frozen => wit::AccountStatus::Frozen,
+                    AccountStatus::Closed => wit::AccountStatus::Closed,
+                },
+                available: to_wit_decimal(a.available),
+            }))
+    }
+
+    fn list_contains(&mut self, name: String, value: String) -> wasmtime::Result<bool> {
+        let ctx = self.call_ctx();
+        if !ctx.declared_lists.iter().any(|l| *l == name) {
+            return Err(guest_error(format!(
+                "list `{name}` is not declared by the rule"
+            )));
+        }
+        Ok(ctx.lists.contains(&name, &value))
+    }
+
+    fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
+        let room = LOG_BYTES_PER_EVALUATION_MAX
+            .saturating_sub(self.log_bytes)
+            .min(LOG_BYTES_PER_CALL_MAX);
+        if room == 0 {
+            return Ok(());
+        }
+        let mut cut = message.len().min(room);
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.log_bytes += cut;
+        let level = match level {
+            wit::LogLevel::Trace => "trace",
+            wit::LogLevel::Debug => "debug",
+            wit::LogLevel::Info => "info",
+            wit::LogLevel::Warn => "warn",
+            wit::LogLevel::Error => "error",
+        };
+        self.logs.push(LogLine {
+            level,
+            message: message[..cut].to_owned(),
+        });
+        Ok(())
+    }
+}
+
+fn to_wit_param(v: &ParamValue) -> Option<wit::ParamValue> {
+    Some(match v {
+        ParamValue::Text(s) => wit::ParamValue::Text(s.clone()),
+        ParamValue::Integer(i) => wit::ParamValue::Integer(*i),
+        ParamValue::Decimal(d) => wit::ParamValue::Decimal(to_wit_decimal(*d)),
+        ParamValue::TextList(l) => wit::ParamValue::TextList(l.clone()),
+        // Maps are read entry by entry through `param-entry`.
+        ParamValue::IntegerMap(_) | ParamValue::DecimalMap(_) | ParamValue::TextMap(_) => {
+            return None;
+        }
+    })
+}
+
+/// Errors loading a module into the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a valid component (or a core module was given).
+    #[error("not a valid Wasm component: {0}")]
+    Compile(String),
+    /// The component's imports or exports do not match `rulehost:rules@1.0.0`.
+    #[error("incompatible with the rulehost WIT contract rulehost:rules@1.0.0: {0}")]
+    Incompatible(String),
+    /// Calling `describe` failed.
+    #[error("its `describe` export failed ({}): {}", .0.kind.as_str(), .0.message)]
+    Describe(Failure),
+}
+
+/// The engine and linker shared by every rule; one per process.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<CallState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Options of the sandbox's engine.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// Use the pooling instance allocator (fast instantiation). By default on.
+    pub pooling: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig { pooling: true }
+    }
+}
+
+impl Sandbox {
+    /// Builds the engine (fuel metering, epoch interruption, deterministic
+    /// floats, pooling allocator) and the linker (the `host` capabilities and
+    /// deny-all WASI), and starts the epoch ticker thread.
+    pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
+        let mut cfg = Config::new();
+        cfg.consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true)
+            .parallel_compilation(true);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(POOLED_INSTANCES_MAX)
+                .total_core_instances(POOLED_INSTANCES_MAX * 4)
+                .total_memories(POOLED_INSTANCES_MAX * 2)
+                .total_tables(POOLED_INSTANCES_MAX * 4)
+                .max_memory_size(POOLED_MEMORY_BYTES_MAX)
+                .max_memories_per_component(4)
+                .max_tables_per_component(8);
+            cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine =
+            Engine::new(&cfg).map_err(|e| anyhow::anyhow!("configuring the Wasm engine: {e}"))?;
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        bindings::RuleWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking host: {e}"))?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("rulehost-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(EPOCH_TICK_MS));
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| anyhow::anyhow!("starting the epoch ticker: {e}"))?;
+        }
+        Ok(Sandbox {
+            engine,
+            linker,
+            ticker_stop,
+        })
+    }
+
+    /// The wasmtime engine (for compiling and caching).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles component bytes.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
+    /// Links a compiled component against the contract. Fails with a message
+    /// naming the missing or mismatched item when the module was built
+    /// against another WIT version or lacks an export.
+    pub fn link(&self, component: &Component) -> Result<CompiledRule, LoadError> {
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            if name.starts_with("rulehost:rules/") && !name.ends_with("@1.0.0") {
+                return Err(LoadError::Incompatible(format!(
+                    "it imports `{name}`; this host provides rulehost:rules@1.0.0 — rebuild the rule with a rulehost-guest SDK for 1.x"
+                )));
+            }
+        }
+        if !ty
+            .exports(&self.engine)
+            .any(|(name, _)| name == "rulehost:rules/rule@1.0.0")
+        {
+            let exports: Vec<String> = ty
+                .exports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect();
+            return Err(LoadError::Incompatible(format!(
+                "it does not export `rulehost:rules/rule@1.0.0` (exports: [{}]) — export the rule with \
+                 rulehost_guest::export_risk_rule! or export_validation_rule!",
+                exports.join(", ")
+            )));
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        let pre = bindings::RuleWorldPre::new(pre)
+            .map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        Ok(CompiledRule { pre })
+    }
+
+    fn store(&self, ctx: Option<CallContext>, now: Nanos, budget: &Budget) -> Store<CallState> {
+        let state = CallState {
+            ctx,
+            now,
+            memory: MemoryCap {
+                memory_bytes_max: budget.memory_bytes_max as usize,
+                total_bytes: 0,
+                exceeded: false,
+            },
+            logs: Vec::new(),
+            log_bytes: 0,
+            wasi: None,
+            stderr: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store
+            .set_fuel(budget.fuel_max)
+            .expect("fuel is enabled in the engine config");
+        // One extra tick: the next tick may come at once, so a deadline of
+        // N ms is N..N+1 ms of wall time.
+        store.set_epoch_deadline(budget.deadline_ms.div_ceil(EPOCH_TICK_MS) + 1);
+        store
+    }
+
+    /// Calls the rule's `describe` export under `budget`.
+    pub fn describe(
+        &self,
+        rule: &CompiledRule,
+        budget: &Budget,
+    ) -> Result<RuleDeclaration, LoadError> {
+        let mut store = self.store(None, 0, budget);
+        let result = rule
+            .pre
+            .instantiate(&mut store)
+            .and_then(|w| w.rulehost_rules_rule().call_describe(&mut store));
+        let info = result.map_err(|e| LoadError::Describe(classify(&store, e)))?;
+        use crate::params::ParamType as P;
+        Ok(RuleDeclaration {
+            kind: match info.kind {
+                wit_rule::RuleKind::Validation => RuleKind::Validation,
+                wit_rule::RuleKind::Risk => RuleKind::Risk,
+            },
+            params: info
+                .params
+                .into_iter()
+                .map(|p| {
+                    let ty = match p.type_ {
+                        wit::ParamType::Text => P::Text,
+                        wit::ParamType::Integer => P::Integer,
+                        wit::ParamType::Decimal => P::Decimal,
+                        wit::ParamType::TextList => P::TextList,
+                        wit::ParamType::IntegerMap => P::IntegerMap,
+                        wit::ParamType::DecimalMap => P::DecimalMap,
+                        wit::ParamType::TextMap => P::TextMap,
+                    };
+                    (p.name, ty)
+                })
+                .collect(),
+            lists: info.lists,
+            history_window_seconds_max: info.history_window_seconds_max,
+        })
+    }
+
+    /// Runs one `evaluate` call of `rule` on `tx` in a fresh instance under
+    /// `ctx.budget`. Never panics and never returns an error: every failure of
+    /// the guest becomes a [`Failure`] in the outcome.
+    pub fn evaluate(
+        &self,
+        rule: &CompiledRule,
+        kind: RuleKind,
+        ctx: CallContext,
+        tx: &WitTransaction,
+    ) -> CallOutcome {
+        let budget = ctx.budget;
+        let mut store = self.store(Some(ctx), tx.timestamp(), &budget);
+        let result = rule
+            .pre
+            .instantiate(&mut store)
+            .and_then(|w| w.rulehost_rules_rule().call_evaluate(&mut store, &tx.0));
+        let fuel = budget.fuel_max - store.get_fuel().unwrap_or(0);
+        let result = match result {
+            Ok(v) => check_output(kind, v),
+            Err(e) => Err(classify(&store, e)),
+        };
+        let logs = std::mem::take(&mut store.data_mut().logs);
+        CallOutcome { result, fuel, logs }
+    }
+}
+
+/// Sorts a wasmtime error into the failure kinds of RULES.md.
+fn classify(store: &Store<CallState>, e: wasmtime::Error) -> Failure {
+    let state = store.data();
+    let stderr = state
+        .stderr
+        .as_ref()
+        .map(|p| String::from_utf8_lossy(&p.contents()).trim().to_string())
+        .filter(|s| !s.is_empty());
+    let kind = if state.memory.exceeded {
+        FailureKind::Memory
+    } else {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => FailureKind::Fuel,
+            Some(Trap::Interrupt) => FailureKind::Deadline,
+            _ => FailureKind::Trap,
+        }
+    };
+    let mut message = match kind {
+        FailureKind::Memory => format!(
+            "memory cap of {} bytes reached",
+            state.memory.memory_bytes_max
+        ),
+        FailureKind::Fuel => "fuel budget exhausted".to_string(),
+        FailureKind::Deadline => "deadline exceeded".to_string(),
+        _ => {
+            let root = e.root_cause().to_string();
+            match e.downcast_ref::<Trap>() {
+                Some(t) => t.to_string(),
+                None => root,
+            }
+        }
+    };
+    if let Some(stderr) = stderr {
+        message.push_str(": ");
+        message.push_str(&stderr);
+    }
+    Failure { kind, message }
+}
+
+fn invalid(message: String) -> Result<Verdict, Failure> {
+    Err(Failure {
+        kind: FailureKind::InvalidOutput,
+        message,
+    })
+}
+
+/// Checks a raw result against the output contract.
+fn check_output(kind: RuleKind, v: wit_rule::Verdict) -> Result<Verdict, Failure> {
+    match (kind, v) {
+        (RuleKind::Validation, wit_rule::Verdict::Accept) => Ok(Verdict::Accept),
+        (RuleKind::Validation, wit_rule::Verdict::Reject(r)) => {
+            if !is_valid_code(&r.code) {
+                return invalid(format!(
+                    "reject code {:?} is not [A-Z0-9_]{{1,32}}",
+                    truncate(&r.code)
+                ));
+            }
+            if r.message.len() > MESSAGE_BYTES_MAX {
+                return invalid(format!(
+                    "reject message of {} bytes exceeds {MESSAGE_BYTES_MAX}",
+                    r.message.len()
+                ));
+            }
+            Ok(Verdict::Reject {
+                code: r.code,
+                message: r.message,
+            })
+        }
+        (RuleKind::Risk, wit_rule::Verdict::Score(s)) => {
+            if s.score > 1000 {
+                return invalid(format!("score {} is out of range 0..=1000", s.score));
+            }
+            if s.reasons.len() > REASONS_MAX {
+                return invalid(format!(
+                    "{} reasons exceed the limit of {REASONS_MAX}",
+                    s.reasons.len()
+                ));
+            }
+            if let Some(bad) = s.reasons.iter().find(|r| !is_valid_code(r)) {
+                return invalid(format!(
+                    "reason {:?} is not [A-Z0-9_]{{1,32}}",
+                    truncate(bad)
+                ));
+            }
+            Ok(Verdict::Score {
+                score: s.score,
+                reasons: s.reasons,
+            })
+        }
+        (RuleKind::Validation, wit_rule::Verdict::Score(_)) => {
+            invalid("a validation rule returned a score".into())
+        }
+        (RuleKind::Risk, _) => {
+            invalid("a risk rule returned accept/reject instead of a score".into())
+        }
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    let mut end = s.len().min(40);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
