@@ -2,14 +2,17 @@
 //! Only compiled for Wasm; the decimal encoding is pure arithmetic and is
 //! shared with the native tests through `decimal_parts`.
 
+#[cfg(any(target_arch = "wasm32", test))]
 use rust_decimal::Decimal;
 
+#[cfg(any(target_arch = "wasm32", test))]
 /// Splits a decimal into the WIT encoding: (mantissa-hi, mantissa-lo, scale).
 pub fn decimal_parts(d: Decimal) -> (i64, u64, u8) {
     let m = d.mantissa();
     ((m >> 64) as i64, m as u64, d.scale() as u8)
 }
 
+#[cfg(any(target_arch = "wasm32", test))]
 /// Rebuilds a decimal from the WIT encoding. The host only ever sends values
 /// that came from a `Decimal`, so the range always fits.
 pub fn decimal_from_parts(hi: i64, lo: u64, scale: u8) -> Decimal {
@@ -25,17 +28,11 @@ mod wasm {
     use super::{decimal_from_parts, decimal_parts};
     use crate::types::ParamValue;
     use crate::wit::rulehost::rules::types as w;
-    use crate::{
-        Account, AccountStatus, Decimal, LogLevel, Timestamp, Transaction, TransactionKind,
-    };
+    use crate::{Account, AccountStatus, Decimal, LogLevel, Timestamp, Transaction, TransactionKind};
 
     pub fn to_wit_decimal(d: Decimal) -> w::Decimal {
         let (mantissa_hi, mantissa_lo, scale) = decimal_parts(d);
-        w::Decimal {
-            mantissa_hi,
-            mantissa_lo,
-            scale,
-        }
+        w::Decimal { mantissa_hi, mantissa_lo, scale }
     }
 
     pub fn from_wit_decimal(d: w::Decimal) -> Decimal {
@@ -43,10 +40,7 @@ mod wasm {
     }
 
     fn from_wit_instant(i: w::Instant) -> Timestamp {
-        Timestamp {
-            seconds: i.seconds,
-            nanos: i.nanos,
-        }
+        Timestamp { seconds: i.seconds, nanos: i.nanos }
     }
 
     pub fn from_wit_param(v: w::ParamValue) -> ParamValue {

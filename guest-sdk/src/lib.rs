@@ -35,15 +35,16 @@
 //! natively without Wasm. Built for `wasm32-wasip2`, they call the real host.
 
 mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 mod rule;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
 
 pub use rule::{ParamType, RiskRule, RuleInfo, Score, Validation, ValidationRule};
 pub use rust_decimal::Decimal;
-pub use types::{
-    Account, AccountStatus, HistoryStats, LogLevel, Timestamp, Transaction, TransactionKind,
-};
+pub use types::{Account, AccountStatus, HistoryStats, LogLevel, Timestamp, Transaction, TransactionKind};
 
 /// Raw bindings generated from the WIT contract. Not part of the public API:
 /// use the functions and types of this crate instead.
@@ -148,11 +149,7 @@ pub mod params {
 ///
 /// `window_seconds` must not exceed the `history_window_seconds_max` the rule
 /// declared in [`RuleInfo`].
-pub fn history(
-    account: &str,
-    window_seconds: u64,
-    amount_range: Option<(Decimal, Decimal)>,
-) -> HistoryStats {
+pub fn history(account: &str, window_seconds: u64, amount_range: Option<(Decimal, Decimal)>) -> HistoryStats {
     backend::history(account, window_seconds, amount_range)
 }
 
@@ -178,9 +175,7 @@ pub fn log(level: LogLevel, message: &str) {
 /// installed [`testing::FakeHost`] natively.
 #[cfg(target_arch = "wasm32")]
 mod backend {
-    use crate::convert::{
-        from_wit_account, from_wit_decimal, from_wit_param, to_wit_decimal, to_wit_level,
-    };
+    use crate::convert::{from_wit_account, from_wit_decimal, from_wit_param, to_wit_decimal, to_wit_level};
     use crate::types::ParamValue;
     use crate::wit::rulehost::rules::host;
     use crate::{Account, Decimal, HistoryStats, LogLevel};
@@ -193,20 +188,13 @@ mod backend {
         host::param_entry(name, key).map(from_wit_param)
     }
 
-    pub fn history(
-        account: &str,
-        window_seconds: u64,
-        range: Option<(Decimal, Decimal)>,
-    ) -> HistoryStats {
+    pub fn history(account: &str, window_seconds: u64, range: Option<(Decimal, Decimal)>) -> HistoryStats {
         let (min, max) = match range {
             Some((min, max)) => (Some(to_wit_decimal(min)), Some(to_wit_decimal(max))),
             None => (None, None),
         };
         let stats = host::history(account, window_seconds, min, max);
-        HistoryStats {
-            count: stats.count,
-            sum: from_wit_decimal(stats.sum),
-        }
+        HistoryStats { count: stats.count, sum: from_wit_decimal(stats.sum) }
     }
 
     pub fn account(id: &str) -> Option<Account> {
@@ -223,6 +211,4 @@ mod backend {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-mod backend {
-    pub use crate::testing::backend::*;
-}
+use native as backend;

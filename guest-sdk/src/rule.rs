@@ -79,10 +79,7 @@ pub enum Validation {
 impl Validation {
     /// A rejection with `code` and `message`.
     pub fn reject(code: &str, message: impl Into<String>) -> Self {
-        Validation::Reject {
-            code: code.to_owned(),
-            message: message.into(),
-        }
+        Validation::Reject { code: code.to_owned(), message: message.into() }
     }
 }
 
@@ -103,10 +100,7 @@ impl Score {
 
     /// A score with one reason.
     pub fn new(score: u32, reason: &str) -> Self {
-        Score {
-            score,
-            reasons: vec![reason.to_owned()],
-        }
+        Score { score, reasons: vec![reason.to_owned()] }
     }
 
     /// Adds `score` with `reason` (used by rules with independent parts).
@@ -233,17 +227,12 @@ pub mod wasm {
     pub fn evaluate_validation<R: ValidationRule>(tx: w::Transaction) -> r::Verdict {
         match R::validate(&from_wit_transaction(tx)) {
             Validation::Accept => r::Verdict::Accept,
-            Validation::Reject { code, message } => {
-                r::Verdict::Reject(r::Rejection { code, message })
-            }
+            Validation::Reject { code, message } => r::Verdict::Reject(r::Rejection { code, message }),
         }
     }
 
     pub fn evaluate_risk<R: RiskRule>(tx: w::Transaction) -> r::Verdict {
         let s = R::score(&from_wit_transaction(tx));
-        r::Verdict::Score(r::RiskScore {
-            score: s.score,
-            reasons: s.reasons,
-        })
+        r::Verdict::Score(r::RiskScore { score: s.score, reasons: s.reasons })
     }
 }

@@ -24,12 +24,13 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::str::FromStr;
 
-use crate::types::ParamValue;
+use crate::native::{NativeHost, ParamValue};
 use crate::{
-    Account, AccountStatus, Decimal, HistoryStats, LogLevel, RiskRule, RuleInfo, Score, Timestamp,
-    Transaction, Validation, ValidationRule,
+    Account, AccountStatus, Decimal, HistoryStats, LogLevel, RiskRule, RuleInfo, Score, Timestamp, Transaction,
+    Validation, ValidationRule,
 };
 
 /// Parses a decimal literal; panics on a malformed one (test helper).
@@ -75,10 +76,7 @@ pub fn ts(s: &str) -> Timestamp {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Timestamp {
-        seconds: days * 86_400 + secs,
-        nanos,
-    }
+    Timestamp { seconds: days * 86_400 + secs, nanos }
 }
 
 /// An active account with a zero balance (test helper).
@@ -115,17 +113,13 @@ pub struct FakeHost {
     lists: HashMap<String, HashSet<String>>,
 }
 
-/// What the fake records while a rule runs.
-#[derive(Default)]
+/// The fake answering a running rule: the host's facts plus the rule's
+/// declaration and the evaluated transaction's time.
 struct Session {
     host: FakeHost,
     info: RuleInfo,
     now: Timestamp,
-    logs: Vec<(LogLevel, String)>,
-}
-
-thread_local! {
-    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+    logs: RefCell<Vec<(LogLevel, String)>>,
 }
 
 impl FakeHost {
@@ -140,8 +134,7 @@ impl FakeHost {
     }
 
     fn map(mut self, name: &str, entries: impl IntoIterator<Item = (String, ParamValue)>) -> Self {
-        self.params
-            .insert(name.to_owned(), Param::Map(entries.into_iter().collect()));
+        self.params.insert(name.to_owned(), Param::Map(entries.into_iter().collect()));
         self
     }
 
@@ -162,40 +155,22 @@ impl FakeHost {
 
     /// Sets a `text-list` parameter.
     pub fn text_list(self, name: &str, v: &[&str]) -> Self {
-        self.value(
-            name,
-            ParamValue::TextList(v.iter().map(|s| (*s).to_owned()).collect()),
-        )
+        self.value(name, ParamValue::TextList(v.iter().map(|s| (*s).to_owned()).collect()))
     }
 
     /// Sets a `decimal-map` parameter from `(key, literal)` pairs.
     pub fn decimal_map(self, name: &str, entries: &[(&str, &str)]) -> Self {
-        self.map(
-            name,
-            entries
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), ParamValue::Decimal(dec(v)))),
-        )
+        self.map(name, entries.iter().map(|(k, v)| ((*k).to_owned(), ParamValue::Decimal(dec(v)))))
     }
 
     /// Sets an `integer-map` parameter.
     pub fn integer_map(self, name: &str, entries: &[(&str, i64)]) -> Self {
-        self.map(
-            name,
-            entries
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), ParamValue::Integer(*v))),
-        )
+        self.map(name, entries.iter().map(|(k, v)| ((*k).to_owned(), ParamValue::Integer(*v))))
     }
 
     /// Sets a `text-map` parameter.
     pub fn text_map(self, name: &str, entries: &[(&str, &str)]) -> Self {
-        self.map(
-            name,
-            entries
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), ParamValue::Text((*v).to_owned()))),
-        )
+        self.map(name, entries.iter().map(|(k, v)| ((*k).to_owned(), ParamValue::Text((*v).to_owned()))))
     }
 
     /// Adds an account.
@@ -206,11 +181,7 @@ impl FakeHost {
 
     /// Records an earlier transaction of `source` (as source) in history.
     pub fn earlier(mut self, source: &str, timestamp: &str, amount: &str) -> Self {
-        self.history.push(Earlier {
-            source: source.to_owned(),
-            timestamp: ts(timestamp),
-            amount: dec(amount),
-        });
+        self.history.push(Earlier { source: source.to_owned(), timestamp: ts(timestamp), amount: dec(amount) });
         self
     }
 
@@ -224,25 +195,13 @@ impl FakeHost {
 
     /// Sets an operator list.
     pub fn list(mut self, name: &str, values: &[&str]) -> Self {
-        self.lists.insert(
-            name.to_owned(),
-            values.iter().map(|s| (*s).to_owned()).collect(),
-        );
+        self.lists.insert(name.to_owned(), values.iter().map(|s| (*s).to_owned()).collect());
         self
     }
 
     fn run<T>(&self, info: RuleInfo, now: Timestamp, f: impl FnOnce() -> T) -> T {
-        SESSION.with(|s| {
-            *s.borrow_mut() = Some(Session {
-                host: self.clone(),
-                info,
-                now,
-                logs: Vec::new(),
-            });
-        });
-        let out = f();
-        SESSION.with(|s| *s.borrow_mut() = None);
-        out
+        let session = Rc::new(Session { host: self.clone(), info, now, logs: RefCell::new(Vec::new()) });
+        crate::native::with_host(session, f)
     }
 
     /// Runs a validation rule on `tx` against this host.
@@ -256,91 +215,64 @@ impl FakeHost {
     }
 }
 
-fn with_session<T>(f: impl FnOnce(&mut Session) -> T) -> T {
-    SESSION.with(|s| {
-        let mut s = s.borrow_mut();
-        let session = s
-            .as_mut()
-            .expect("host capability called outside FakeHost::validate/score");
-        f(session)
-    })
-}
-
-/// The native backend of the capability functions.
-#[doc(hidden)]
-pub mod backend {
-    use super::*;
-
-    fn declared(session: &Session, name: &str) {
+impl Session {
+    fn declared(&self, name: &str) {
         assert!(
-            session.info.params.iter().any(|(n, _)| n == name),
+            self.info.params.iter().any(|(n, _)| n == name),
             "rule reads parameter `{name}` it did not declare in RuleInfo"
         );
     }
+}
 
-    pub fn param(name: &str) -> Option<ParamValue> {
-        with_session(|s| {
-            declared(s, name);
-            match s.host.params.get(name) {
-                Some(Param::Value(v)) => Some(v.clone()),
-                _ => None,
+impl NativeHost for Session {
+    fn param(&self, name: &str) -> Option<ParamValue> {
+        self.declared(name);
+        match self.host.params.get(name) {
+            Some(Param::Value(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    fn param_entry(&self, name: &str, key: &str) -> Option<ParamValue> {
+        self.declared(name);
+        match self.host.params.get(name) {
+            Some(Param::Map(m)) => m.get(key).cloned(),
+            _ => panic!("parameter `{name}` is not a map"),
+        }
+    }
+
+    fn history(&self, account: &str, window_seconds: u64, range: Option<(Decimal, Decimal)>) -> HistoryStats {
+        assert!(
+            window_seconds <= self.info.history_window_seconds_max,
+            "history window {window_seconds}s exceeds the declared maximum {}s",
+            self.info.history_window_seconds_max
+        );
+        let now = self.now.as_nanos();
+        let from = now - i128::from(window_seconds) * Timestamp::NANOS_PER_SECOND;
+        let mut stats = HistoryStats::default();
+        for e in &self.host.history {
+            let t = e.timestamp.as_nanos();
+            let in_window = e.source == account && t > from && t <= now;
+            let in_range = range.is_none_or(|(min, max)| e.amount >= min && e.amount < max);
+            if in_window && in_range {
+                stats.count += 1;
+                stats.sum += e.amount;
             }
-        })
+        }
+        stats
     }
 
-    pub fn param_entry(name: &str, key: &str) -> Option<ParamValue> {
-        with_session(|s| {
-            declared(s, name);
-            match s.host.params.get(name) {
-                Some(Param::Map(m)) => m.get(key).cloned(),
-                _ => panic!("parameter `{name}` is not a map"),
-            }
-        })
+    fn account(&self, id: &str) -> Option<Account> {
+        self.host.accounts.get(id).cloned()
     }
 
-    pub fn history(
-        account: &str,
-        window_seconds: u64,
-        range: Option<(Decimal, Decimal)>,
-    ) -> HistoryStats {
-        with_session(|s| {
-            assert!(
-                window_seconds <= s.info.history_window_seconds_max,
-                "history window {window_seconds}s exceeds the declared maximum {}s",
-                s.info.history_window_seconds_max
-            );
-            let now = s.now.as_nanos();
-            let from = now - i128::from(window_seconds) * Timestamp::NANOS_PER_SECOND;
-            let mut stats = HistoryStats::default();
-            for e in &s.host.history {
-                let t = e.timestamp.as_nanos();
-                let in_window = e.source == account && t > from && t <= now;
-                let in_range = range.is_none_or(|(min, max)| e.amount >= min && e.amount < max);
-                if in_window && in_range {
-                    stats.count += 1;
-                    stats.sum += e.amount;
-                }
-            }
-            stats
-        })
+    fn list_contains(&self, list: &str, value: &str) -> bool {
+        assert!(self.info.lists.iter().any(|l| l == list), "rule reads list `{list}` it did not declare in RuleInfo");
+        self.host.lists.get(list).is_some_and(|l| l.contains(value))
     }
 
-    pub fn account(id: &str) -> Option<Account> {
-        with_session(|s| s.host.accounts.get(id).cloned())
-    }
-
-    pub fn list_contains(list: &str, value: &str) -> bool {
-        with_session(|s| {
-            assert!(
-                s.info.lists.iter().any(|l| l == list),
-                "rule reads list `{list}` it did not declare in RuleInfo"
-            );
-            s.host.lists.get(list).is_some_and(|l| l.contains(value))
-        })
-    }
-
-    pub fn log(level: LogLevel, message: &str) {
-        with_session(|s| s.logs.push((level, message.to_owned())))
+    fn log(&self, level: LogLevel, message: &str) {
+        self.logs.borrow_mut().push((level, message.to_owned()))
     }
 }
 
@@ -352,12 +284,6 @@ mod tests {
     fn ts_parses_utc_instants() {
         assert_eq!(ts("1970-01-01T00:00:00Z").seconds, 0);
         assert_eq!(ts("2026-01-05T10:00:00Z").seconds, 1_767_607_200);
-        assert_eq!(
-            ts("2000-03-01T00:00:00.5Z"),
-            Timestamp {
-                seconds: 951_868_800,
-                nanos: 500_000_000
-            }
-        );
+        assert_eq!(ts("2000-03-01T00:00:00.5Z"), Timestamp { seconds: 951_868_800, nanos: 500_000_000 });
     }
 }

@@ -152,12 +152,16 @@ pub enum LogLevel {
     Error,
 }
 
-/// A parameter value as the host hands it over.
+/// A parameter value as the host hands it over (a whole scalar or list
+/// parameter, or one entry of a map parameter).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[doc(hidden)]
 pub enum ParamValue {
+    /// A string.
     Text(String),
+    /// An integer.
     Integer(i64),
+    /// A decimal.
     Decimal(Decimal),
+    /// A list of strings.
     TextList(Vec<String>),
 }

@@ -142,11 +142,9 @@ impl Record {
     /// Appends the record's JSON and a newline to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let result = match self {
-            Record::Decision {
-                line,
-                decision,
-                replayed,
-            } => serde_json::to_writer(&mut *out, &DecisionJson::new(*line, decision, *replayed)),
+            Record::Decision { line, decision, replayed } => {
+                serde_json::to_writer(&mut *out, &DecisionJson::new(*line, decision, *replayed))
+            }
             Record::Error(e) => serde_json::to_writer(&mut *out, &ErrorJson::new(e)),
         };
         result.expect("serializing to a Vec cannot fail");
@@ -233,14 +231,7 @@ impl<'a> TraceJson<'a> {
             failure: None,
             on_error: None,
             message: None,
-            logs: t
-                .logs
-                .iter()
-                .map(|l| LogJson {
-                    level: l.level,
-                    message: &l.message,
-                })
-                .collect(),
+            logs: t.logs.iter().map(|l| LogJson { level: l.level, message: &l.message }).collect(),
         };
         match &t.result {
             RuleResult::Accept => j.result = "accept",
@@ -254,11 +245,7 @@ impl<'a> TraceJson<'a> {
                 j.score = Some(*score);
                 j.reasons = Some(reasons);
             }
-            RuleResult::Failed {
-                kind,
-                message,
-                on_error,
-            } => {
+            RuleResult::Failed { kind, message, on_error } => {
                 j.result = "failed";
                 j.failure = Some(kind.as_str());
                 j.on_error = Some(on_error.as_str());
@@ -291,11 +278,7 @@ impl<'a> ErrorJson<'a> {
             line: e.line,
             id: e.id.as_deref(),
             outcome: Outcome::Error,
-            error: ErrorBody {
-                code: e.code.as_str(),
-                field: e.field,
-                message: &e.message,
-            },
+            error: ErrorBody { code: e.code.as_str(), field: e.field, message: &e.message },
         }
     }
 }

@@ -31,12 +31,7 @@ pub struct GenConfig {
 
 impl Default for GenConfig {
     fn default() -> Self {
-        GenConfig {
-            seed: 42,
-            accounts: 2_000,
-            transactions: 200_000,
-            anomalies_per_mille: 60,
-        }
+        GenConfig { seed: 42, accounts: 2_000, transactions: 200_000, anomalies_per_mille: 60 }
     }
 }
 
@@ -56,42 +51,10 @@ struct Currency {
 }
 
 const CURRENCIES: [Currency; 6] = [
-    Currency {
-        code: "USD",
-        country: "US",
-        minor: 2,
-        large: 10_000,
-        new_account: 1_000,
-        typical: 100,
-        share: 500,
-    },
-    Currency {
-        code: "EUR",
-        country: "DE",
-        minor: 2,
-        large: 10_000,
-        new_account: 1_000,
-        typical: 100,
-        share: 200,
-    },
-    Currency {
-        code: "GBP",
-        country: "GB",
-        minor: 2,
-        large: 8_000,
-        new_account: 800,
-        typical: 80,
-        share: 100,
-    },
-    Currency {
-        code: "CHF",
-        country: "CH",
-        minor: 2,
-        large: 10_000,
-        new_account: 1_000,
-        typical: 100,
-        share: 50,
-    },
+    Currency { code: "USD", country: "US", minor: 2, large: 10_000, new_account: 1_000, typical: 100, share: 500 },
+    Currency { code: "EUR", country: "DE", minor: 2, large: 10_000, new_account: 1_000, typical: 100, share: 200 },
+    Currency { code: "GBP", country: "GB", minor: 2, large: 8_000, new_account: 800, typical: 80, share: 100 },
+    Currency { code: "CHF", country: "CH", minor: 2, large: 10_000, new_account: 1_000, typical: 100, share: 50 },
     Currency {
         code: "JPY",
         country: "JP",
@@ -101,15 +64,7 @@ const CURRENCIES: [Currency; 6] = [
         typical: 15_000,
         share: 100,
     },
-    Currency {
-        code: "BHD",
-        country: "BH",
-        minor: 3,
-        large: 4_000,
-        new_account: 400,
-        typical: 40,
-        share: 50,
-    },
+    Currency { code: "BHD", country: "BH", minor: 3, large: 4_000, new_account: 400, typical: 40, share: 50 },
 ];
 
 const BENIGN_MCC: [&str; 6] = ["5411", "5812", "5999", "4111", "5732", "5541"];
@@ -127,11 +82,7 @@ struct GenAccount {
 }
 
 /// Writes `accounts.jsonl` and `transactions.jsonl` content for `config`.
-pub fn generate(
-    config: &GenConfig,
-    accounts_out: &mut dyn Write,
-    transactions_out: &mut dyn Write,
-) -> io::Result<()> {
+pub fn generate(config: &GenConfig, accounts_out: &mut dyn Write, transactions_out: &mut dyn Write) -> io::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let start: Nanos = 1_767_571_200 * NANOS_PER_SECOND; // 2026-01-05T00:00:00Z
     let day = 86_400 * NANOS_PER_SECOND;
@@ -178,12 +129,7 @@ pub fn generate(
             "opening_balance": Decimal::new(opening_major, 0).to_string(),
         });
         writeln!(accounts_out, "{record}")?;
-        accounts.push(GenAccount {
-            id,
-            currency: acc,
-            status,
-            opened_at,
-        });
+        accounts.push(GenAccount { id, currency: acc, status, opened_at });
     }
     // One settlement account per currency with a huge overdraft: deposits come from here.
     for cur in &CURRENCIES {
@@ -210,11 +156,7 @@ pub fn generate(
         .collect();
     let active = |rng: &mut ChaCha8Rng, c: usize| -> usize {
         let pool = &by_currency[c];
-        if pool.is_empty() {
-            0
-        } else {
-            pool[rng.random_range(0..pool.len())]
-        }
+        if pool.is_empty() { 0 } else { pool[rng.random_range(0..pool.len())] }
     };
 
     let mut now = start;
@@ -227,27 +169,16 @@ pub fn generate(
     };
     while written < config.transactions {
         now += rng.random_range(0..2 * NANOS_PER_SECOND);
-        let c = if rng.random_bool(0.5) {
-            0
-        } else {
-            rng.random_range(0..CURRENCIES.len())
-        };
+        let c = if rng.random_bool(0.5) { 0 } else { rng.random_range(0..CURRENCIES.len()) };
         let cur = &CURRENCIES[c];
         let src = active(&mut rng, c);
         let mut dst = active(&mut rng, c);
         if dst == src {
-            dst = by_currency[c]
-                .iter()
-                .copied()
-                .find(|&d| d != src)
-                .unwrap_or(dst);
+            dst = by_currency[c].iter().copied().find(|&d| d != src).unwrap_or(dst);
         }
         let scale = 10i64.pow(cur.minor);
         let typical_minor = cur.typical * scale;
-        let amount = Decimal::new(
-            rng.random_range(typical_minor / 20..typical_minor * 3),
-            cur.minor,
-        );
+        let amount = Decimal::new(rng.random_range(typical_minor / 20..typical_minor * 3), cur.minor);
         let mut tx = json!({
             "id": next_id(&mut seq),
             "timestamp": format_timestamp(now),
@@ -285,15 +216,12 @@ pub fn generate(
                         lines.push(tx.to_string());
                     }
                 }
-                4 => {
-                    tx["amount"] = Decimal::new(cur.large + rng.random_range(0..cur.large), 0)
-                        .to_string()
-                        .into()
-                }
+                4 => tx["amount"] = Decimal::new(cur.large + rng.random_range(0..cur.large), 0).to_string().into(),
                 5 => {
-                    if let Some(young) = accounts.iter().position(|a| {
-                        a.currency == c && a.status == "active" && a.opened_at > start - day
-                    }) {
+                    if let Some(young) = accounts
+                        .iter()
+                        .position(|a| a.currency == c && a.status == "active" && a.opened_at > start - day)
+                    {
                         tx["source"] = accounts[young].id.clone().into();
                         if young == dst {
                             tx["destination"] = accounts[active(&mut rng, c)].id.clone().into();
@@ -302,15 +230,10 @@ pub fn generate(
                     tx["amount"] = Decimal::new(cur.new_account * 2, 0).to_string().into();
                 }
                 6 => tx["country"] = SANCTIONED[rng.random_range(0..SANCTIONED.len())].into(),
-                7 => {
-                    tx["source"] =
-                        BLOCKED_ACCOUNTS[rng.random_range(0..BLOCKED_ACCOUNTS.len())].into()
-                }
+                7 => tx["source"] = BLOCKED_ACCOUNTS[rng.random_range(0..BLOCKED_ACCOUNTS.len())].into(),
                 8 => tx["country"] = HIGH_RISK[rng.random_range(0..HIGH_RISK.len())].into(),
                 9 => tx["country"] = FOREIGN[rng.random_range(0..FOREIGN.len())].into(),
-                10 => {
-                    tx["merchant_category"] = RISKY_MCC[rng.random_range(0..RISKY_MCC.len())].into()
-                }
+                10 => tx["merchant_category"] = RISKY_MCC[rng.random_range(0..RISKY_MCC.len())].into(),
                 11 => {
                     if let Some(frozen) = accounts.iter().position(|a| a.status != "active") {
                         let fc = accounts[frozen].currency;
@@ -324,10 +247,7 @@ pub fn generate(
                 13 => tx["destination"] = "acc-unknown".into(),
                 14 => tx["destination"] = tx["source"].clone(),
                 15 => tx["currency"] = CURRENCIES[(c + 1) % CURRENCIES.len()].code.into(),
-                16 => {
-                    tx["amount"] =
-                        format!("{}.{}", cur.typical, "5".repeat(cur.minor as usize + 1)).into()
-                }
+                16 => tx["amount"] = format!("{}.{}", cur.typical, "5".repeat(cur.minor as usize + 1)).into(),
                 17 => tx["amount"] = "0".into(),
                 // A deposit from settlement.
                 18 => {
@@ -338,13 +258,8 @@ pub fn generate(
                 19 => lines.push(match rng.random_range(0..6u32) {
                     0 => "{\"id\": \"broken".to_string(),
                     1 => String::new(),
-                    2 => tx.to_string().replace(
-                        &format!("\"amount\":\"{amount}\""),
-                        &format!("\"amount\":{amount}"),
-                    ),
-                    3 => tx
-                        .to_string()
-                        .replace("\"kind\":\"payment\"", "\"kind\":\"refund\""),
+                    2 => tx.to_string().replace(&format!("\"amount\":\"{amount}\""), &format!("\"amount\":{amount}")),
+                    3 => tx.to_string().replace("\"kind\":\"payment\"", "\"kind\":\"refund\""),
                     4 => tx.to_string().replace(
                         &format!("\"timestamp\":\"{}\"", format_timestamp(now)),
                         "\"timestamp\":\"yesterday\"",
@@ -360,8 +275,7 @@ pub fn generate(
                     if let Some(prev) = previous.last() {
                         lines.push(prev.clone());
                         if pattern == 21 {
-                            let mut v: serde_json::Value =
-                                serde_json::from_str(prev).expect("generated JSON");
+                            let mut v: serde_json::Value = serde_json::from_str(prev).expect("generated JSON");
                             v["amount"] = "1.00".into();
                             lines.push(v.to_string());
                         }
@@ -397,11 +311,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_bytes_and_exact_count() {
-        let config = GenConfig {
-            transactions: 3_000,
-            accounts: 100,
-            ..GenConfig::default()
-        };
+        let config = GenConfig { transactions: 3_000, accounts: 100, ..GenConfig::default() };
         let run = || {
             let (mut a, mut t) = (Vec::new(), Vec::new());
             generate(&config, &mut a, &mut t).unwrap();

@@ -80,23 +80,13 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn err(&self, code: ErrorCode, field: &'static str, message: impl Into<String>) -> InputError {
-        InputError {
-            line: self.line,
-            id: self.id.clone(),
-            code,
-            field: Some(field),
-            message: message.into(),
-        }
+        InputError { line: self.line, id: self.id.clone(), code, field: Some(field), message: message.into() }
     }
 
     /// A required string; null counts as missing.
     fn string(&self, field: &'static str) -> Result<&str, InputError> {
         match self.map.get(field) {
-            None | Some(Value::Null) => Err(self.err(
-                ErrorCode::MissingField,
-                field,
-                format!("`{field}` is required"),
-            )),
+            None | Some(Value::Null) => Err(self.err(ErrorCode::MissingField, field, format!("`{field}` is required"))),
             Some(Value::String(s)) => Ok(s),
             Some(other) => Err(self.err(
                 ErrorCode::InvalidField,
@@ -141,10 +131,7 @@ impl Fields<'_> {
             Some(other) => Err(self.err(
                 ErrorCode::InvalidField,
                 field,
-                format!(
-                    "`{field}` must be an object of strings, got {}",
-                    kind_of(other)
-                ),
+                format!("`{field}` must be an object of strings, got {}", kind_of(other)),
             )),
         }
     }
@@ -158,7 +145,11 @@ impl Fields<'_> {
                 field,
                 format!("`{field}` must be a decimal string such as \"{n}\", not a JSON number (numbers lose cents)"),
             )),
-            Some(other) => Err(self.err(ErrorCode::InvalidField, field, format!("`{field}` must be a decimal string, got {}", kind_of(other)))),
+            Some(other) => Err(self.err(
+                ErrorCode::InvalidField,
+                field,
+                format!("`{field}` must be a decimal string, got {}", kind_of(other)),
+            )),
         }
     }
 
@@ -189,11 +180,7 @@ fn kind_of(v: &Value) -> &'static str {
 /// Parses an amount string: `-?[0-9]+(\.[0-9]+)?`, at most 28 significant
 /// digits. The scale is kept (`1.50` stays `1.50`).
 pub fn parse_amount(s: &str) -> Result<Decimal, String> {
-    let bad = || {
-        format!(
-            "{s:?} is not a decimal amount (expected digits with an optional fraction, e.g. \"125.50\")"
-        )
-    };
+    let bad = || format!("{s:?} is not a decimal amount (expected digits with an optional fraction, e.g. \"125.50\")");
     let digits = s.strip_prefix('-').unwrap_or(s);
     let (int, frac) = match digits.split_once('.') {
         Some((i, f)) => (i, Some(f)),
@@ -210,9 +197,7 @@ pub fn parse_amount(s: &str) -> Result<Decimal, String> {
             None => 0,
         };
     if significant > AMOUNT_DIGITS_MAX {
-        return Err(format!(
-            "{s:?} has {significant} significant digits, at most {AMOUNT_DIGITS_MAX} are allowed"
-        ));
+        return Err(format!("{s:?} has {significant} significant digits, at most {AMOUNT_DIGITS_MAX} are allowed"));
     }
     Decimal::from_str_exact(s).map_err(|e| format!("{s:?} cannot be represented exactly: {e}"))
 }
@@ -220,11 +205,11 @@ pub fn parse_amount(s: &str) -> Result<Decimal, String> {
 /// Parses an RFC 3339 timestamp with an explicit offset and a fraction of at
 /// most 9 digits, as nanoseconds since the epoch.
 pub fn parse_timestamp(s: &str) -> Result<Nanos, String> {
-    let bad = |why: &str| {
-        format!(
-            "{s:?} is not an RFC 3339 timestamp with an offset ({why}), e.g. \"2026-01-05T10:00:00Z\""
-        )
-    };
+    let bad =
+        |why: &str| format!("{s:?} is not an RFC 3339 timestamp with an offset ({why}), e.g. \"2026-01-05T10:00:00Z\"");
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
+        return Err(bad("date and time must be separated by `T`"));
+    }
     if let Some(dot) = s.find('.') {
         let frac = s[dot + 1..].bytes().take_while(u8::is_ascii_digit).count();
         if frac > TIMESTAMP_FRACTION_DIGITS_MAX {
@@ -240,30 +225,19 @@ pub fn parse_timestamp(s: &str) -> Result<Nanos, String> {
 pub fn format_timestamp(nanos: Nanos) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|dt| {
-            dt.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|dt| dt.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| nanos.to_string())
 }
 
 fn parse_object(line_no: u64, text: &str) -> Result<Map<String, Value>, InputError> {
-    let malformed = |message: String| InputError {
-        line: line_no,
-        id: None,
-        code: ErrorCode::MalformedJson,
-        field: None,
-        message,
-    };
+    let malformed =
+        |message: String| InputError { line: line_no, id: None, code: ErrorCode::MalformedJson, field: None, message };
     if text.trim().is_empty() {
         return Err(malformed("empty line".into()));
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(malformed(format!(
-            "expected a JSON object, got {}",
-            kind_of(&other)
-        ))),
+        Ok(other) => Err(malformed(format!("expected a JSON object, got {}", kind_of(&other)))),
         Err(e) => Err(malformed(format!("malformed JSON: {e}"))),
     }
 }
@@ -278,11 +252,7 @@ pub fn parse_transaction(line_no: u64, text: &str) -> Result<ParsedTransaction, 
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
-    let f = Fields {
-        line: line_no,
-        id,
-        map: &map,
-    };
+    let f = Fields { line: line_no, id, map: &map };
     let id = f.string("id")?;
     if id.is_empty() {
         return Err(f.err(ErrorCode::InvalidField, "id", "`id` must not be empty"));
@@ -293,9 +263,7 @@ pub fn parse_transaction(line_no: u64, text: &str) -> Result<ParsedTransaction, 
         f.err(
             ErrorCode::InvalidField,
             "kind",
-            format!(
-                "unknown kind {kind_text:?}: expected payment, transfer, deposit or withdrawal"
-            ),
+            format!("unknown kind {kind_text:?}: expected payment, transfer, deposit or withdrawal"),
         )
     })?;
     let source = f.string("source")?;
@@ -306,11 +274,7 @@ pub fn parse_transaction(line_no: u64, text: &str) -> Result<ParsedTransaction, 
     if let Some(c) = country
         && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
     {
-        return Err(f.err(
-            ErrorCode::InvalidField,
-            "country",
-            format!("{c:?} is not two upper-case ASCII letters"),
-        ));
+        return Err(f.err(ErrorCode::InvalidField, "country", format!("{c:?} is not two upper-case ASCII letters")));
     }
     let merchant_category = f.opt_string("merchant_category")?;
     let channel = f.opt_string("channel")?;
@@ -332,11 +296,7 @@ pub fn parse_transaction(line_no: u64, text: &str) -> Result<ParsedTransaction, 
     // Canonical form for idempotency: decimal and instant values replace
     // their spellings, null optionals are dropped, and serde_json's sorted
     // map makes key order irrelevant.
-    let normalized = if amount.is_zero() {
-        Decimal::ZERO
-    } else {
-        amount.normalize()
-    };
+    let normalized = if amount.is_zero() { Decimal::ZERO } else { amount.normalize() };
     map.insert("amount".into(), Value::String(normalized.to_string()));
     map.insert("timestamp".into(), Value::String(timestamp.to_string()));
     for field in OPTIONAL_FIELDS {
@@ -345,10 +305,7 @@ pub fn parse_transaction(line_no: u64, text: &str) -> Result<ParsedTransaction, 
         }
     }
     let canonical = serde_json::to_vec(&map).expect("a JSON map always serializes");
-    Ok(ParsedTransaction {
-        tx,
-        fingerprint: Sha256::digest(&canonical).into(),
-    })
+    Ok(ParsedTransaction { tx, fingerprint: Sha256::digest(&canonical).into() })
 }
 
 /// Parses one account line of `accounts.jsonl`.
@@ -358,11 +315,7 @@ pub fn parse_account(line_no: u64, text: &str) -> Result<Account, InputError> {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
-    let f = Fields {
-        line: line_no,
-        id,
-        map: &map,
-    };
+    let f = Fields { line: line_no, id, map: &map };
     let id = f.string("id")?;
     if id.is_empty() {
         return Err(f.err(ErrorCode::InvalidField, "id", "`id` must not be empty"));
@@ -391,11 +344,7 @@ pub fn parse_account(line_no: u64, text: &str) -> Result<Account, InputError> {
     };
     let overdraft_limit = f.amount("overdraft_limit")?;
     if overdraft_limit.is_sign_negative() && !overdraft_limit.is_zero() {
-        return Err(f.err(
-            ErrorCode::InvalidField,
-            "overdraft_limit",
-            "must not be negative",
-        ));
+        return Err(f.err(ErrorCode::InvalidField, "overdraft_limit", "must not be negative"));
     }
     let opening_balance = f.opt_amount("opening_balance")?.unwrap_or(Decimal::ZERO);
     let mut tags = f.string_map("tags")?;
@@ -488,10 +437,7 @@ mod tests {
     fn timestamps() {
         assert_eq!(parse_timestamp("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_timestamp("1970-01-01T01:00:00+01:00"), Ok(0));
-        assert_eq!(
-            parse_timestamp("1970-01-01T00:00:00.123456789Z"),
-            Ok(123_456_789)
-        );
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00.123456789Z"), Ok(123_456_789));
         for bad in [
             "1970-01-01T00:00:00",
             "1970-01-01 00:00:00Z",

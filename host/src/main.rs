@@ -111,39 +111,29 @@ fn start<T>(r: Result<T>) -> Result<T, Failure> {
 
 fn load(rules: &Path) -> Result<(Arc<Sandbox>, RuleSet)> {
     let sandbox = Arc::new(Sandbox::new(&SandboxConfig::default())?);
-    let ruleset = RuleSet::load(&sandbox, rules)
-        .with_context(|| format!("loading rule set {}", rules.display()))?;
+    let ruleset = RuleSet::load(&sandbox, rules).with_context(|| format!("loading rule set {}", rules.display()))?;
     Ok((sandbox, ruleset))
 }
 
 fn load_ledger(accounts: &Path, ruleset: &RuleSet) -> Result<SharedLedger> {
-    let text = std::fs::read_to_string(accounts)
-        .with_context(|| format!("reading {}", accounts.display()))?;
+    let text = std::fs::read_to_string(accounts).with_context(|| format!("reading {}", accounts.display()))?;
     let accounts_list = parse_accounts(&text).with_context(|| format!("{}", accounts.display()))?;
     let mut ledger = MemoryLedger::default();
-    ledger
-        .import_accounts(&accounts_list)
-        .with_context(|| format!("importing {}", accounts.display()))?;
+    ledger.import_accounts(&accounts_list).with_context(|| format!("importing {}", accounts.display()))?;
     ledger.retain_history(ruleset.history_window_seconds_max);
     Ok(Arc::new(Mutex::new(Box::new(ledger))))
 }
 
 fn dispatch(command: Command) -> Result<u8, Failure> {
     match command {
-        Command::Run {
-            rules,
-            accounts,
-            input,
-            output,
-            quiet,
-        } => {
+        Command::Run { rules, accounts, input, output, quiet } => {
             let (sandbox, ruleset) = start(load(&rules))?;
             let ledger = start(load_ledger(&accounts, &ruleset))?;
             let pipeline = Pipeline::new(sandbox, ledger);
             let reader: Box<dyn io::BufRead + Send> = match &input {
-                Some(p) => Box::new(BufReader::new(start(
-                    File::open(p).with_context(|| format!("opening {}", p.display())),
-                )?)),
+                Some(p) => {
+                    Box::new(BufReader::new(start(File::open(p).with_context(|| format!("opening {}", p.display())))?))
+                }
                 None => Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
             };
             let writer: Box<dyn Write + Send> = match &output {
@@ -155,54 +145,28 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             let progress: Option<Box<dyn Progress>> = if io::stderr().is_terminal() && !quiet {
                 let bar = indicatif::ProgressBar::new_spinner();
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} {human_pos} lines  {per_sec}  {elapsed}",
-                    )
-                    .expect("valid template"),
+                    indicatif::ProgressStyle::with_template("{spinner} {human_pos} lines  {per_sec}  {elapsed}")
+                        .expect("valid template"),
                 );
                 bar.enable_steady_tick(std::time::Duration::from_millis(200));
                 Some(Box::new(bar))
             } else {
                 None
             };
-            let summary = run_stream(&pipeline, &ruleset, reader, writer, progress)
-                .context("processing")
-                .map_err(Failure::Io)?;
+            let summary =
+                run_stream(&pipeline, &ruleset, reader, writer, progress).context("processing").map_err(Failure::Io)?;
             if !quiet {
-                eprintln!(
-                    "rule set {} ({} rules)",
-                    ruleset.version,
-                    ruleset.rules.len()
-                );
+                eprintln!("rule set {} ({} rules)", ruleset.version, ruleset.rules.len());
                 eprint!("{summary}");
             }
-            Ok(if summary.error_count() > 0 {
-                EXIT_SOME_ERRORS
-            } else {
-                0
-            })
+            Ok(if summary.error_count() > 0 { EXIT_SOME_ERRORS } else { 0 })
         }
-        Command::Gen {
-            out,
-            seed,
-            accounts,
-            transactions,
-        } => {
-            start(
-                std::fs::create_dir_all(&out)
-                    .with_context(|| format!("creating {}", out.display())),
-            )?;
-            let config = GenConfig {
-                seed,
-                accounts,
-                transactions,
-                ..GenConfig::default()
-            };
+        Command::Gen { out, seed, accounts, transactions } => {
+            start(std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display())))?;
+            let config = GenConfig { seed, accounts, transactions, ..GenConfig::default() };
             let create = |name: &str| -> Result<BufWriter<File>> {
                 let path = out.join(name);
-                Ok(BufWriter::new(
-                    File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-                ))
+                Ok(BufWriter::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?))
             };
             let mut a = start(create("accounts.jsonl"))?;
             let mut t = start(create("transactions.jsonl"))?;
@@ -221,10 +185,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Check { rules } => {
             let (_, ruleset) = start(load(&rules))?;
             println!("rule set {} (sha256 {})", ruleset.version, ruleset.sha256);
-            println!(
-                "review_at {}  decline_at {}",
-                ruleset.review_at, ruleset.decline_at
-            );
+            println!("review_at {}  decline_at {}", ruleset.review_at, ruleset.decline_at);
             for r in &ruleset.rules {
                 println!(
                     "  {:<20} {:<10} weight {:<4} fuel_max {:<9} memory_bytes_max {:<9} deadline_ms {:<4} on_error {:<6} {} ({} bytes)",
@@ -238,6 +199,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     r.version,
                     r.module_bytes
                 );
+                println!("      imports: {}", r.compiled.imports().join(", "));
             }
             Ok(0)
         }

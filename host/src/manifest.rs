@@ -192,15 +192,9 @@ pub struct Manifest {
 impl Manifest {
     /// Parses and validates manifest text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
-            file: file.into(),
-            message: e.to_string(),
-        })?;
-        let invalid = |place: String, message: String| ManifestError::Invalid {
-            file: file.into(),
-            place,
-            message,
-        };
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| ManifestError::Syntax { file: file.into(), message: e.to_string() })?;
+        let invalid = |place: String, message: String| ManifestError::Invalid { file: file.into(), place, message };
         let review_at = raw.review_at.unwrap_or(REVIEW_AT_DEFAULT);
         let decline_at = raw.decline_at.unwrap_or(DECLINE_AT_DEFAULT);
         if review_at > 1000 || decline_at > 1000 || review_at > decline_at {
@@ -213,53 +207,33 @@ impl Manifest {
             return Err(invalid("top level".into(), "no [[rule]] entries".into()));
         }
         if raw.rules.len() > RULES_MAX {
-            return Err(invalid(
-                "top level".into(),
-                format!("{} rules, at most {RULES_MAX}", raw.rules.len()),
-            ));
+            return Err(invalid("top level".into(), format!("{} rules, at most {RULES_MAX}", raw.rules.len())));
         }
         let mut names = BTreeMap::new();
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, r) in raw.rules.into_iter().enumerate() {
             let place = |key: &str| format!("rule `{}` (#{}) key `{key}`", r.name, i + 1);
-            if r.name.is_empty()
-                || !r
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(invalid(
-                    place("name"),
-                    "must be non-empty letters, digits, `-` or `_`".into(),
-                ));
+            if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(invalid(place("name"), "must be non-empty letters, digits, `-` or `_`".into()));
             }
             if names.insert(r.name.clone(), i).is_some() {
                 return Err(invalid(place("name"), "duplicate rule name".into()));
             }
-            if r.module.is_empty()
-                || r.module.starts_with('/')
-                || r.module.split(['/', '\\']).any(|p| p == "..")
-            {
+            if r.module.is_empty() || r.module.starts_with('/') || r.module.split(['/', '\\']).any(|p| p == "..") {
                 return Err(invalid(
                     place("module"),
-                    format!(
-                        "{:?} must be a relative path inside the rule-set folder",
-                        r.module
-                    ),
+                    format!("{:?} must be a relative path inside the rule-set folder", r.module),
                 ));
             }
             let weight = match &r.weight {
                 None => Decimal::ONE,
                 Some(toml::Value::Integer(i)) => Decimal::from(*i),
-                Some(toml::Value::String(s)) => Decimal::from_str(s).map_err(|e| {
-                    invalid(place("weight"), format!("{s:?} is not a decimal: {e}"))
-                })?,
+                Some(toml::Value::String(s)) => Decimal::from_str(s)
+                    .map_err(|e| invalid(place("weight"), format!("{s:?} is not a decimal: {e}")))?,
                 Some(toml::Value::Float(f)) => {
                     return Err(invalid(
                         place("weight"),
-                        format!(
-                            "write the weight as a string (\"{f}\") or an integer: floats are inexact"
-                        ),
+                        format!("write the weight as a string (\"{f}\") or an integer: floats are inexact"),
                     ));
                 }
                 Some(other) => {
@@ -275,17 +249,11 @@ impl Manifest {
             let defaults = Budget::default();
             let budget = Budget {
                 fuel_max: r.budget.fuel_max.unwrap_or(defaults.fuel_max),
-                memory_bytes_max: r
-                    .budget
-                    .memory_bytes_max
-                    .unwrap_or(defaults.memory_bytes_max),
+                memory_bytes_max: r.budget.memory_bytes_max.unwrap_or(defaults.memory_bytes_max),
                 deadline_ms: r.budget.deadline_ms.unwrap_or(defaults.deadline_ms),
             };
             if !(1..=FUEL_MAX_LIMIT).contains(&budget.fuel_max) {
-                return Err(invalid(
-                    place("budget.fuel_max"),
-                    format!("must be 1..={FUEL_MAX_LIMIT}"),
-                ));
+                return Err(invalid(place("budget.fuel_max"), format!("must be 1..={FUEL_MAX_LIMIT}")));
             }
             if !(65_536..=MEMORY_BYTES_MAX_LIMIT).contains(&budget.memory_bytes_max) {
                 return Err(invalid(
@@ -294,21 +262,12 @@ impl Manifest {
                 ));
             }
             if !(1..=DEADLINE_MS_LIMIT).contains(&budget.deadline_ms) {
-                return Err(invalid(
-                    place("budget.deadline_ms"),
-                    format!("must be 1..={DEADLINE_MS_LIMIT} ms"),
-                ));
+                return Err(invalid(place("budget.deadline_ms"), format!("must be 1..={DEADLINE_MS_LIMIT} ms")));
             }
             if let Some(pin) = &r.sha256
-                && !(pin.len() == 64
-                    && pin
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+                && !(pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
             {
-                return Err(invalid(
-                    place("sha256"),
-                    "must be 64 lower-case hex digits".into(),
-                ));
+                return Err(invalid(place("sha256"), "must be 64 lower-case hex digits".into()));
             }
             let own_params = r.params.keys().cloned().collect();
             let mut params = raw.shared.clone();
@@ -325,11 +284,7 @@ impl Manifest {
                 own_params,
             });
         }
-        Ok(Manifest {
-            review_at,
-            decline_at,
-            rules,
-        })
+        Ok(Manifest { review_at, decline_at, rules })
     }
 }
 
@@ -358,34 +313,16 @@ module = "a.wasm"
         let cases = [
             ("review_at = 800\n", "review_at"),
             ("bogus = 1\n", "bogus"),
-            (
-                "[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nweigth=2\n",
-                "weigth",
-            ),
-            (
-                "[[rule]]\nname='a'\nkind='scoring'\nmodule='a.wasm'\n",
-                "scoring",
-            ),
-            (
-                "[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nweight=1.5\n",
-                "floats are inexact",
-            ),
-            (
-                "[[rule]]\nname='a'\nkind='risk'\nmodule='../a.wasm'\n",
-                "rule `a` (#1) key `module`",
-            ),
-            (
-                "[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\n[rule.budget]\nfuel_max=0\n",
-                "budget.fuel_max",
-            ),
+            ("[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nweigth=2\n", "weigth"),
+            ("[[rule]]\nname='a'\nkind='scoring'\nmodule='a.wasm'\n", "scoring"),
+            ("[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nweight=1.5\n", "floats are inexact"),
+            ("[[rule]]\nname='a'\nkind='risk'\nmodule='../a.wasm'\n", "rule `a` (#1) key `module`"),
+            ("[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\n[rule.budget]\nfuel_max=0\n", "budget.fuel_max"),
             (
                 "[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\n[[rule]]\nname='a'\nkind='risk'\nmodule='b.wasm'\n",
                 "duplicate",
             ),
-            (
-                "[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nsha256='xyz'\n",
-                "sha256",
-            ),
+            ("[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nsha256='xyz'\n", "sha256"),
         ];
         for (text, needle) in cases {
             let text = if text.starts_with("review_at") || text.starts_with("bogus") {

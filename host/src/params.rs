@@ -97,18 +97,11 @@ impl Params {
     /// params over the shared ones) and the rule's declaration. Every
     /// declared parameter must be present with its type; an own parameter
     /// the rule does not declare is an unknown key.
-    pub fn build(
-        table: &toml::Table,
-        own: &[String],
-        declared: &[(String, ParamType)],
-    ) -> Result<Params, String> {
+    pub fn build(table: &toml::Table, own: &[String], declared: &[(String, ParamType)]) -> Result<Params, String> {
         for key in own {
             if !declared.iter().any(|(n, _)| n == key) {
                 let known: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
-                return Err(format!(
-                    "unknown parameter `{key}` (the rule declares: [{}])",
-                    known.join(", ")
-                ));
+                return Err(format!("unknown parameter `{key}` (the rule declares: [{}])", known.join(", ")));
             }
         }
         let mut values = HashMap::new();
@@ -121,11 +114,7 @@ impl Params {
                 ));
             };
             let typed = convert(value, *ty).map_err(|why| {
-                format!(
-                    "parameter `{name}` must be {} (e.g. `{name} = {}`): {why}",
-                    ty.as_str(),
-                    ty.example()
-                )
+                format!("parameter `{name}` must be {} (e.g. `{name} = {}`): {why}", ty.as_str(), ty.example())
             })?;
             values.insert(name.clone(), typed);
         }
@@ -135,42 +124,23 @@ impl Params {
 
 fn decimal(v: &toml::Value) -> Result<Decimal, String> {
     match v {
-        toml::Value::String(s) => {
-            Decimal::from_str_exact(s).map_err(|e| format!("{s:?} is not a decimal: {e}"))
-        }
+        toml::Value::String(s) => Decimal::from_str_exact(s).map_err(|e| format!("{s:?} is not a decimal: {e}")),
         toml::Value::Integer(i) => Ok(Decimal::from(*i)),
-        toml::Value::Float(f) => Err(format!(
-            "{f} is a float; write decimals as strings, floats are inexact"
-        )),
+        toml::Value::Float(f) => Err(format!("{f} is a float; write decimals as strings, floats are inexact")),
         other => Err(format!("got {}", other.type_str())),
     }
 }
 
-fn table_of<T>(
-    v: &toml::Value,
-    f: impl Fn(&toml::Value) -> Result<T, String>,
-) -> Result<HashMap<String, T>, String> {
+fn table_of<T>(v: &toml::Value, f: impl Fn(&toml::Value) -> Result<T, String>) -> Result<HashMap<String, T>, String> {
     let toml::Value::Table(t) = v else {
         return Err(format!("got {}", v.type_str()));
     };
-    t.iter()
-        .map(|(k, v)| {
-            f(v).map(|v| (k.clone(), v))
-                .map_err(|e| format!("entry `{k}`: {e}"))
-        })
-        .collect()
+    t.iter().map(|(k, v)| f(v).map(|v| (k.clone(), v)).map_err(|e| format!("entry `{k}`: {e}"))).collect()
 }
 
 fn convert(v: &toml::Value, ty: ParamType) -> Result<ParamValue, String> {
-    let text = |v: &toml::Value| {
-        v.as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| format!("got {}", v.type_str()))
-    };
-    let integer = |v: &toml::Value| {
-        v.as_integer()
-            .ok_or_else(|| format!("got {}", v.type_str()))
-    };
+    let text = |v: &toml::Value| v.as_str().map(str::to_owned).ok_or_else(|| format!("got {}", v.type_str()));
+    let integer = |v: &toml::Value| v.as_integer().ok_or_else(|| format!("got {}", v.type_str()));
     Ok(match ty {
         ParamType::Text => ParamValue::Text(text(v)?),
         ParamType::Integer => ParamValue::Integer(integer(v)?),
@@ -213,37 +183,19 @@ mod tests {
 
     #[test]
     fn typed_and_checked() {
-        let declared = vec![
-            ("t".to_string(), ParamType::DecimalMap),
-            ("l".to_string(), ParamType::TextList),
-        ];
-        let ok = Params::build(
-            &table("t = { USD = \"10000\", JPY = 5 }\nl = [\"a\"]"),
-            &[],
-            &declared,
-        )
-        .unwrap();
-        assert_eq!(
-            ok.entry("t", "USD"),
-            Some(ParamValue::Decimal(Decimal::from(10000)))
-        );
-        assert_eq!(
-            ok.entry("t", "JPY"),
-            Some(ParamValue::Decimal(Decimal::from(5)))
-        );
+        let declared = vec![("t".to_string(), ParamType::DecimalMap), ("l".to_string(), ParamType::TextList)];
+        let ok = Params::build(&table("t = { USD = \"10000\", JPY = 5 }\nl = [\"a\"]"), &[], &declared).unwrap();
+        assert_eq!(ok.entry("t", "USD"), Some(ParamValue::Decimal(Decimal::from(10000))));
+        assert_eq!(ok.entry("t", "JPY"), Some(ParamValue::Decimal(Decimal::from(5))));
         assert_eq!(ok.entry("t", "EUR"), None);
 
         let missing = Params::build(&table("l = []"), &[], &declared).unwrap_err();
         assert!(missing.contains("missing parameter `t`"), "{missing}");
         let float = Params::build(&table("t = { USD = 1.5 }\nl = []"), &[], &declared).unwrap_err();
-        assert!(
-            float.contains("entry `USD`") && float.contains("float"),
-            "{float}"
-        );
+        assert!(float.contains("entry `USD`") && float.contains("float"), "{float}");
         let wrong = Params::build(&table("t = {}\nl = \"a\""), &[], &declared).unwrap_err();
         assert!(wrong.contains("`l` must be text-list"), "{wrong}");
-        let unknown =
-            Params::build(&table("t = {}\nl = []\nx = 1"), &["x".into()], &declared).unwrap_err();
+        let unknown = Params::build(&table("t = {}\nl = []\nx = 1"), &["x".into()], &declared).unwrap_err();
         assert!(unknown.contains("unknown parameter `x`"), "{unknown}");
     }
 }

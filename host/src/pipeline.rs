@@ -36,9 +36,7 @@ pub type SharedLedger = Arc<Mutex<Box<dyn Ledger>>>;
 /// (an invariant assertion); the state is not trusted afterwards, so this
 /// propagates it.
 pub fn lock(ledger: &SharedLedger) -> MutexGuard<'_, Box<dyn Ledger>> {
-    ledger
-        .lock()
-        .expect("ledger lock poisoned by an invariant failure")
+    ledger.lock().expect("ledger lock poisoned by an invariant failure")
 }
 
 /// Answers rule calls' `account` and `history` from the shared ledger.
@@ -64,10 +62,24 @@ impl Facts for LedgerFacts {
     }
 }
 
+/// Runs one rule call. The [`Sandbox`] is the production executor; the
+/// benchmark supplies one that runs the same rule crates compiled natively,
+/// as the reference limit.
+pub trait RuleExecutor: Send + Sync {
+    /// Calls `rule` on `tx` (also given in WIT form) with `ctx`.
+    fn execute(&self, rule: &LoadedRule, ctx: CallContext, tx: &Transaction, wit: &WitTransaction) -> CallOutcome;
+}
+
+impl RuleExecutor for Sandbox {
+    fn execute(&self, rule: &LoadedRule, ctx: CallContext, _tx: &Transaction, wit: &WitTransaction) -> CallOutcome {
+        self.evaluate(&rule.compiled, rule.kind, ctx, wit)
+    }
+}
+
 /// Evaluates transactions against a rule set and records them in a ledger.
 #[derive(Clone)]
 pub struct Pipeline {
-    sandbox: Arc<Sandbox>,
+    executor: Arc<dyn RuleExecutor>,
     ledger: SharedLedger,
     facts: Arc<dyn Facts>,
 }
@@ -75,22 +87,18 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline over `ledger`, running rules in `sandbox`.
     pub fn new(sandbox: Arc<Sandbox>, ledger: SharedLedger) -> Self {
+        Self::with_executor(sandbox, ledger)
+    }
+
+    /// A pipeline over `ledger` with another rule executor.
+    pub fn with_executor(executor: Arc<dyn RuleExecutor>, ledger: SharedLedger) -> Self {
         let facts = Arc::new(LedgerFacts(ledger.clone()));
-        Pipeline {
-            sandbox,
-            ledger,
-            facts,
-        }
+        Pipeline { executor, ledger, facts }
     }
 
     /// The ledger.
     pub fn ledger(&self) -> &SharedLedger {
         &self.ledger
-    }
-
-    /// The sandbox.
-    pub fn sandbox(&self) -> &Arc<Sandbox> {
-        &self.sandbox
     }
 
     /// Decides one input line (1-based `line`, without its `\n`).
@@ -133,15 +141,11 @@ impl Pipeline {
         let evaluation = self.evaluate(ruleset, tx);
 
         let mut ledger = lock(&self.ledger);
-        let (mut outcome, mut reasons, effect) = (evaluation.outcome, evaluation.reasons, None);
-        let mut effect = effect.unwrap_or(Effect::Nothing);
+        let (mut outcome, mut reasons) = (evaluation.outcome, evaluation.reasons);
+        let mut effect = Effect::Nothing;
         if matches!(outcome, Outcome::Approve | Outcome::Review) {
             if ledger.has_funds(&tx.source, tx.amount) {
-                effect = if outcome == Outcome::Approve {
-                    Effect::Post
-                } else {
-                    Effect::Hold
-                };
+                effect = if outcome == Outcome::Approve { Effect::Post } else { Effect::Hold };
             } else {
                 outcome = Outcome::Reject;
                 reasons = vec![INSUFFICIENT_FUNDS.to_owned()];
@@ -160,17 +164,12 @@ impl Pipeline {
                 Effect::Nothing => LedgerEffect::None,
             },
         });
-        let commit = Commit {
-            tx,
-            fingerprint: parsed.fingerprint,
-            decision,
-            effect,
-            count_in_history: evaluation.reached_risk,
-        };
+        let commit =
+            Commit { tx, fingerprint: parsed.fingerprint, decision, effect, count_in_history: evaluation.reached_risk };
         finish(&mut **ledger, line, parsed, commit)
     }
 
-    fn call(&self, rule: &LoadedRule, ruleset: &RuleSet, tx: &WitTransaction) -> CallOutcome {
+    fn call(&self, rule: &LoadedRule, ruleset: &RuleSet, tx: &Transaction, wit: &WitTransaction) -> CallOutcome {
         let ctx = CallContext {
             params: rule.params.clone(),
             lists: ruleset.lists.clone(),
@@ -179,7 +178,7 @@ impl Pipeline {
             facts: self.facts.clone(),
             budget: rule.budget,
         };
-        self.sandbox.evaluate(&rule.compiled, rule.kind, ctx, tx)
+        self.executor.execute(rule, ctx, tx, wit)
     }
 
     /// Runs validation then risk rules and aggregates (steps 2–4).
@@ -196,33 +195,18 @@ impl Pipeline {
             logs: out.logs.clone(),
         };
 
-        for rule in ruleset
-            .rules
-            .iter()
-            .filter(|r| r.kind == RuleKind::Validation)
-        {
-            let out = self.call(rule, ruleset, &wit_tx);
+        for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Validation) {
+            let out = self.call(rule, ruleset, tx, &wit_tx);
             match &out.result {
                 Ok(Verdict::Reject { code, message }) => {
-                    traces.push(trace(
-                        rule,
-                        RuleResult::Reject {
-                            code: code.clone(),
-                            message: message.clone(),
-                        },
-                        &out,
-                    ));
+                    traces.push(trace(rule, RuleResult::Reject { code: code.clone(), message: message.clone() }, &out));
                     return Evaluation::rejected(code.clone(), 0, traces, false);
                 }
                 Ok(_) => traces.push(trace(rule, RuleResult::Accept, &out)),
                 Err(f) => {
                     traces.push(trace(
                         rule,
-                        RuleResult::Failed {
-                            kind: f.kind,
-                            message: f.message.clone(),
-                            on_error: rule.on_error,
-                        },
+                        RuleResult::Failed { kind: f.kind, message: f.message.clone(), on_error: rule.on_error },
                         &out,
                     ));
                     match rule.on_error {
@@ -241,31 +225,20 @@ impl Pipeline {
 
         let mut total = Decimal::ZERO;
         for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Risk) {
-            let out = self.call(rule, ruleset, &wit_tx);
+            let out = self.call(rule, ruleset, tx, &wit_tx);
             match &out.result {
                 Ok(Verdict::Score { score, reasons: rs }) => {
                     total += rule.weight * Decimal::from(*score);
                     if *score > 0 {
                         rs.iter().for_each(|r| reasons.push(r));
                     }
-                    traces.push(trace(
-                        rule,
-                        RuleResult::Score {
-                            score: *score,
-                            reasons: rs.clone(),
-                        },
-                        &out,
-                    ));
+                    traces.push(trace(rule, RuleResult::Score { score: *score, reasons: rs.clone() }, &out));
                 }
                 Ok(_) => unreachable!("the sandbox checks risk rules return scores"),
                 Err(f) => {
                     traces.push(trace(
                         rule,
-                        RuleResult::Failed {
-                            kind: f.kind,
-                            message: f.message.clone(),
-                            on_error: rule.on_error,
-                        },
+                        RuleResult::Failed { kind: f.kind, message: f.message.clone(), on_error: rule.on_error },
                         &out,
                     ));
                     match rule.on_error {
@@ -274,12 +247,7 @@ impl Pipeline {
                             reasons.push(RULE_FAILED);
                         }
                         OnError::Reject => {
-                            return Evaluation::rejected(
-                                RULE_FAILED.into(),
-                                clamp(total),
-                                traces,
-                                true,
-                            );
+                            return Evaluation::rejected(RULE_FAILED.into(), clamp(total), traces, true);
                         }
                         OnError::Ignore => {}
                     }
@@ -295,13 +263,7 @@ impl Pipeline {
         } else {
             Outcome::Approve
         };
-        Evaluation {
-            outcome,
-            score,
-            reasons: reasons.0,
-            traces,
-            reached_risk: true,
-        }
+        Evaluation { outcome, score, reasons: reasons.0, traces, reached_risk: true }
     }
 }
 
@@ -332,13 +294,7 @@ struct Evaluation {
 
 impl Evaluation {
     fn rejected(code: String, score: u32, traces: Vec<RuleTrace>, reached_risk: bool) -> Self {
-        Evaluation {
-            outcome: Outcome::Reject,
-            score,
-            reasons: vec![code],
-            traces,
-            reached_risk,
-        }
+        Evaluation { outcome: Outcome::Reject, score, reasons: vec![code], traces, reached_risk }
     }
 }
 
@@ -346,30 +302,21 @@ impl Evaluation {
 fn replay(ledger: &dyn Ledger, line: u64, parsed: &ParsedTransaction) -> Option<Record> {
     let stored = ledger.decision(&parsed.tx.id)?;
     Some(if stored.fingerprint == parsed.fingerprint {
-        Record::Decision {
-            line,
-            decision: stored.decision.clone(),
-            replayed: true,
-        }
+        Record::Decision { line, decision: stored.decision.clone(), replayed: true }
     } else {
         Record::Error(InputError {
             line,
             id: Some(parsed.tx.id.clone()),
             code: ErrorCode::IdempotencyConflict,
             field: Some("id"),
-            message: format!(
-                "transaction {:?} was already decided with different content",
-                parsed.tx.id
-            ),
+            message: format!("transaction {:?} was already decided with different content", parsed.tx.id),
         })
     })
 }
 
 /// Step 1c: the native pre-checks, in order.
 fn precheck(ledger: &dyn Ledger, tx: &Transaction) -> Option<&'static str> {
-    let (Some(source), Some(destination)) =
-        (ledger.account(&tx.source), ledger.account(&tx.destination))
-    else {
+    let (Some(source), Some(destination)) = (ledger.account(&tx.source), ledger.account(&tx.destination)) else {
         return Some(ACCOUNT_UNKNOWN);
     };
     if tx.source == tx.destination {
@@ -384,19 +331,10 @@ fn precheck(ledger: &dyn Ledger, tx: &Transaction) -> Option<&'static str> {
 /// Commits and turns the result into the output record. A concurrent
 /// decision of the same id (possible when callers race) becomes a replay
 /// or conflict, exactly as if it had come first.
-fn finish(
-    ledger: &mut dyn Ledger,
-    line: u64,
-    parsed: &ParsedTransaction,
-    commit: Commit<'_>,
-) -> Record {
+fn finish(ledger: &mut dyn Ledger, line: u64, parsed: &ParsedTransaction, commit: Commit<'_>) -> Record {
     let decision = commit.decision.clone();
     match ledger.commit(commit) {
-        Ok(()) => Record::Decision {
-            line,
-            decision,
-            replayed: false,
-        },
+        Ok(()) => Record::Decision { line, decision, replayed: false },
         Err(LedgerError::DuplicateDecision(_)) => {
             replay(ledger, line, parsed).expect("a duplicate has a stored decision")
         }

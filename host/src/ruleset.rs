@@ -114,11 +114,7 @@ impl Lists {
     /// Parses list text: one value per line, trimmed; blank lines and lines
     /// starting with `#` are skipped.
     pub fn parse(text: &str) -> HashSet<String> {
-        text.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect()
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
     }
 }
 
@@ -171,10 +167,7 @@ pub struct RuleSet {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, RuleSetError> {
-    std::fs::read(path).map_err(|source| RuleSetError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| RuleSetError::Io { path: path.to_owned(), source })
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -186,11 +179,10 @@ impl RuleSet {
     pub fn load(sandbox: &Sandbox, dir: &Path) -> Result<RuleSet, RuleSetError> {
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest_bytes = read(&manifest_path)?;
-        let manifest_text =
-            String::from_utf8(manifest_bytes.clone()).map_err(|e| RuleSetError::Io {
-                path: manifest_path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            })?;
+        let manifest_text = String::from_utf8(manifest_bytes.clone()).map_err(|e| RuleSetError::Io {
+            path: manifest_path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
         let manifest = Manifest::parse(&manifest_path.display().to_string(), &manifest_text)?;
 
         let (lists, list_hashes) = load_lists(&dir.join(LISTS_DIR))?;
@@ -208,22 +200,12 @@ impl RuleSet {
             if let Some(pin) = &entry.sha256
                 && *pin != sha256
             {
-                return Err(RuleSetError::Pin {
-                    rule: entry.name.clone(),
-                    expected: pin.clone(),
-                    actual: sha256,
-                });
+                return Err(RuleSetError::Pin { rule: entry.name.clone(), expected: pin.clone(), actual: sha256 });
             }
-            let module_err = |source| RuleSetError::Module {
-                rule: entry.name.clone(),
-                path: path.clone(),
-                source,
-            };
+            let module_err = |source| RuleSetError::Module { rule: entry.name.clone(), path: path.clone(), source };
             let component = sandbox.compile(&bytes).map_err(module_err)?;
             let compiled = sandbox.link(&component).map_err(module_err)?;
-            let declared = sandbox
-                .describe(&compiled, &entry.budget)
-                .map_err(module_err)?;
+            let declared = sandbox.describe(&compiled, &entry.budget).map_err(module_err)?;
             if declared.kind != entry.kind {
                 return Err(RuleSetError::KindMismatch {
                     rule: entry.name.clone(),
@@ -232,10 +214,7 @@ impl RuleSet {
                 });
             }
             let params = Params::build(&entry.params, &entry.own_params, &declared.params)
-                .map_err(|message| RuleSetError::Params {
-                    rule: entry.name.clone(),
-                    message,
-                })?;
+                .map_err(|message| RuleSetError::Params { rule: entry.name.clone(), message })?;
             for list in &declared.lists {
                 if !lists.has(list) {
                     return Err(RuleSetError::ListMissing {
@@ -271,11 +250,7 @@ impl RuleSet {
             hasher.update(hash.as_bytes());
         }
         let sha256 = hex::encode(hasher.finalize());
-        let history_window_seconds_max = rules
-            .iter()
-            .map(|r| r.history_window_seconds_max)
-            .max()
-            .unwrap_or(0);
+        let history_window_seconds_max = rules.iter().map(|r| r.history_window_seconds_max).max().unwrap_or(0);
         Ok(RuleSet {
             version: sha256[..VERSION_HEX_DIGITS].to_owned(),
             sha256,
@@ -296,17 +271,11 @@ fn load_lists(dir: &Path) -> Result<(Lists, BTreeMap<String, String>), RuleSetEr
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((lists, hashes)),
         Err(source) => {
-            return Err(RuleSetError::Io {
-                path: dir.to_owned(),
-                source,
-            });
+            return Err(RuleSetError::Io { path: dir.to_owned(), source });
         }
     };
     for entry in entries {
-        let entry = entry.map_err(|source| RuleSetError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| RuleSetError::Io { path: dir.to_owned(), source })?;
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("txt") {
             continue;

@@ -71,16 +71,10 @@ pub fn run_stream(
                 }
                 let parsed = parse_bytes(line_no, &buf);
                 batch.push((line_no, parsed));
-                if batch.len() == BATCH_LINES_MAX {
-                    if parsed_tx
-                        .send(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(BATCH_LINES_MAX),
-                        ))
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
+                if batch.len() == BATCH_LINES_MAX
+                    && parsed_tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES_MAX))).is_err()
+                {
+                    return Ok(());
                 }
             }
             if !batch.is_empty() {
@@ -140,10 +134,7 @@ fn parse_bytes(line_no: u64, bytes: &[u8]) -> Parsed {
         })
     };
     if bytes.len() > LINE_BYTES_MAX {
-        return error(format!(
-            "line of {} bytes exceeds the limit of {LINE_BYTES_MAX}",
-            bytes.len()
-        ));
+        return error(format!("line of {} bytes exceeds the limit of {LINE_BYTES_MAX}", bytes.len()));
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => match parse_transaction(line_no, text) {

@@ -40,10 +40,7 @@ impl Summary {
                 }
                 for t in &decision.rules {
                     if let RuleResult::Failed { kind, .. } = &t.result {
-                        *self
-                            .rule_failures
-                            .entry(format!("{}:{}", t.rule, kind.as_str()))
-                            .or_default() += 1;
+                        *self.rule_failures.entry(format!("{}:{}", t.rule, kind.as_str())).or_default() += 1;
                     }
                 }
             }
@@ -52,10 +49,7 @@ impl Summary {
 
     /// Error records.
     pub fn error_count(&self) -> u64 {
-        self.outcomes
-            .get(Outcome::Error.as_str())
-            .copied()
-            .unwrap_or(0)
+        self.outcomes.get(Outcome::Error.as_str()).copied().unwrap_or(0)
     }
 
     /// Lines per second.
@@ -66,13 +60,7 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "lines: {}  ({:.3} s, {:.0} lines/s)",
-            self.lines,
-            self.elapsed.as_secs_f64(),
-            self.throughput()
-        )?;
+        writeln!(f, "lines: {}  ({:.3} s, {:.0} lines/s)", self.lines, self.elapsed.as_secs_f64(), self.throughput())?;
         write!(f, "outcomes:")?;
         for (k, v) in &self.outcomes {
             write!(f, "  {k} {v}")?;

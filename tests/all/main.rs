@@ -1,1 +1,10 @@
+//! rulehost's integration tests: one binary, one module per concern.
+//!
+//! They run real Wasm components, so the rule and guest modules must be built
+//! first (`scripts/test.sh` does it; or `scripts/build-rules.sh`).
 
+mod containment;
+mod determinism;
+mod input_errors;
+mod pipeline;
+mod support;

@@ -31,16 +31,14 @@ impl History {
     pub fn new(window_seconds_max: u64, lateness_seconds: u64) -> Self {
         History {
             sources: HashMap::new(),
-            retention_nanos: i128::from(window_seconds_max.saturating_add(lateness_seconds))
-                * NANOS_PER_SECOND,
+            retention_nanos: i128::from(window_seconds_max.saturating_add(lateness_seconds)) * NANOS_PER_SECOND,
         }
     }
 
     /// Widens retention (a newly loaded rule may ask for a longer window);
     /// entries already pruned stay pruned.
     pub fn retain_at_least(&mut self, window_seconds_max: u64, lateness_seconds: u64) {
-        let wanted =
-            i128::from(window_seconds_max.saturating_add(lateness_seconds)) * NANOS_PER_SECOND;
+        let wanted = i128::from(window_seconds_max.saturating_add(lateness_seconds)) * NANOS_PER_SECOND;
         self.retention_nanos = self.retention_nanos.max(wanted);
     }
 
@@ -96,13 +94,7 @@ mod tests {
     use super::*;
 
     fn q(account: &str, from: i128, to: i128) -> HistoryQuery<'_> {
-        HistoryQuery {
-            account,
-            from_exclusive: from,
-            to_inclusive: to,
-            min: None,
-            max: None,
-        }
+        HistoryQuery { account, from_exclusive: from, to_inclusive: to, min: None, max: None }
     }
 
     #[test]
@@ -111,15 +103,8 @@ mod tests {
         for t in [10, 20, 30] {
             h.record("a", t * NANOS_PER_SECOND, Decimal::from(t));
         }
-        assert_eq!(
-            h.query(&q("a", 10 * NANOS_PER_SECOND, 30 * NANOS_PER_SECOND))
-                .count,
-            2
-        );
-        assert_eq!(
-            h.query(&q("a", 0, 20 * NANOS_PER_SECOND)).sum,
-            Decimal::from(30)
-        );
+        assert_eq!(h.query(&q("a", 10 * NANOS_PER_SECOND, 30 * NANOS_PER_SECOND)).count, 2);
+        assert_eq!(h.query(&q("a", 0, 20 * NANOS_PER_SECOND)).sum, Decimal::from(30));
         let ranged = HistoryQuery {
             min: Some(Decimal::from(20)),
             max: Some(Decimal::from(30)),
@@ -134,16 +119,8 @@ mod tests {
         let mut h = History::new(100, 10);
         h.record("a", 0, Decimal::ONE);
         h.record("a", 200 * NANOS_PER_SECOND, Decimal::ONE);
-        assert_eq!(
-            h.len(),
-            1,
-            "entry 200 s behind newest is beyond 110 s retention"
-        );
+        assert_eq!(h.len(), 1, "entry 200 s behind newest is beyond 110 s retention");
         h.record("a", 150 * NANOS_PER_SECOND, Decimal::ONE);
-        assert_eq!(
-            h.query(&q("a", 140 * NANOS_PER_SECOND, 160 * NANOS_PER_SECOND))
-                .count,
-            1
-        );
+        assert_eq!(h.query(&q("a", 140 * NANOS_PER_SECOND, 160 * NANOS_PER_SECOND)).count, 1);
     }
 }

@@ -5,9 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use rust_decimal::Decimal;
 
 use super::{
-    Balances, Commit, Effect, EntryKind, History, Hold, HoldState, JournalEntry,
-    LATENESS_SECONDS_DEFAULT, Ledger, LedgerError, Posting, Resolution, StoredDecision,
-    equity_account,
+    Balances, Commit, Effect, EntryKind, History, Hold, HoldState, JournalEntry, LATENESS_SECONDS_DEFAULT, Ledger,
+    LedgerError, Posting, Resolution, StoredDecision, equity_account,
 };
 use crate::facts::{HistoryQuery, HistoryStats};
 use crate::model::Account;
@@ -56,10 +55,7 @@ impl MemoryLedger {
         for p in &postings {
             *per_currency.entry(&p.currency).or_default() += p.amount;
         }
-        assert!(
-            per_currency.values().all(Decimal::is_zero),
-            "unbalanced journal entry for {reference}: {postings:?}"
-        );
+        assert!(per_currency.values().all(Decimal::is_zero), "unbalanced journal entry for {reference}: {postings:?}");
         for p in &postings {
             match self.accounts.get_mut(&p.account) {
                 Some(a) => a.posted += p.amount,
@@ -67,38 +63,18 @@ impl MemoryLedger {
             }
         }
         let seq = self.journal.len() as u64 + 1;
-        self.journal.push(JournalEntry {
-            seq,
-            reference: reference.to_owned(),
-            kind,
-            postings,
-        });
+        self.journal.push(JournalEntry { seq, reference: reference.to_owned(), kind, postings });
     }
 
-    fn transfer_postings(
-        source: &str,
-        destination: &str,
-        currency: &str,
-        amount: Decimal,
-    ) -> Vec<Posting> {
+    fn transfer_postings(source: &str, destination: &str, currency: &str, amount: Decimal) -> Vec<Posting> {
         vec![
-            Posting {
-                account: source.to_owned(),
-                currency: currency.to_owned(),
-                amount: -amount,
-            },
-            Posting {
-                account: destination.to_owned(),
-                currency: currency.to_owned(),
-                amount,
-            },
+            Posting { account: source.to_owned(), currency: currency.to_owned(), amount: -amount },
+            Posting { account: destination.to_owned(), currency: currency.to_owned(), amount },
         ]
     }
 
     fn state(&self, id: &str) -> Result<&AccountState, LedgerError> {
-        self.accounts
-            .get(id)
-            .ok_or_else(|| LedgerError::UnknownAccount(id.to_owned()))
+        self.accounts.get(id).ok_or_else(|| LedgerError::UnknownAccount(id.to_owned()))
     }
 
     /// Balance of a system account (e.g. `equity:USD`).
@@ -118,19 +94,11 @@ impl Ledger for MemoryLedger {
         for a in accounts {
             self.accounts.insert(
                 a.id.clone(),
-                AccountState {
-                    account: a.clone(),
-                    posted: Decimal::ZERO,
-                    pending: Decimal::ZERO,
-                },
+                AccountState { account: a.clone(), posted: Decimal::ZERO, pending: Decimal::ZERO },
             );
             if !a.opening_balance.is_zero() {
-                let postings = Self::transfer_postings(
-                    &equity_account(&a.currency),
-                    &a.id,
-                    &a.currency,
-                    a.opening_balance,
-                );
+                let postings =
+                    Self::transfer_postings(&equity_account(&a.currency), &a.id, &a.currency, a.opening_balance);
                 self.post(&a.id, EntryKind::Opening, postings);
             }
         }
@@ -156,9 +124,7 @@ impl Ledger for MemoryLedger {
     }
 
     fn has_funds(&self, source: &str, amount: Decimal) -> bool {
-        self.accounts
-            .get(source)
-            .is_some_and(|a| a.posted - a.pending + a.account.overdraft_limit >= amount)
+        self.accounts.get(source).is_some_and(|a| a.posted - a.pending + a.account.overdraft_limit >= amount)
     }
 
     fn decision(&self, id: &str) -> Option<&StoredDecision> {
@@ -170,8 +136,7 @@ impl Ledger for MemoryLedger {
     }
 
     fn retain_history(&mut self, window_seconds_max: u64) {
-        self.history
-            .retain_at_least(window_seconds_max, self.lateness_seconds);
+        self.history.retain_at_least(window_seconds_max, self.lateness_seconds);
     }
 
     fn commit(&mut self, c: Commit<'_>) -> Result<(), LedgerError> {
@@ -191,15 +156,11 @@ impl Ledger for MemoryLedger {
         }
         match c.effect {
             Effect::Post => {
-                let postings =
-                    Self::transfer_postings(&tx.source, &tx.destination, &tx.currency, tx.amount);
+                let postings = Self::transfer_postings(&tx.source, &tx.destination, &tx.currency, tx.amount);
                 self.post(&tx.id, EntryKind::Transfer, postings);
             }
             Effect::Hold => {
-                self.accounts
-                    .get_mut(&tx.source)
-                    .expect("checked above")
-                    .pending += tx.amount;
+                self.accounts.get_mut(&tx.source).expect("checked above").pending += tx.amount;
                 self.holds.insert(
                     tx.id.clone(),
                     Hold {
@@ -217,37 +178,21 @@ impl Ledger for MemoryLedger {
         if c.count_in_history {
             self.history.record(&tx.source, tx.timestamp, tx.amount);
         }
-        self.decisions.insert(
-            tx.id.clone(),
-            StoredDecision {
-                fingerprint: c.fingerprint,
-                decision: c.decision,
-            },
-        );
+        self.decisions.insert(tx.id.clone(), StoredDecision { fingerprint: c.fingerprint, decision: c.decision });
         Ok(())
     }
 
     fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError> {
-        let hold = self
-            .holds
-            .get(id)
-            .ok_or_else(|| LedgerError::UnknownHold(id.to_owned()))?
-            .clone();
+        let hold = self.holds.get(id).ok_or_else(|| LedgerError::UnknownHold(id.to_owned()))?.clone();
         match (hold.state, approve) {
             (HoldState::Posted, true) | (HoldState::Voided, false) => {
                 return Ok(Resolution::AlreadyDone);
             }
             (HoldState::Posted, false) => {
-                return Err(LedgerError::HoldResolved {
-                    id: id.to_owned(),
-                    state: "posted",
-                });
+                return Err(LedgerError::HoldResolved { id: id.to_owned(), state: "posted" });
             }
             (HoldState::Voided, true) => {
-                return Err(LedgerError::HoldResolved {
-                    id: id.to_owned(),
-                    state: "voided",
-                });
+                return Err(LedgerError::HoldResolved { id: id.to_owned(), state: "voided" });
             }
             (HoldState::Pending, _) => {}
         }
@@ -260,24 +205,12 @@ impl Ledger for MemoryLedger {
             }
             self.state(&hold.destination)?;
         }
-        self.accounts
-            .get_mut(&hold.source)
-            .expect("hold source exists")
-            .pending -= hold.amount;
+        self.accounts.get_mut(&hold.source).expect("hold source exists").pending -= hold.amount;
         if approve {
-            let postings = Self::transfer_postings(
-                &hold.source,
-                &hold.destination,
-                &hold.currency,
-                hold.amount,
-            );
+            let postings = Self::transfer_postings(&hold.source, &hold.destination, &hold.currency, hold.amount);
             self.post(id, EntryKind::HoldPosted, postings);
         }
-        self.holds.get_mut(id).expect("present").state = if approve {
-            HoldState::Posted
-        } else {
-            HoldState::Voided
-        };
+        self.holds.get_mut(id).expect("present").state = if approve { HoldState::Posted } else { HoldState::Voided };
         Ok(Resolution::Done)
     }
 

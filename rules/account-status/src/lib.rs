@@ -17,10 +17,7 @@ impl ValidationRule for AccountStatusRule {
             // one is treated as inactive rather than trusted.
             let status = account(id).map(|a| a.status);
             if status != Some(AccountStatus::Active) {
-                return Validation::reject(
-                    "ACCOUNT_INACTIVE",
-                    format!("account {id} is not active ({status:?})"),
-                );
+                return Validation::reject("ACCOUNT_INACTIVE", format!("account {id} is not active ({status:?})"));
             }
         }
         Validation::Accept
@@ -61,14 +58,7 @@ mod tests {
             if let Some(s) = dst {
                 host = host.account(with_status("dst", s));
             }
-            let tx = Transaction::payment(
-                "t",
-                ts("2026-01-05T10:00:00Z"),
-                "src",
-                "dst",
-                dec("10"),
-                "USD",
-            );
+            let tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "src", "dst", dec("10"), "USD");
             let got = host.validate::<AccountStatusRule>(&tx);
             if accepted {
                 assert_eq!(got, Validation::Accept, "{src:?} {dst:?}");

@@ -12,17 +12,12 @@ pub struct AmountFormat;
 
 impl ValidationRule for AmountFormat {
     fn declare() -> RuleInfo {
-        RuleInfo::new()
-            .param("minor_units", ParamType::IntegerMap)
-            .param("max_amount", ParamType::DecimalMap)
+        RuleInfo::new().param("minor_units", ParamType::IntegerMap).param("max_amount", ParamType::DecimalMap)
     }
 
     fn validate(tx: &Transaction) -> Validation {
         let Some(minor_units) = params::integer_entry("minor_units", &tx.currency) else {
-            return Validation::reject(
-                "CURRENCY_UNSUPPORTED",
-                format!("currency {} is not supported", tx.currency),
-            );
+            return Validation::reject("CURRENCY_UNSUPPORTED", format!("currency {} is not supported", tx.currency));
         };
         if tx.amount <= rulehost_guest::Decimal::ZERO {
             return Validation::reject("AMOUNT_INVALID", "amount must be positive");
@@ -32,10 +27,7 @@ impl ValidationRule for AmountFormat {
         if places > minor_units {
             return Validation::reject(
                 "AMOUNT_INVALID",
-                format!(
-                    "{} has {places} decimal places, {} allows {minor_units}",
-                    tx.amount, tx.currency
-                ),
+                format!("{} has {places} decimal places, {} allows {minor_units}", tx.amount, tx.currency),
             );
         }
         match params::decimal_entry("max_amount", &tx.currency) {
@@ -57,19 +49,8 @@ mod tests {
 
     fn host() -> FakeHost {
         FakeHost::new()
-            .integer_map(
-                "minor_units",
-                &[("USD", 2), ("JPY", 0), ("BHD", 3), ("GBP", 2)],
-            )
-            .decimal_map(
-                "max_amount",
-                &[
-                    ("USD", "50000"),
-                    ("JPY", "7000000"),
-                    ("BHD", "20000"),
-                    ("GBP", "40000"),
-                ],
-            )
+            .integer_map("minor_units", &[("USD", 2), ("JPY", 0), ("BHD", 3), ("GBP", 2)])
+            .decimal_map("max_amount", &[("USD", "50000"), ("JPY", "7000000"), ("BHD", "20000"), ("GBP", "40000")])
     }
 
     #[test]
@@ -98,14 +79,7 @@ mod tests {
             ("XXX", "-1", "CURRENCY_UNSUPPORTED"),
         ];
         for (currency, amount, expected) in cases {
-            let tx = Transaction::payment(
-                "t",
-                ts("2026-01-05T10:00:00Z"),
-                "a",
-                "b",
-                dec(amount),
-                currency,
-            );
+            let tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "a", "b", dec(amount), currency);
             let got = host().validate::<AmountFormat>(&tx);
             match (expected, &got) {
                 ("", Validation::Accept) => {}

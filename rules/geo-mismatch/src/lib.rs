@@ -21,10 +21,7 @@ impl RiskRule for GeoMismatch {
         if account(&tx.source).is_some_and(|a| &a.country != country) {
             score = score.add(100, "FOREIGN_COUNTRY");
         }
-        if params::text_list("high_risk_countries")
-            .iter()
-            .any(|c| c == country)
-        {
+        if params::text_list("high_risk_countries").iter().any(|c| c == country) {
             score = score.add(200, "HIGH_RISK_COUNTRY");
         }
         score
@@ -45,34 +42,22 @@ mod tests {
             ("US", None, 0, &[]),
             ("US", Some("US"), 0, &[]),
             ("US", Some("FR"), 100, &["FOREIGN_COUNTRY"]),
-            (
-                "US",
-                Some("RU"),
-                300,
-                &["FOREIGN_COUNTRY", "HIGH_RISK_COUNTRY"],
-            ),
+            ("US", Some("RU"), 300, &["FOREIGN_COUNTRY", "HIGH_RISK_COUNTRY"]),
             ("RU", Some("RU"), 200, &["HIGH_RISK_COUNTRY"]),
             ("US", Some("us"), 100, &["FOREIGN_COUNTRY"]),
         ];
         for (home, country, expected, reasons) in cases {
-            let host = FakeHost::new()
-                .text_list("high_risk_countries", &["RU", "BY", "MM", "VE", "AF"])
-                .account(acc("src", "USD", home, "2025-01-01T00:00:00Z"));
-            let mut tx = Transaction::payment(
-                "t",
-                ts("2026-01-05T10:00:00Z"),
+            let host = FakeHost::new().text_list("high_risk_countries", &["RU", "BY", "MM", "VE", "AF"]).account(acc(
                 "src",
-                "dst",
-                dec("10"),
                 "USD",
-            );
+                home,
+                "2025-01-01T00:00:00Z",
+            ));
+            let mut tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "src", "dst", dec("10"), "USD");
             tx.country = country.map(str::to_owned);
             let got = host.score::<GeoMismatch>(&tx);
             assert_eq!(got.score, expected, "{home} {country:?}");
-            assert_eq!(
-                got.reasons,
-                reasons.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-            );
+            assert_eq!(got.reasons, reasons.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         }
     }
 }

@@ -28,10 +28,8 @@ mod tests {
 
     #[test]
     fn cases() {
-        let host = FakeHost::new().decimal_map(
-            "large_threshold",
-            &[("USD", "10000"), ("JPY", "1500000"), ("BHD", "4000")],
-        );
+        let host =
+            FakeHost::new().decimal_map("large_threshold", &[("USD", "10000"), ("JPY", "1500000"), ("BHD", "4000")]);
         let cases = [
             ("USD", "9999.99", 0),
             ("USD", "10000", 300),
@@ -44,14 +42,7 @@ mod tests {
             ("XXX", "999999", 0),
         ];
         for (currency, amount, expected) in cases {
-            let tx = Transaction::payment(
-                "t",
-                ts("2026-01-05T10:00:00Z"),
-                "a",
-                "b",
-                dec(amount),
-                currency,
-            );
+            let tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "a", "b", dec(amount), currency);
             let got = host.score::<LargeAmount>(&tx);
             assert_eq!(got.score, expected, "{currency} {amount}");
             assert_eq!(got.reasons.is_empty(), expected == 0);

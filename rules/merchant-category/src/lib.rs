@@ -30,23 +30,13 @@ mod tests {
 
     #[test]
     fn cases() {
-        let host =
-            FakeHost::new().text_list("high_risk_mcc", &["7995", "6051", "4829", "5967", "6211"]);
-        for (mcc, expected) in [
-            (None, 0),
-            (Some("5411"), 0),
-            (Some("7995"), 200),
-            (Some("6211"), 200),
-            (Some("79950"), 0),
-        ] {
-            let mut tx =
-                Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "a", "b", dec("10"), "USD");
+        let host = FakeHost::new().text_list("high_risk_mcc", &["7995", "6051", "4829", "5967", "6211"]);
+        for (mcc, expected) in
+            [(None, 0), (Some("5411"), 0), (Some("7995"), 200), (Some("6211"), 200), (Some("79950"), 0)]
+        {
+            let mut tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "a", "b", dec("10"), "USD");
             tx.merchant_category = mcc.map(str::to_owned);
-            assert_eq!(
-                host.score::<MerchantCategory>(&tx).score,
-                expected,
-                "{mcc:?}"
-            );
+            assert_eq!(host.score::<MerchantCategory>(&tx).score, expected, "{mcc:?}");
         }
     }
 }

@@ -3,9 +3,7 @@
 //! before the account opened counts as younger) and the amount is at least
 //! the currency's `new_account_amount` — `NEW_ACCOUNT_LARGE`.
 
-use rulehost_guest::{
-    ParamType, RiskRule, RuleInfo, Score, Timestamp, Transaction, account, params,
-};
+use rulehost_guest::{ParamType, RiskRule, RuleInfo, Score, Timestamp, Transaction, account, params};
 
 /// The `new-account` risk rule.
 pub struct NewAccount;
@@ -58,11 +56,7 @@ mod tests {
         assert_eq!(score(opened, "2026-01-07T23:59:59.999999999Z", "1000"), 250);
         assert_eq!(score(opened, "2026-01-08T00:00:00Z", "1000"), 0);
         assert_eq!(score(opened, "2026-01-01T00:00:00Z", "1000"), 250);
-        assert_eq!(
-            score(opened, "2025-12-31T00:00:00Z", "1000"),
-            250,
-            "before opening counts as young"
-        );
+        assert_eq!(score(opened, "2025-12-31T00:00:00Z", "1000"), 250, "before opening counts as young");
     }
 
     #[test]
@@ -74,17 +68,13 @@ mod tests {
 
     #[test]
     fn unknown_currency_scores_nothing() {
-        let host = FakeHost::new()
-            .decimal_map("new_account_amount", &[("USD", "1000")])
-            .account(acc("src", "XXX", "US", "2026-01-01T00:00:00Z"));
-        let tx = Transaction::payment(
-            "t",
-            ts("2026-01-02T00:00:00Z"),
+        let host = FakeHost::new().decimal_map("new_account_amount", &[("USD", "1000")]).account(acc(
             "src",
-            "dst",
-            dec("99999"),
             "XXX",
-        );
+            "US",
+            "2026-01-01T00:00:00Z",
+        ));
+        let tx = Transaction::payment("t", ts("2026-01-02T00:00:00Z"), "src", "dst", dec("99999"), "XXX");
         assert_eq!(host.score::<NewAccount>(&tx), Score::zero());
     }
 }

@@ -2,9 +2,7 @@
 //! `blocked_countries`, or its source or destination is in the operator list
 //! `blocked-accounts`.
 
-use rulehost_guest::{
-    ParamType, RuleInfo, Transaction, Validation, ValidationRule, list_contains, params,
-};
+use rulehost_guest::{ParamType, RuleInfo, Transaction, Validation, ValidationRule, list_contains, params};
 
 /// The `sanctions` validation rule.
 pub struct Sanctions;
@@ -14,16 +12,12 @@ const BLOCKED_ACCOUNTS: &str = "blocked-accounts";
 
 impl ValidationRule for Sanctions {
     fn declare() -> RuleInfo {
-        RuleInfo::new()
-            .param("blocked_countries", ParamType::TextList)
-            .list(BLOCKED_ACCOUNTS)
+        RuleInfo::new().param("blocked_countries", ParamType::TextList).list(BLOCKED_ACCOUNTS)
     }
 
     fn validate(tx: &Transaction) -> Validation {
         if let Some(country) = &tx.country
-            && params::text_list("blocked_countries")
-                .iter()
-                .any(|c| c == country)
+            && params::text_list("blocked_countries").iter().any(|c| c == country)
         {
             return Validation::reject("SANCTIONED", format!("country {country} is sanctioned"));
         }
@@ -61,22 +55,11 @@ mod tests {
             (Some("US"), "acc-bad2", "b", false),
         ];
         for (country, source, destination, sanctioned) in cases {
-            let mut tx = Transaction::payment(
-                "t",
-                ts("2026-01-05T10:00:00Z"),
-                source,
-                destination,
-                dec("10"),
-                "USD",
-            );
+            let mut tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), source, destination, dec("10"), "USD");
             tx.country = country.map(str::to_owned);
             let got = host.validate::<Sanctions>(&tx);
-            let is_sanctioned =
-                matches!(&got, Validation::Reject { code, .. } if code == "SANCTIONED");
-            assert_eq!(
-                is_sanctioned, sanctioned,
-                "{country:?} {source} {destination}: {got:?}"
-            );
+            let is_sanctioned = matches!(&got, Validation::Reject { code, .. } if code == "SANCTIONED");
+            assert_eq!(is_sanctioned, sanctioned, "{country:?} {source} {destination}: {got:?}");
             assert!(is_sanctioned || got == Validation::Accept);
         }
     }

@@ -12,9 +12,7 @@ const WINDOW_SECONDS: u64 = 86_400;
 
 impl RiskRule for Structuring {
     fn declare() -> RuleInfo {
-        RuleInfo::new()
-            .param("large_threshold", ParamType::DecimalMap)
-            .history_window_seconds(WINDOW_SECONDS)
+        RuleInfo::new().param("large_threshold", ParamType::DecimalMap).history_window_seconds(WINDOW_SECONDS)
     }
 
     fn score(tx: &Transaction) -> Score {
@@ -26,11 +24,7 @@ impl RiskRule for Structuring {
             return Score::zero();
         }
         let k = history(&tx.source, WINDOW_SECONDS, Some((low, threshold))).count;
-        if k + 1 >= 3 {
-            Score::new(500, "STRUCTURING")
-        } else {
-            Score::zero()
-        }
+        if k + 1 >= 3 { Score::new(500, "STRUCTURING") } else { Score::zero() }
     }
 }
 
@@ -43,14 +37,7 @@ mod tests {
 
     fn score(host: FakeHost, amount: &str) -> u32 {
         let host = host.decimal_map("large_threshold", &[("USD", "10000"), ("JPY", "1500000")]);
-        let tx = Transaction::payment(
-            "t",
-            ts("2026-01-05T10:00:00Z"),
-            "src",
-            "dst",
-            dec(amount),
-            "USD",
-        );
+        let tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "src", "dst", dec(amount), "USD");
         host.score::<Structuring>(&tx).score
     }
 
@@ -91,20 +78,13 @@ mod tests {
 
     #[test]
     fn other_currency_band() {
-        let host = FakeHost::new()
-            .decimal_map("large_threshold", &[("JPY", "1500000")])
-            .earlier_n(2, "src", "2026-01-05T09:00:00Z", "1400000");
-        let tx = Transaction::payment(
-            "t",
-            ts("2026-01-05T10:00:00Z"),
+        let host = FakeHost::new().decimal_map("large_threshold", &[("JPY", "1500000")]).earlier_n(
+            2,
             "src",
-            "dst",
-            dec("1350000"),
-            "JPY",
+            "2026-01-05T09:00:00Z",
+            "1400000",
         );
-        assert_eq!(
-            host.score::<Structuring>(&tx),
-            Score::new(500, "STRUCTURING")
-        );
+        let tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "src", "dst", dec("1350000"), "JPY");
+        assert_eq!(host.score::<Structuring>(&tx), Score::new(500, "STRUCTURING"));
     }
 }

@@ -32,14 +32,7 @@ mod tests {
     use rulehost_guest::testing::{FakeHost, dec, ts};
 
     fn score(host: &FakeHost) -> u32 {
-        let tx = Transaction::payment(
-            "t",
-            ts("2026-01-05T10:00:00Z"),
-            "src",
-            "dst",
-            dec("10"),
-            "USD",
-        );
+        let tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "src", "dst", dec("10"), "USD");
         host.score::<Velocity>(&tx).score
     }
 
@@ -68,18 +61,8 @@ mod tests {
     fn only_the_source_counts() {
         let host = FakeHost::new().earlier_n(10, "other", "2026-01-05T09:30:00Z", "1");
         assert_eq!(score(&host), 0);
-        let tx = Transaction::payment(
-            "t",
-            ts("2026-01-05T10:00:00Z"),
-            "src",
-            "dst",
-            dec("10"),
-            "USD",
-        );
+        let tx = Transaction::payment("t", ts("2026-01-05T10:00:00Z"), "src", "dst", dec("10"), "USD");
         let host = FakeHost::new().earlier_n(10, "src", "2026-01-05T09:30:00Z", "1");
-        assert_eq!(
-            host.score::<Velocity>(&tx),
-            Score::new(400, "HIGH_VELOCITY")
-        );
+        assert_eq!(host.score::<Velocity>(&tx), Score::new(400, "HIGH_VELOCITY"));
     }
 }

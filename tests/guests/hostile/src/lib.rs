@@ -27,9 +27,7 @@ static CALLS: AtomicU32 = AtomicU32::new(0);
 
 impl RiskRule for Hostile {
     fn declare() -> RuleInfo {
-        RuleInfo::new()
-            .param("mode", ParamType::Text)
-            .history_window_seconds(60)
+        RuleInfo::new().param("mode", ParamType::Text).history_window_seconds(60)
     }
 
     fn score(tx: &Transaction) -> Score {
@@ -50,10 +48,7 @@ impl RiskRule for Hostile {
             }
             "panic" => panic!("hostile rule panics on {}", tx.id),
             "score" => Score::new(5000, "TOO_HIGH"),
-            "reasons" => Score {
-                score: 1,
-                reasons: (0..100_000).map(|i| format!("R{i}")).collect(),
-            },
+            "reasons" => Score { score: 1, reasons: (0..100_000).map(|i| format!("R{i}")).collect() },
             "bad-code" => Score::new(1, "not-a-code"),
             "counter" => {
                 let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
