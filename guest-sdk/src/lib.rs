@@ -33,6 +33,26 @@
 //! On the host target (`cargo test`), the capability functions answer from a
 //! [`testing::FakeHost`] installed by the test, so rules are unit-tested
 //! natively without Wasm. Built for `wasm32-wasip2`, they call the real host.
+//!
+//! # `std` or `no_std`
+//!
+//! A rule may use `std` freely: whatever WASI its toolchain imports, the host
+//! links deny-all, deterministic stand-ins. A rule that needs only `alloc`
+//! (strings, vectors, `format!`) can instead be `no_std` inside Wasm — no
+//! WASI imports at all, a module a third the size, and cheaper calls; the
+//! shipped rules do this:
+//!
+//! ```ignore
+//! #![cfg_attr(target_arch = "wasm32", no_std)]
+//! use rulehost_guest::prelude::*;
+//! // ... the rule ...
+//! rulehost_guest::export_risk_rule!(MyRule);
+//! rulehost_guest::no_std_runtime!();
+//! ```
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
 
 mod convert;
 #[cfg(not(target_arch = "wasm32"))]
@@ -60,11 +80,133 @@ pub mod wit {
     });
 }
 
+/// What a `no_std` rule needs from `alloc`, in one import:
+/// `use rulehost_guest::prelude::*;` (in a `std` build these are the usual
+/// prelude items, so the same code compiles both ways).
+pub mod prelude {
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec;
+    pub use alloc::vec::Vec;
+}
+
 /// Implementation details used by the export macros.
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
-    pub use crate::rule::wasm::{describe, evaluate_risk, evaluate_validation};
+    pub use crate::libc_alloc::{LibcAlloc, cabi_realloc};
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::rule::wasm::{describe, evaluate_risk, evaluate_validation, report_panic};
+}
+
+/// Inside Wasm the SDK links wasi-libc, as `std` does: it provides
+/// `memcpy`/`memcmp` and the `malloc` a `no_std` rule allocates with; none
+/// of these use WASI.
+#[cfg(target_arch = "wasm32")]
+mod libc_alloc {
+    use core::alloc::{GlobalAlloc, Layout};
+
+    #[link(name = "c")]
+    unsafe extern "C" {
+        fn malloc(size: usize) -> *mut u8;
+        fn aligned_alloc(align: usize, size: usize) -> *mut u8;
+        fn realloc(ptr: *mut u8, size: usize) -> *mut u8;
+        fn free(ptr: *mut u8);
+    }
+
+    /// The component model's allocation entry point for a `no_std` rule
+    /// (with `std`, wasi-libc exports it), over the Rust global allocator.
+    ///
+    /// # Safety
+    /// Called only by the canonical ABI, with a pointer/length/alignment it
+    /// obtained from an earlier call.
+    pub unsafe fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+        let ptr = unsafe {
+            if old_len == 0 {
+                if new_len == 0 {
+                    return align as *mut u8;
+                }
+                alloc::alloc::alloc(Layout::from_size_align_unchecked(new_len, align))
+            } else {
+                alloc::alloc::realloc(old_ptr, Layout::from_size_align_unchecked(old_len, align), new_len)
+            }
+        };
+        if ptr.is_null() {
+            core::arch::wasm32::unreachable()
+        }
+        ptr
+    }
+
+    /// The alignment wasi-libc's `malloc` guarantees.
+    const MALLOC_ALIGN: usize = 8;
+
+    /// A global allocator over wasi-libc's `malloc` (what `std` uses on Wasm).
+    pub struct LibcAlloc;
+
+    // SAFETY: forwards to the C allocator, honouring alignment as std's
+    // System allocator does on wasm32-wasip2.
+    unsafe impl GlobalAlloc for LibcAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size() {
+                unsafe { malloc(layout.size()) }
+            } else {
+                unsafe { aligned_alloc(layout.align(), layout.size().next_multiple_of(layout.align())) }
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+            unsafe { free(ptr) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if layout.align() <= MALLOC_ALIGN && layout.align() <= new_size {
+                return unsafe { realloc(ptr, new_size) };
+            }
+            let new = unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, layout.align())) };
+            if !new.is_null() {
+                unsafe {
+                    core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+            }
+            new
+        }
+    }
+}
+
+/// Supplies what a `no_std` rule crate needs inside Wasm: a global allocator
+/// (wasi-libc's `malloc`, as Rust's `std` uses on Wasm) and a panic handler that records
+/// the panic message in the decision trace (a `log` line at `error` level)
+/// and then traps, so the host applies the rule's `on_error`. Expands to
+/// nothing outside Wasm. Use it once, at the crate root, in a crate marked
+/// `#![cfg_attr(target_arch = "wasm32", no_std)]`.
+#[macro_export]
+macro_rules! no_std_runtime {
+    () => {
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static __RULEHOST_ALLOCATOR: $crate::__private::LibcAlloc = $crate::__private::LibcAlloc;
+
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(export_name = "cabi_realloc")]
+        unsafe extern "C" fn __rulehost_cabi_realloc(
+            old_ptr: *mut u8,
+            old_len: usize,
+            align: usize,
+            new_len: usize,
+        ) -> *mut u8 {
+            // SAFETY: the canonical ABI's contract, forwarded unchanged.
+            unsafe { $crate::__private::cabi_realloc(old_ptr, old_len, align, new_len) }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[panic_handler]
+        fn __rulehost_panic(info: &::core::panic::PanicInfo<'_>) -> ! {
+            $crate::__private::report_panic(info)
+        }
+    };
 }
 
 /// Typed access to the rule's manifest parameters.
@@ -77,6 +219,8 @@ pub mod params {
     use crate::Decimal;
     use crate::backend;
     use crate::types::ParamValue;
+    use alloc::string::String;
+    use alloc::vec::Vec;
 
     fn wrong(name: &str, expected: &str) -> ! {
         panic!("parameter `{name}` is not declared as {expected}")

@@ -1,6 +1,11 @@
 //! The two kinds of rule, what they declare, what they return, and the export
 //! macros that turn a rule type into a Wasm component.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
 use crate::Transaction;
 
 /// The type of a manifest parameter, as a rule declares it.
@@ -234,5 +239,12 @@ pub mod wasm {
     pub fn evaluate_risk<R: RiskRule>(tx: w::Transaction) -> r::Verdict {
         let s = R::score(&from_wit_transaction(tx));
         r::Verdict::Score(r::RiskScore { score: s.score, reasons: s.reasons })
+    }
+
+    /// The `no_std` panic handler: log the message, then trap.
+    pub fn report_panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        let message = alloc::format!("panic: {info}");
+        crate::wit::rulehost::rules::host::log(crate::wit::rulehost::rules::types::LogLevel::Error, &message);
+        core::arch::wasm32::unreachable()
     }
 }

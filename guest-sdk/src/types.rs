@@ -1,5 +1,8 @@
 //! The plain Rust types a rule works with: transactions, accounts, history.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
 use rust_decimal::Decimal;
 
 /// An instant: seconds and nanoseconds since the Unix epoch (UTC).

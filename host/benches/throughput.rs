@@ -18,7 +18,7 @@ use rulehost::input::{ParsedTransaction, parse_accounts, parse_transaction};
 use rulehost::ledger::{Ledger, MemoryLedger};
 use rulehost::model::{AccountStatus, NANOS_PER_SECOND, Transaction, TransactionKind};
 use rulehost::params::ParamValue;
-use rulehost::pipeline::{Pipeline, RuleExecutor, SharedLedger};
+use rulehost::pipeline::{Pipeline, RuleCalls, RuleExecutor, SharedLedger};
 use rulehost::ruleset::{LoadedRule, RuleSet};
 use rulehost::sandbox::{CallContext, CallOutcome, Sandbox, SandboxConfig, Verdict, WitTransaction};
 use rulehost_guest::native::{self, NativeHost};
@@ -127,19 +127,30 @@ fn risk<R: RiskRule>(tx: &rulehost_guest::Transaction) -> Verdict {
 }
 
 impl RuleExecutor for Native {
-    fn execute(&self, rule: &LoadedRule, ctx: CallContext, tx: &Transaction, _wit: &WitTransaction) -> CallOutcome {
-        let sdk_tx = to_sdk_tx(tx);
-        let call = Rc::new(NativeCall { ctx, now: tx.timestamp });
+    fn begin<'a>(&'a self, tx: &'a Transaction, _wit: &'a WitTransaction) -> Box<dyn RuleCalls + 'a> {
+        Box::new(NativeCalls { sdk_tx: to_sdk_tx(tx), now: tx.timestamp })
+    }
+}
+
+struct NativeCalls {
+    sdk_tx: rulehost_guest::Transaction,
+    now: i128,
+}
+
+impl RuleCalls for NativeCalls {
+    fn call(&mut self, rule: &LoadedRule, ctx: CallContext) -> CallOutcome {
+        let sdk_tx = &self.sdk_tx;
+        let call = Rc::new(NativeCall { ctx, now: self.now });
         let verdict = native::with_host(call, || match rule.name.as_str() {
-            "amount-format" => validation::<rule_amount_format::AmountFormat>(&sdk_tx),
-            "sanctions" => validation::<rule_sanctions::Sanctions>(&sdk_tx),
-            "account-status" => validation::<rule_account_status::AccountStatusRule>(&sdk_tx),
-            "velocity" => risk::<rule_velocity::Velocity>(&sdk_tx),
-            "large-amount" => risk::<rule_large_amount::LargeAmount>(&sdk_tx),
-            "structuring" => risk::<rule_structuring::Structuring>(&sdk_tx),
-            "new-account" => risk::<rule_new_account::NewAccount>(&sdk_tx),
-            "geo-mismatch" => risk::<rule_geo_mismatch::GeoMismatch>(&sdk_tx),
-            "merchant-category" => risk::<rule_merchant_category::MerchantCategory>(&sdk_tx),
+            "amount-format" => validation::<rule_amount_format::AmountFormat>(sdk_tx),
+            "sanctions" => validation::<rule_sanctions::Sanctions>(sdk_tx),
+            "account-status" => validation::<rule_account_status::AccountStatusRule>(sdk_tx),
+            "velocity" => risk::<rule_velocity::Velocity>(sdk_tx),
+            "large-amount" => risk::<rule_large_amount::LargeAmount>(sdk_tx),
+            "structuring" => risk::<rule_structuring::Structuring>(sdk_tx),
+            "new-account" => risk::<rule_new_account::NewAccount>(sdk_tx),
+            "geo-mismatch" => risk::<rule_geo_mismatch::GeoMismatch>(sdk_tx),
+            "merchant-category" => risk::<rule_merchant_category::MerchantCategory>(sdk_tx),
             other => panic!("no native build of rule {other}"),
         });
         CallOutcome { result: Ok(verdict), fuel: 0, logs: Vec::new() }

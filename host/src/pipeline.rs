@@ -14,7 +14,7 @@ use crate::ledger::{Commit, Effect, Ledger, LedgerError};
 use crate::manifest::{OnError, RuleKind};
 use crate::model::Transaction;
 use crate::ruleset::{LoadedRule, RuleSet};
-use crate::sandbox::{CallContext, CallOutcome, Sandbox, Verdict, WitTransaction};
+use crate::sandbox::{CallContext, CallOutcome, Sandbox, TxSession, Verdict, WitTransaction};
 
 /// Reason of a failed rule under `on_error = review|reject`.
 pub const RULE_FAILED: &str = "RULE_FAILED";
@@ -62,17 +62,29 @@ impl Facts for LedgerFacts {
     }
 }
 
-/// Runs one rule call. The [`Sandbox`] is the production executor; the
+/// Runs rule calls. The [`Sandbox`] is the production executor; the
 /// benchmark supplies one that runs the same rule crates compiled natively,
 /// as the reference limit.
 pub trait RuleExecutor: Send + Sync {
-    /// Calls `rule` on `tx` (also given in WIT form) with `ctx`.
-    fn execute(&self, rule: &LoadedRule, ctx: CallContext, tx: &Transaction, wit: &WitTransaction) -> CallOutcome;
+    /// Starts the rule calls on one transaction (given also in WIT form).
+    fn begin<'a>(&'a self, tx: &'a Transaction, wit: &'a WitTransaction) -> Box<dyn RuleCalls + 'a>;
+}
+
+/// The rule calls on one transaction.
+pub trait RuleCalls {
+    /// Calls `rule` with `ctx`.
+    fn call(&mut self, rule: &LoadedRule, ctx: CallContext) -> CallOutcome;
 }
 
 impl RuleExecutor for Sandbox {
-    fn execute(&self, rule: &LoadedRule, ctx: CallContext, _tx: &Transaction, wit: &WitTransaction) -> CallOutcome {
-        self.evaluate(&rule.compiled, rule.kind, ctx, wit)
+    fn begin<'a>(&'a self, _tx: &'a Transaction, wit: &'a WitTransaction) -> Box<dyn RuleCalls + 'a> {
+        Box::new(self.session(wit))
+    }
+}
+
+impl RuleCalls for TxSession<'_> {
+    fn call(&mut self, rule: &LoadedRule, ctx: CallContext) -> CallOutcome {
+        self.evaluate(&rule.compiled, rule.kind, ctx)
     }
 }
 
@@ -169,21 +181,21 @@ impl Pipeline {
         finish(&mut **ledger, line, parsed, commit)
     }
 
-    fn call(&self, rule: &LoadedRule, ruleset: &RuleSet, tx: &Transaction, wit: &WitTransaction) -> CallOutcome {
-        let ctx = CallContext {
+    fn context(&self, rule: &LoadedRule, ruleset: &RuleSet) -> CallContext {
+        CallContext {
             params: rule.params.clone(),
             lists: ruleset.lists.clone(),
             declared_lists: rule.lists.clone(),
             history_window_seconds_max: rule.history_window_seconds_max,
             facts: self.facts.clone(),
             budget: rule.budget,
-        };
-        self.executor.execute(rule, ctx, tx, wit)
+        }
     }
 
     /// Runs validation then risk rules and aggregates (steps 2–4).
     fn evaluate(&self, ruleset: &RuleSet, tx: &Transaction) -> Evaluation {
         let wit_tx = WitTransaction::new(tx);
+        let mut calls = self.executor.begin(tx, &wit_tx);
         let mut traces = Vec::with_capacity(ruleset.rules.len());
         let mut reasons = Reasons::default();
         let mut forced_review = false;
@@ -196,7 +208,7 @@ impl Pipeline {
         };
 
         for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Validation) {
-            let out = self.call(rule, ruleset, tx, &wit_tx);
+            let out = calls.call(rule, self.context(rule, ruleset));
             match &out.result {
                 Ok(Verdict::Reject { code, message }) => {
                     traces.push(trace(rule, RuleResult::Reject { code: code.clone(), message: message.clone() }, &out));
@@ -225,7 +237,7 @@ impl Pipeline {
 
         let mut total = Decimal::ZERO;
         for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Risk) {
-            let out = self.call(rule, ruleset, tx, &wit_tx);
+            let out = calls.call(rule, self.context(rule, ruleset));
             match &out.result {
                 Ok(Verdict::Score { score, reasons: rs }) => {
                     total += rule.weight * Decimal::from(*score);

@@ -617,16 +617,62 @@ impl Sandbox {
     /// `ctx.budget`. Never panics and never returns an error: every failure of
     /// the guest becomes a [`Failure`] in the outcome.
     pub fn evaluate(&self, rule: &CompiledRule, kind: RuleKind, ctx: CallContext, tx: &WitTransaction) -> CallOutcome {
+        self.session(tx).evaluate(rule, kind, ctx)
+    }
+
+    /// Starts the calls on one transaction. They share a `Store` (saving its
+    /// set-up and tear-down per call), but each call still instantiates the
+    /// rule afresh, with its own fuel, deadline, memory cap and WASI context:
+    /// component instances share no state, so isolation is unchanged.
+    pub fn session<'a>(&'a self, tx: &'a WitTransaction) -> TxSession<'a> {
+        TxSession { sandbox: self, store: self.store(None, tx.timestamp(), &Budget::default()), tx }
+    }
+}
+
+/// The calls of one transaction (see [`Sandbox::session`]).
+pub struct TxSession<'a> {
+    sandbox: &'a Sandbox,
+    store: Store<CallState>,
+    tx: &'a WitTransaction,
+}
+
+impl TxSession<'_> {
+    /// Runs one `evaluate` call of `rule` in a fresh instance under
+    /// `ctx.budget`. Never panics and never returns an error: every failure of
+    /// the guest becomes a [`Failure`] in the outcome.
+    pub fn evaluate(&mut self, rule: &CompiledRule, kind: RuleKind, ctx: CallContext) -> CallOutcome {
         let budget = ctx.budget;
-        let mut store = self.store(Some(ctx), tx.timestamp(), &budget);
-        let result =
-            rule.pre.instantiate(&mut store).and_then(|w| w.rulehost_rules_rule().call_evaluate(&mut store, &tx.0));
+        let store = &mut self.store;
+        {
+            let state = store.data_mut();
+            state.ctx = Some(ctx);
+            state.memory =
+                MemoryCap { memory_bytes_max: budget.memory_bytes_max as usize, total_bytes: 0, exceeded: false };
+            state.logs.clear();
+            state.log_bytes = 0;
+            state.wasi = None;
+            state.stderr = None;
+        }
+        store.set_fuel(budget.fuel_max).expect("fuel is enabled in the engine config");
+        store.set_epoch_deadline(budget.deadline_ms.div_ceil(EPOCH_TICK_MS) + 1);
+        let result = rule
+            .pre
+            .instantiate(&mut *store)
+            .and_then(|w| w.rulehost_rules_rule().call_evaluate(&mut *store, &self.tx.0));
         let fuel = budget.fuel_max - store.get_fuel().unwrap_or(0);
-        let result = match result {
-            Ok(v) => check_output(kind, v),
-            Err(e) => Err(classify(&store, e)),
+        let (result, trapped) = match result {
+            Ok(v) => (check_output(kind, v), false),
+            Err(e) => (Err(classify(store, e)), true),
         };
-        let logs = std::mem::take(&mut store.data_mut().logs);
+        let state = store.data_mut();
+        state.ctx = None;
+        let logs = std::mem::take(&mut state.logs);
+        if trapped {
+            // A trap leaves the store unable to enter component instances
+            // ("cannot enter component instance"); the next call of this
+            // transaction gets a fresh store.
+            self.store = self.sandbox.store(None, self.tx.timestamp(), &Budget::default());
+        }
         CallOutcome { result, fuel, logs }
     }
 }

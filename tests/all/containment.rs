@@ -96,7 +96,8 @@ fn loop_with_huge_fuel_is_stopped_by_the_deadline() {
 
 #[test]
 fn memory_bomb_is_stopped_by_the_cap() {
-    let records = scenario("memory", "memory_bytes_max = 4194304\nfuel_max = 1000000000\ndeadline_ms = 5000", "review");
+    let records =
+        scenario("memory", "memory_bytes_max = 4194304\nfuel_max = 1000000000\ndeadline_ms = 10000", "review");
     assert_failed(&records, "memory", "4194304");
 }
 
@@ -113,7 +114,11 @@ fn out_of_range_score_is_invalid_output() {
 
 #[test]
 fn giant_reason_list_is_invalid_output() {
-    assert_failed(&scenario("reasons", "fuel_max = 1000000000", "review"), "invalid-output", "reasons exceed");
+    assert_failed(
+        &scenario("reasons", "fuel_max = 1000000000\ndeadline_ms = 10000", "review"),
+        "invalid-output",
+        "reasons exceed",
+    );
 }
 
 #[test]

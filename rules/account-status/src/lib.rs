@@ -1,6 +1,9 @@
 //! `account-status`: rejects with `ACCOUNT_INACTIVE` when the source or the
 //! destination account is not `active` (frozen, closed, or unknown).
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+use rulehost_guest::prelude::*;
 use rulehost_guest::{AccountStatus, RuleInfo, Transaction, Validation, ValidationRule, account};
 
 /// The `account-status` validation rule.
@@ -25,6 +28,7 @@ impl ValidationRule for AccountStatusRule {
 }
 
 rulehost_guest::export_validation_rule!(AccountStatusRule);
+rulehost_guest::no_std_runtime!();
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,9 @@
 //!   the currency's minor units (trailing zeros do not count).
 //! - `AMOUNT_TOO_LARGE`: amount > `max_amount` of the currency.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+use rulehost_guest::prelude::*;
 use rulehost_guest::{ParamType, RuleInfo, Transaction, Validation, ValidationRule, params};
 
 /// The `amount-format` validation rule.
@@ -41,6 +44,7 @@ impl ValidationRule for AmountFormat {
 }
 
 rulehost_guest::export_validation_rule!(AmountFormat);
+rulehost_guest::no_std_runtime!();
 
 #[cfg(test)]
 mod tests {

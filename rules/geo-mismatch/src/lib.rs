@@ -3,6 +3,8 @@
 //! if the transaction's country is in `high_risk_countries`, whether or not it
 //! differs — `HIGH_RISK_COUNTRY`. Country codes compare exactly.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
 use rulehost_guest::{ParamType, RiskRule, RuleInfo, Score, Transaction, account, params};
 
 /// The `geo-mismatch` risk rule.
@@ -29,6 +31,7 @@ impl RiskRule for GeoMismatch {
 }
 
 rulehost_guest::export_risk_rule!(GeoMismatch);
+rulehost_guest::no_std_runtime!();
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,8 @@
 //! `large-amount`: 300 if the amount is at least the currency's large
 //! threshold `T` (`large_threshold`) — `LARGE_AMOUNT`.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
 use rulehost_guest::{ParamType, RiskRule, RuleInfo, Score, Transaction, params};
 
 /// The `large-amount` risk rule.
@@ -20,6 +22,7 @@ impl RiskRule for LargeAmount {
 }
 
 rulehost_guest::export_risk_rule!(LargeAmount);
+rulehost_guest::no_std_runtime!();
 
 #[cfg(test)]
 mod tests {

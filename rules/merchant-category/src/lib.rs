@@ -1,6 +1,8 @@
 //! `merchant-category`: 200 if `merchant_category` is in `high_risk_mcc` —
 //! `HIGH_RISK_MCC`.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
 use rulehost_guest::{ParamType, RiskRule, RuleInfo, Score, Transaction, params};
 
 /// The `merchant-category` risk rule.
@@ -22,6 +24,7 @@ impl RiskRule for MerchantCategory {
 }
 
 rulehost_guest::export_risk_rule!(MerchantCategory);
+rulehost_guest::no_std_runtime!();
 
 #[cfg(test)]
 mod tests {

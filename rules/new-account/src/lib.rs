@@ -3,6 +3,8 @@
 //! before the account opened counts as younger) and the amount is at least
 //! the currency's `new_account_amount` — `NEW_ACCOUNT_LARGE`.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
 use rulehost_guest::{ParamType, RiskRule, RuleInfo, Score, Timestamp, Transaction, account, params};
 
 /// The `new-account` risk rule.
@@ -36,6 +38,7 @@ impl RiskRule for NewAccount {
 }
 
 rulehost_guest::export_risk_rule!(NewAccount);
+rulehost_guest::no_std_runtime!();
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,9 @@
 //! `blocked_countries`, or its source or destination is in the operator list
 //! `blocked-accounts`.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+use rulehost_guest::prelude::*;
 use rulehost_guest::{ParamType, RuleInfo, Transaction, Validation, ValidationRule, list_contains, params};
 
 /// The `sanctions` validation rule.
@@ -31,6 +34,7 @@ impl ValidationRule for Sanctions {
 }
 
 rulehost_guest::export_validation_rule!(Sanctions);
+rulehost_guest::no_std_runtime!();
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,8 @@
 //! transactions in the last 24 hours with amount in `[0.9·T, T)`; 500 if
 //! `k + 1 ≥ 3` — `STRUCTURING`. `T` is the currency's `large_threshold`.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
 use rulehost_guest::{Decimal, ParamType, RiskRule, RuleInfo, Score, Transaction, history, params};
 
 /// The `structuring` risk rule.
@@ -29,6 +31,7 @@ impl RiskRule for Structuring {
 }
 
 rulehost_guest::export_risk_rule!(Structuring);
+rulehost_guest::no_std_runtime!();
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,8 @@
 //! `velocity`: `n` = the source's earlier transactions in the last hour;
 //! 400 if `n ≥ 10`, 150 if `n ≥ 5`, else 0 — `HIGH_VELOCITY`.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
 use rulehost_guest::{RiskRule, RuleInfo, Score, Transaction, history};
 
 /// The `velocity` risk rule.
@@ -25,6 +27,7 @@ impl RiskRule for Velocity {
 }
 
 rulehost_guest::export_risk_rule!(Velocity);
+rulehost_guest::no_std_runtime!();
 
 #[cfg(test)]
 mod tests {

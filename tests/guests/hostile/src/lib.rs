@@ -9,7 +9,7 @@
 //! | `memory` | allocates until the memory cap stops it |
 //! | `panic` | panics (a trap) |
 //! | `score` | returns score 5000 (out of range) |
-//! | `reasons` | returns 100 000 reason codes (oversized output) |
+//! | `reasons` | returns 20 000 reason codes (oversized output) |
 //! | `bad-code` | returns a lower-case reason code (malformed) |
 //! | `counter` | scores a global counter it increments each call (must stay 1) |
 //! | `ambient` | reads the clock, randomness and environment through std (deny-all WASI) and scores what it saw |
@@ -48,7 +48,7 @@ impl RiskRule for Hostile {
             }
             "panic" => panic!("hostile rule panics on {}", tx.id),
             "score" => Score::new(5000, "TOO_HIGH"),
-            "reasons" => Score { score: 1, reasons: (0..100_000).map(|i| format!("R{i}")).collect() },
+            "reasons" => Score { score: 1, reasons: (0..20_000).map(|i| format!("R{i}")).collect() },
             "bad-code" => Score::new(1, "not-a-code"),
             "counter" => {
                 let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
