@@ -7,6 +7,7 @@
 //! applies the outcome to the [`ledger`]; [`decision`] shapes the record.
 //! [`run`] streams files through it. See ARCHITECTURE.md.
 
+pub mod cases;
 pub mod decision;
 pub mod facts;
 pub mod generate;

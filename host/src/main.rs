@@ -21,7 +21,7 @@ use rulehost::input::parse_accounts;
 use rulehost::ledger::{Ledger, MemoryLedger};
 use rulehost::pipeline::{Pipeline, SharedLedger};
 use rulehost::ruleset::RuleSet;
-use rulehost::run::{Progress, run_stream};
+use rulehost::run::{Progress, RunOptions, run_stream};
 use rulehost::sandbox::{Sandbox, SandboxConfig};
 
 /// Exit code: processed, some lines were errors.
@@ -61,6 +61,10 @@ enum Command {
         /// Print no summary on standard error.
         #[arg(long)]
         quiet: bool,
+        /// Threads evaluating rules (default: one per CPU). The output is the
+        /// same for any value.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Generate deterministic sample accounts and transactions.
     Gen {
@@ -126,7 +130,7 @@ fn load_ledger(accounts: &Path, ruleset: &RuleSet) -> Result<SharedLedger> {
 
 fn dispatch(command: Command) -> Result<u8, Failure> {
     match command {
-        Command::Run { rules, accounts, input, output, quiet } => {
+        Command::Run { rules, accounts, input, output, quiet, threads } => {
             let (sandbox, ruleset) = start(load(&rules))?;
             let ledger = start(load_ledger(&accounts, &ruleset))?;
             let pipeline = Pipeline::new(sandbox, ledger);
@@ -153,8 +157,13 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             } else {
                 None
             };
-            let summary =
-                run_stream(&pipeline, &ruleset, reader, writer, progress).context("processing").map_err(Failure::Io)?;
+            let mut options = RunOptions::default();
+            if let Some(t) = threads {
+                options.threads = t;
+            }
+            let summary = run_stream(&pipeline, &ruleset, reader, writer, &options, progress)
+                .context("processing")
+                .map_err(Failure::Io)?;
             if !quiet {
                 eprintln!("rule set {} ({} rules)", ruleset.version, ruleset.rules.len());
                 eprint!("{summary}");

@@ -2,6 +2,7 @@
 //! rules, weighted aggregation, the ledger step, and the decision record —
 //! RULES.md "Order of evaluation and aggregation", top to bottom.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rust_decimal::Decimal;
@@ -39,12 +40,32 @@ pub fn lock(ledger: &SharedLedger) -> MutexGuard<'_, Box<dyn Ledger>> {
     ledger.lock().expect("ledger lock poisoned by an invariant failure")
 }
 
-/// Answers rule calls' `account` and `history` from the shared ledger.
-struct LedgerFacts(SharedLedger);
+/// What a speculative evaluation read from the ledger: accounts (their
+/// `available` balance can change) and source histories. Checked against
+/// [`Versions`] when the transaction commits.
+#[derive(Default)]
+struct ReadSet {
+    accounts: Vec<String>,
+    histories: Vec<String>,
+}
 
-impl Facts for LedgerFacts {
+/// Answers one transaction's rule calls from the shared ledger, recording
+/// what they read.
+struct RecordingFacts {
+    ledger: SharedLedger,
+    reads: Mutex<ReadSet>,
+}
+
+impl RecordingFacts {
+    fn reads(&self) -> std::sync::MutexGuard<'_, ReadSet> {
+        self.reads.lock().expect("read set lock")
+    }
+}
+
+impl Facts for RecordingFacts {
     fn account(&self, id: &str) -> Option<AccountFacts> {
-        let ledger = lock(&self.0);
+        self.reads().accounts.push(id.to_owned());
+        let ledger = lock(&self.ledger);
         let a = ledger.account(id)?;
         let balances = ledger.balances(id)?;
         Some(AccountFacts {
@@ -58,8 +79,58 @@ impl Facts for LedgerFacts {
     }
 
     fn history(&self, query: &HistoryQuery<'_>) -> HistoryStats {
-        lock(&self.0).history(query)
+        self.reads().histories.push(query.account.to_owned());
+        lock(&self.ledger).history(query)
     }
+}
+
+/// The commit sequence number of the last write to each account balance and
+/// each source history. Updated by every commit, under the ledger lock.
+#[derive(Default)]
+struct Versions {
+    /// Commits so far.
+    seq: u64,
+    accounts: HashMap<String, u64>,
+    histories: HashMap<String, u64>,
+}
+
+impl Versions {
+    /// Whether nothing `reads` saw was written after commit `start`.
+    fn unchanged_since(&self, start: u64, reads: &ReadSet) -> bool {
+        let after = |m: &HashMap<String, u64>, k: &String| m.get(k).is_some_and(|&v| v > start);
+        !reads.accounts.iter().any(|k| after(&self.accounts, k))
+            && !reads.histories.iter().any(|k| after(&self.histories, k))
+    }
+
+    fn record(&mut self, tx: &Transaction, effect: Effect, counted: bool) {
+        self.seq += 1;
+        let seq = self.seq;
+        match effect {
+            Effect::Post => {
+                self.accounts.insert(tx.source.clone(), seq);
+                self.accounts.insert(tx.destination.clone(), seq);
+            }
+            Effect::Hold => {
+                self.accounts.insert(tx.source.clone(), seq);
+            }
+            Effect::Nothing => {}
+        }
+        if counted {
+            self.histories.insert(tx.source.clone(), seq);
+        }
+    }
+}
+
+/// A transaction evaluated ahead of its turn.
+pub struct Speculation {
+    outcome: Speculated,
+}
+
+enum Speculated {
+    /// A pre-check rejected it (accounts are static, so this cannot go stale).
+    Prechecked(&'static str),
+    /// Rules ran against the ledger as of commit `start`.
+    Evaluated { evaluation: Evaluation, reads: ReadSet, start: u64 },
 }
 
 /// Runs rule calls. The [`Sandbox`] is the production executor; the
@@ -93,7 +164,7 @@ impl RuleCalls for TxSession<'_> {
 pub struct Pipeline {
     executor: Arc<dyn RuleExecutor>,
     ledger: SharedLedger,
-    facts: Arc<dyn Facts>,
+    versions: Arc<Mutex<Versions>>,
 }
 
 impl Pipeline {
@@ -104,8 +175,7 @@ impl Pipeline {
 
     /// A pipeline over `ledger` with another rule executor.
     pub fn with_executor(executor: Arc<dyn RuleExecutor>, ledger: SharedLedger) -> Self {
-        let facts = Arc::new(LedgerFacts(ledger.clone()));
-        Pipeline { executor, ledger, facts }
+        Pipeline { executor, ledger, versions: Arc::default() }
     }
 
     /// The ledger.
@@ -123,77 +193,123 @@ impl Pipeline {
 
     /// Decides one parsed transaction.
     pub fn decide(&self, ruleset: &RuleSet, line: u64, parsed: &ParsedTransaction) -> Record {
+        let speculation = self.speculate(ruleset, parsed);
+        self.commit(ruleset, line, parsed, speculation)
+    }
+
+    /// Decides a run of lines, in order, evaluating up to `window` of them at
+    /// once on `pool` and committing them one by one in input order. An
+    /// evaluation that read an account or history a transaction before it
+    /// changed is redone at its turn, so the records equal deciding the lines
+    /// one by one.
+    pub fn decide_many(
+        &self,
+        ruleset: &RuleSet,
+        lines: Vec<(u64, Result<ParsedTransaction, InputError>)>,
+        pool: &rayon::ThreadPool,
+        window: usize,
+    ) -> Vec<Record> {
+        use rayon::prelude::*;
+        let mut records = Vec::with_capacity(lines.len());
+        for chunk in lines.chunks(window.max(1)) {
+            let speculations: Vec<Option<Speculation>> = pool.install(|| {
+                chunk.par_iter().map(|(_, parsed)| parsed.as_ref().ok().map(|p| self.speculate(ruleset, p))).collect()
+            });
+            for ((line, parsed), speculation) in chunk.iter().zip(speculations) {
+                records.push(match (parsed, speculation) {
+                    (Ok(p), Some(s)) => self.commit(ruleset, *line, p, s),
+                    (Err(e), _) => Record::Error(e.clone()),
+                    (Ok(_), None) => unreachable!("every well-formed line is speculated"),
+                });
+            }
+        }
+        records
+    }
+
+    /// Runs the pre-checks and the rules against the ledger as it is now,
+    /// without committing anything (steps 1c–4).
+    pub fn speculate(&self, ruleset: &RuleSet, parsed: &ParsedTransaction) -> Speculation {
         let tx = &parsed.tx;
-        {
+        if let Some(code) = precheck(&**lock(&self.ledger), tx) {
+            return Speculation { outcome: Speculated::Prechecked(code) };
+        }
+        let start = self.versions.lock().expect("versions lock").seq;
+        let facts = Arc::new(RecordingFacts { ledger: self.ledger.clone(), reads: Mutex::default() });
+        let evaluation = self.evaluate(ruleset, tx, &(facts.clone() as Arc<dyn Facts>));
+        let reads = std::mem::take(&mut *facts.reads());
+        Speculation { outcome: Speculated::Evaluated { evaluation, reads, start } }
+    }
+
+    /// Commits a speculation in its turn (steps 1b and 5): replays and
+    /// conflicts, the funds check, the ledger effect, the stored decision.
+    /// A stale speculation is evaluated again first.
+    pub fn commit(&self, ruleset: &RuleSet, line: u64, parsed: &ParsedTransaction, speculation: Speculation) -> Record {
+        let tx = &parsed.tx;
+        let mut speculation = speculation;
+        loop {
             let mut ledger = lock(&self.ledger);
             if let Some(record) = replay(&**ledger, line, parsed) {
                 return record;
             }
-            if let Some(code) = precheck(&**ledger, tx) {
-                let decision = Arc::new(Decision {
-                    id: tx.id.clone(),
-                    outcome: Outcome::Reject,
-                    score: 0,
-                    reasons: vec![code.to_owned()],
-                    ruleset: ruleset.version.as_str().into(),
-                    rules: Vec::new(),
-                    ledger: LedgerEffect::None,
-                });
-                let commit = Commit {
-                    tx,
-                    fingerprint: parsed.fingerprint,
-                    decision: decision.clone(),
-                    effect: Effect::Nothing,
-                    count_in_history: false,
-                };
-                return finish(&mut **ledger, line, parsed, commit);
+            let mut versions = self.versions.lock().expect("versions lock");
+            let (evaluation, counted) = match speculation.outcome {
+                Speculated::Prechecked(code) => (Evaluation::rejected(code.to_owned(), 0, Vec::new(), false), false),
+                Speculated::Evaluated { evaluation, reads, start } => {
+                    if !versions.unchanged_since(start, &reads) {
+                        drop(versions);
+                        drop(ledger);
+                        speculation = self.speculate(ruleset, parsed);
+                        continue;
+                    }
+                    let counted = evaluation.reached_risk;
+                    (evaluation, counted)
+                }
+            };
+            let (mut outcome, mut reasons) = (evaluation.outcome, evaluation.reasons);
+            let mut effect = Effect::Nothing;
+            if matches!(outcome, Outcome::Approve | Outcome::Review) {
+                if ledger.has_funds(&tx.source, tx.amount) {
+                    effect = if outcome == Outcome::Approve { Effect::Post } else { Effect::Hold };
+                } else {
+                    outcome = Outcome::Reject;
+                    reasons = vec![INSUFFICIENT_FUNDS.to_owned()];
+                }
             }
-        }
-
-        let evaluation = self.evaluate(ruleset, tx);
-
-        let mut ledger = lock(&self.ledger);
-        let (mut outcome, mut reasons) = (evaluation.outcome, evaluation.reasons);
-        let mut effect = Effect::Nothing;
-        if matches!(outcome, Outcome::Approve | Outcome::Review) {
-            if ledger.has_funds(&tx.source, tx.amount) {
-                effect = if outcome == Outcome::Approve { Effect::Post } else { Effect::Hold };
-            } else {
-                outcome = Outcome::Reject;
-                reasons = vec![INSUFFICIENT_FUNDS.to_owned()];
+            let decision = Arc::new(Decision {
+                id: tx.id.clone(),
+                outcome,
+                score: evaluation.score,
+                reasons,
+                ruleset: ruleset.version.as_str().into(),
+                rules: evaluation.traces,
+                ledger: match effect {
+                    Effect::Post => LedgerEffect::Posted,
+                    Effect::Hold => LedgerEffect::Held,
+                    Effect::Nothing => LedgerEffect::None,
+                },
+            });
+            let commit = Commit { tx, fingerprint: parsed.fingerprint, decision, effect, count_in_history: counted };
+            let record = finish(&mut **ledger, line, parsed, commit);
+            if matches!(record, Record::Decision { replayed: false, .. }) {
+                versions.record(tx, effect, counted);
             }
+            return record;
         }
-        let decision = Arc::new(Decision {
-            id: tx.id.clone(),
-            outcome,
-            score: evaluation.score,
-            reasons,
-            ruleset: ruleset.version.as_str().into(),
-            rules: evaluation.traces,
-            ledger: match effect {
-                Effect::Post => LedgerEffect::Posted,
-                Effect::Hold => LedgerEffect::Held,
-                Effect::Nothing => LedgerEffect::None,
-            },
-        });
-        let commit =
-            Commit { tx, fingerprint: parsed.fingerprint, decision, effect, count_in_history: evaluation.reached_risk };
-        finish(&mut **ledger, line, parsed, commit)
     }
 
-    fn context(&self, rule: &LoadedRule, ruleset: &RuleSet) -> CallContext {
+    fn context(rule: &LoadedRule, ruleset: &RuleSet, facts: &Arc<dyn Facts>) -> CallContext {
         CallContext {
             params: rule.params.clone(),
             lists: ruleset.lists.clone(),
             declared_lists: rule.lists.clone(),
             history_window_seconds_max: rule.history_window_seconds_max,
-            facts: self.facts.clone(),
+            facts: facts.clone(),
             budget: rule.budget,
         }
     }
 
     /// Runs validation then risk rules and aggregates (steps 2–4).
-    fn evaluate(&self, ruleset: &RuleSet, tx: &Transaction) -> Evaluation {
+    fn evaluate(&self, ruleset: &RuleSet, tx: &Transaction, facts: &Arc<dyn Facts>) -> Evaluation {
         let wit_tx = WitTransaction::new(tx);
         let mut calls = self.executor.begin(tx, &wit_tx);
         let mut traces = Vec::with_capacity(ruleset.rules.len());
@@ -208,7 +324,7 @@ impl Pipeline {
         };
 
         for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Validation) {
-            let out = calls.call(rule, self.context(rule, ruleset));
+            let out = calls.call(rule, Self::context(rule, ruleset, facts));
             match &out.result {
                 Ok(Verdict::Reject { code, message }) => {
                     traces.push(trace(rule, RuleResult::Reject { code: code.clone(), message: message.clone() }, &out));
@@ -237,7 +353,7 @@ impl Pipeline {
 
         let mut total = Decimal::ZERO;
         for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Risk) {
-            let out = calls.call(rule, self.context(rule, ruleset));
+            let out = calls.call(rule, Self::context(rule, ruleset, facts));
             match &out.result {
                 Ok(Verdict::Score { score, reasons: rs }) => {
                     total += rule.weight * Decimal::from(*score);

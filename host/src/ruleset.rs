@@ -111,6 +111,11 @@ impl Lists {
         self.lists.contains_key(name)
     }
 
+    /// Lists from ready sets (used by rule-level test cases).
+    pub fn from_sets(lists: HashMap<String, HashSet<String>>) -> Self {
+        Lists { lists }
+    }
+
     /// Parses list text: one value per line, trimmed; blank lines and lines
     /// starting with `#` are skipped.
     pub fn parse(text: &str) -> HashSet<String> {

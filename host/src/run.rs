@@ -1,8 +1,11 @@
 //! `rulehost run`: streams JSON Lines through the pipeline in input order.
 //!
 //! Three stages on their own threads, joined by bounded channels of batches:
-//! read + parse → decide (strictly in order, one transaction after another,
-//! so the output equals processing one by one) → serialize + write.
+//! read + parse → decide → serialize + write. The decide stage evaluates a
+//! small window of transactions at once on a thread pool and commits them one
+//! by one in input order, redoing any evaluation whose reads a transaction
+//! before it changed (see `Pipeline::decide_many`), so the output equals
+//! processing the input one line after another.
 
 use std::io::{self, BufRead, Write};
 use std::time::Instant;
@@ -22,6 +25,27 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 8;
 /// Bytes one input line may have; a longer line is an error record.
 pub const LINE_BYTES_MAX: usize = 1 << 20;
 
+/// How a run parallelises.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Threads evaluating rules. By default, the number of CPUs.
+    pub threads: usize,
+    /// Transactions evaluated ahead of their commit, per thread. By default 4.
+    pub window_per_thread: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            window_per_thread: WINDOW_PER_THREAD_DEFAULT,
+        }
+    }
+}
+
+/// Default transactions in flight per evaluating thread.
+pub const WINDOW_PER_THREAD_DEFAULT: usize = 4;
+
 /// Reports progress (lines done) while a run goes on.
 pub trait Progress: Send {
     /// Called after each batch with the lines done so far.
@@ -34,10 +58,7 @@ impl Progress for indicatif::ProgressBar {
     }
 }
 
-enum Parsed {
-    Tx(Box<ParsedTransaction>),
-    Error(InputError),
-}
+type Parsed = Result<ParsedTransaction, InputError>;
 
 /// Runs every line of `input` through `pipeline` with `ruleset`, writing one
 /// record per line to `output`, in order. Returns the summary, or the first
@@ -47,9 +68,17 @@ pub fn run_stream(
     ruleset: &RuleSet,
     input: impl BufRead + Send,
     output: impl Write + Send,
+    options: &RunOptions,
     mut progress: Option<Box<dyn Progress>>,
 ) -> io::Result<Summary> {
     let started = Instant::now();
+    let threads = options.threads.max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("rulehost-eval-{i}"))
+        .build()
+        .map_err(io::Error::other)?;
+    let window = threads * options.window_per_thread.max(1);
     let (parsed_tx, parsed_rx) = bounded::<Vec<(u64, Parsed)>>(BATCHES_IN_FLIGHT_MAX);
     let (decided_tx, decided_rx) = bounded::<Vec<Record>>(BATCHES_IN_FLIGHT_MAX);
 
@@ -103,13 +132,7 @@ pub fn run_stream(
         });
 
         for batch in parsed_rx {
-            let records: Vec<Record> = batch
-                .into_iter()
-                .map(|(line, parsed)| match parsed {
-                    Parsed::Tx(p) => pipeline.decide(ruleset, line, &p),
-                    Parsed::Error(e) => Record::Error(e),
-                })
-                .collect();
+            let records: Vec<Record> = pipeline.decide_many(ruleset, batch, &pool, window);
             if decided_tx.send(records).is_err() {
                 break;
             }
@@ -125,22 +148,13 @@ pub fn run_stream(
 
 fn parse_bytes(line_no: u64, bytes: &[u8]) -> Parsed {
     let error = |message: String| {
-        Parsed::Error(InputError {
-            line: line_no,
-            id: None,
-            code: crate::input::ErrorCode::MalformedJson,
-            field: None,
-            message,
-        })
+        Err(InputError { line: line_no, id: None, code: crate::input::ErrorCode::MalformedJson, field: None, message })
     };
     if bytes.len() > LINE_BYTES_MAX {
         return error(format!("line of {} bytes exceeds the limit of {LINE_BYTES_MAX}", bytes.len()));
     }
     match std::str::from_utf8(bytes) {
-        Ok(text) => match parse_transaction(line_no, text) {
-            Ok(p) => Parsed::Tx(Box::new(p)),
-            Err(e) => Parsed::Error(e),
-        },
+        Ok(text) => parse_transaction(line_no, text),
         Err(e) => error(format!("line is not UTF-8: {e}")),
     }
 }

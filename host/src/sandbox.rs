@@ -133,6 +133,8 @@ pub struct CallOutcome {
     pub result: Result<Verdict, Failure>,
     /// Fuel consumed by instantiation and the call (deterministic).
     pub fuel: u64,
+    /// Peak linear memory of the instance, in bytes.
+    pub memory_bytes: u64,
     /// Log lines, within the caps.
     pub logs: Vec<LogLine>,
 }
@@ -247,6 +249,7 @@ pub struct CallState {
 struct MemoryCap {
     memory_bytes_max: usize,
     total_bytes: usize,
+    peak_bytes: usize,
     exceeded: bool,
 }
 
@@ -258,6 +261,7 @@ impl ResourceLimiter for MemoryCap {
             return Ok(false);
         }
         self.total_bytes = total;
+        self.peak_bytes = self.peak_bytes.max(total);
         Ok(true)
     }
 
@@ -566,7 +570,12 @@ impl Sandbox {
         let state = CallState {
             ctx,
             now,
-            memory: MemoryCap { memory_bytes_max: budget.memory_bytes_max as usize, total_bytes: 0, exceeded: false },
+            memory: MemoryCap {
+                memory_bytes_max: budget.memory_bytes_max as usize,
+                total_bytes: 0,
+                peak_bytes: 0,
+                exceeded: false,
+            },
             logs: Vec::new(),
             log_bytes: 0,
             wasi: None,
@@ -646,8 +655,12 @@ impl TxSession<'_> {
         {
             let state = store.data_mut();
             state.ctx = Some(ctx);
-            state.memory =
-                MemoryCap { memory_bytes_max: budget.memory_bytes_max as usize, total_bytes: 0, exceeded: false };
+            state.memory = MemoryCap {
+                memory_bytes_max: budget.memory_bytes_max as usize,
+                total_bytes: 0,
+                peak_bytes: 0,
+                exceeded: false,
+            };
             state.logs.clear();
             state.log_bytes = 0;
             state.wasi = None;
@@ -667,13 +680,14 @@ impl TxSession<'_> {
         let state = store.data_mut();
         state.ctx = None;
         let logs = std::mem::take(&mut state.logs);
+        let memory_bytes = state.memory.peak_bytes as u64;
         if trapped {
             // A trap leaves the store unable to enter component instances
             // ("cannot enter component instance"); the next call of this
             // transaction gets a fresh store.
             self.store = self.sandbox.store(None, self.tx.timestamp(), &Budget::default());
         }
-        CallOutcome { result, fuel, logs }
+        CallOutcome { result, fuel, memory_bytes, logs }
     }
 }
 

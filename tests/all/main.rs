@@ -7,4 +7,5 @@ mod containment;
 mod determinism;
 mod input_errors;
 mod pipeline;
+mod rules;
 mod support;
