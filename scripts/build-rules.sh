@@ -11,9 +11,11 @@ for dir in rules/*/ tests/guests/*/; do
 done
 cargo build --quiet --profile wasm-release --target wasm32-wasip2 "${packages[@]}"
 out=target/wasm32-wasip2/wasm-release
-mkdir -p examples/ruleset/modules
+mkdir -p examples/ruleset/modules examples/ruleset/cases
 for dir in rules/*/; do
   rule=$(basename "$dir")
   cp "$out/rule_${rule//-/_}.wasm" "examples/ruleset/modules/$rule.wasm"
+  # Each rule's own cases, so `rulehost test --ruleset examples/ruleset` runs them.
+  cp "$dir/cases.toml" "examples/ruleset/cases/$rule.toml"
 done
 echo "built $(ls examples/ruleset/modules/*.wasm | wc -l) rule modules into examples/ruleset/modules" >&2

@@ -341,21 +341,44 @@ pub struct CaseOutcome {
     pub passed: bool,
     /// What was expected.
     pub expected: String,
-    /// What happened.
+    /// What happened (with the failure message, if the call failed).
     pub actual: String,
+    /// What happened, as an expectation (for `--update`).
+    pub actual_expect: Expect,
+    /// Wall time of the call, in microseconds.
+    pub elapsed_us: u64,
     /// Fuel used.
     pub fuel: u64,
     /// Peak linear memory of the instance, in bytes.
     pub memory_bytes: u64,
 }
 
-/// Runs every case of `file` against a compiled rule.
-pub fn run_cases(sandbox: &Sandbox, rule: &CompiledRule, file: &CaseFile) -> Result<Vec<CaseOutcome>, CaseError> {
-    let declared = sandbox.describe(rule, &file.budget)?;
+/// Parameters the cases start from: a rule set's manifest entry (its shared
+/// and own parameters) when testing a rule set, none for a lone module.
+#[derive(Clone, Debug, Default)]
+pub struct BaseParams {
+    /// Parameters (shared merged with own).
+    pub table: toml::Table,
+    /// The rule's own keys (checked against its declaration).
+    pub own: Vec<String>,
+}
+
+/// Runs every case of `file` against a compiled rule under `budget`.
+pub fn run_cases(
+    sandbox: &Sandbox,
+    rule: &CompiledRule,
+    file: &CaseFile,
+    base: &BaseParams,
+    budget: Budget,
+) -> Result<Vec<CaseOutcome>, CaseError> {
+    let declared = sandbox.describe(rule, &budget)?;
     let mut outcomes = Vec::with_capacity(file.cases.len());
     for (i, case) in file.cases.iter().enumerate() {
-        let own: Vec<String> = case.params.keys().cloned().collect();
-        let params = Params::build(&case.params, &own, &declared.params).map_err(|message| CaseError::Invalid {
+        let mut own: Vec<String> = case.params.keys().cloned().collect();
+        own.extend(base.own.iter().cloned());
+        let mut table = base.table.clone();
+        table.extend(case.params.clone());
+        let params = Params::build(&table, &own, &declared.params).map_err(|message| CaseError::Invalid {
             file: String::new(),
             index: i + 1,
             name: case.name.clone(),
@@ -375,10 +398,12 @@ pub fn run_cases(sandbox: &Sandbox, rule: &CompiledRule, file: &CaseFile) -> Res
             declared_lists: declared.lists.clone().into(),
             history_window_seconds_max: declared.history_window_seconds_max,
             facts: Arc::new(CaseFacts { accounts: case.accounts.clone(), history }),
-            budget: file.budget,
+            budget,
         };
         let wit = WitTransaction::new(&case.transaction);
+        let started = std::time::Instant::now();
         let out = sandbox.session(&wit).evaluate(rule, declared.kind, ctx);
+        let elapsed_us = started.elapsed().as_micros() as u64;
         let actual = match &out.result {
             Ok(Verdict::Accept) => Expect::Accept,
             Ok(Verdict::Reject { code, .. }) => Expect::Reject(code.clone()),
@@ -398,6 +423,8 @@ pub fn run_cases(sandbox: &Sandbox, rule: &CompiledRule, file: &CaseFile) -> Res
             passed,
             expected: case.expect.to_string(),
             actual: actual_text,
+            actual_expect: actual,
+            elapsed_us,
             fuel: out.fuel,
             memory_bytes: out.memory_bytes,
         });

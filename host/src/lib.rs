@@ -20,4 +20,6 @@ pub mod pipeline;
 pub mod ruleset;
 pub mod run;
 pub mod sandbox;
+pub mod scaffold;
 pub mod summary;
+pub mod testrun;

@@ -81,6 +81,38 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         transactions: usize,
     },
+    /// Run rule cases in the production sandbox: one module against a cases
+    /// file, or every cases file a rule set carries.
+    Test {
+        /// The module to test (with --cases).
+        module: Option<PathBuf>,
+        /// The cases file for MODULE.
+        #[arg(long, requires = "module")]
+        cases: Option<PathBuf>,
+        /// Test a rule set: cases/<rule>.toml and cases/<scenario>/ folders.
+        #[arg(long, conflicts_with_all = ["module", "cases"])]
+        ruleset: Option<PathBuf>,
+        /// Also write JUnit XML here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Rewrite failing expectations with the actual results.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Scaffold a new rule crate that builds and passes its tests.
+    NewRule {
+        /// Rule name (lower-case letters, digits, `-`).
+        name: String,
+        /// Validation or risk.
+        #[arg(long, value_parser = ["validation", "risk"])]
+        kind: String,
+        /// Folder to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The guest SDK to depend on (default: the one this binary was built with).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Load and validate a rule set; print its version and rules.
     Check {
         /// The rule-set folder.
@@ -188,6 +220,47 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 "wrote {} and {} ({transactions} lines, seed {seed})",
                 out.join("accounts.jsonl").display(),
                 out.join("transactions.jsonl").display()
+            );
+            Ok(0)
+        }
+        Command::Test { module, cases, ruleset, junit, update } => {
+            let sandbox = Arc::new(start(Sandbox::new(&SandboxConfig::default()))?);
+            let report = match (module, cases, ruleset) {
+                (Some(m), Some(c), None) => rulehost::testrun::test_module(&sandbox, &m, &c),
+                (None, None, Some(dir)) => rulehost::testrun::test_ruleset(&sandbox, &dir),
+                _ => {
+                    return Err(Failure::CannotStart(anyhow::anyhow!(
+                        "give MODULE.wasm --cases FILE, or --ruleset DIR (see rulehost test --help)"
+                    )));
+                }
+            };
+            let report = start(report.map_err(anyhow::Error::from))?;
+            print!("{}", rulehost::testrun::render(&report));
+            if let Some(path) = junit {
+                start(
+                    std::fs::write(&path, rulehost::testrun::junit(&report))
+                        .with_context(|| format!("writing {}", path.display())),
+                )?;
+            }
+            let (_, failed) = report.counts();
+            if update && failed > 0 {
+                let n = start(rulehost::testrun::update(&report).map_err(anyhow::Error::from))?;
+                eprintln!("updated {n} expectation(s)");
+                return Ok(0);
+            }
+            Ok(if failed > 0 { EXIT_SOME_ERRORS } else { 0 })
+        }
+        Command::NewRule { name, kind, dir, sdk } => {
+            let kind = if kind == "risk" {
+                rulehost::manifest::RuleKind::Risk
+            } else {
+                rulehost::manifest::RuleKind::Validation
+            };
+            let sdk = sdk.unwrap_or_else(rulehost::scaffold::default_sdk_path);
+            let path = start(rulehost::scaffold::new_rule(&dir, &name, kind, &sdk).map_err(anyhow::Error::from))?;
+            eprintln!(
+                "created {} — next: cd {0} && cargo test && cargo build --release --target wasm32-wasip2",
+                path.display()
             );
             Ok(0)
         }

@@ -3,6 +3,7 @@
 //! They run real Wasm components, so the rule and guest modules must be built
 //! first (`scripts/test.sh` does it; or `scripts/build-rules.sh`).
 
+mod cli_test;
 mod containment;
 mod determinism;
 mod input_errors;

@@ -20,10 +20,13 @@ fn every_shipped_rule_passes_its_cases() {
         assert!(!file.cases.is_empty(), "{rule} has no cases");
         let bytes = std::fs::read(module(&format!("rule-{rule}"))).unwrap();
         let compiled = sandbox.link(&sandbox.compile(&bytes).unwrap()).unwrap();
-        for outcome in run_cases(&sandbox, &compiled, &file).unwrap_or_else(|e| panic!("{rule}: {e}")) {
+        for outcome in run_cases(&sandbox, &compiled, &file, &Default::default(), file.budget)
+            .unwrap_or_else(|e| panic!("{rule}: {e}"))
+        {
             total += 1;
             if !outcome.passed {
-                failures.push(format!("{rule} / {}: expected {}, got {}", outcome.name, outcome.expected, outcome.actual));
+                failures
+                    .push(format!("{rule} / {}: expected {}, got {}", outcome.name, outcome.expected, outcome.actual));
             }
         }
     }
@@ -46,7 +49,7 @@ expect = { score = 100 }
     let bytes = std::fs::read(module("rule-merchant-category")).unwrap();
     let sandbox = sandbox();
     let compiled = sandbox.link(&sandbox.compile(&bytes).unwrap()).unwrap();
-    let outcome = &run_cases(&sandbox, &compiled, &file).unwrap()[0];
+    let outcome = &run_cases(&sandbox, &compiled, &file, &Default::default(), file.budget).unwrap()[0];
     assert!(!outcome.passed);
     assert_eq!(outcome.expected, "score 100");
     assert_eq!(outcome.actual, "score 200 [\"HIGH_RISK_MCC\"]");
