@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: builds the Wasm modules (installing the wasm32-wasip2
 # target if needed), then runs every test of the workspace — the rules' native
-# unit tests, the SDK, the host's unit tests, and the integration tests in
-# tests/all that run the real components.
+# unit tests, the SDK, the host's unit tests, the integration tests in
+# tests/all that run the real components, and the doc examples — and ends
+# with one line totalling them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-rules.sh
-cargo test --workspace --all-targets "$@"
-cargo test --workspace --doc
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$log"
+cargo test --workspace --doc 2>&1 | tee -a "$log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "rulehost tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$log"

@@ -42,7 +42,7 @@
 //! WASI imports at all, a module a third the size, and cheaper calls; the
 //! shipped rules do this:
 //!
-//! ```ignore
+//! ```text
 //! #![cfg_attr(target_arch = "wasm32", no_std)]
 //! use rulehost_guest::prelude::*;
 //! // ... the rule ...

@@ -3,9 +3,11 @@
 //! They run real Wasm components, so the rule and guest modules must be built
 //! first (`scripts/test.sh` does it; or `scripts/build-rules.sh`).
 
+mod analyst_errors;
 mod cli_test;
 mod containment;
 mod determinism;
+mod guide;
 mod input_errors;
 mod pipeline;
 mod rules;
