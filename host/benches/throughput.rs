@@ -227,8 +227,9 @@ fn main() {
         if only_pooling && !pooling {
             continue;
         }
-        let sandbox = Arc::new(Sandbox::new(&SandboxConfig { pooling }).unwrap());
-        let ruleset = RuleSet::load(&sandbox, &rules).expect("build the modules first: scripts/build-rules.sh");
+        let sandbox = Arc::new(Sandbox::new(&SandboxConfig { pooling, ..SandboxConfig::default() }).unwrap());
+        let ruleset =
+            Arc::new(RuleSet::load(&sandbox, &rules).expect("build the modules first: scripts/build-rules.sh"));
         let runs: Vec<Measured> = (0..rounds)
             .map(|_| {
                 per_transaction(&Pipeline::new(sandbox.clone(), fresh_ledger(&accounts, &ruleset)), &ruleset, &parsed)

@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod model;
 pub mod params;
 pub mod pipeline;
+pub mod reload;
 pub mod ruleset;
 pub mod run;
 pub mod sandbox;

@@ -20,6 +20,7 @@ use rulehost::generate::{GenConfig, generate};
 use rulehost::input::parse_accounts;
 use rulehost::ledger::{Ledger, MemoryLedger};
 use rulehost::pipeline::{Pipeline, SharedLedger};
+use rulehost::reload::{DEBOUNCE_MS_DEFAULT, LiveRules, RuleSource, Watcher};
 use rulehost::ruleset::RuleSet;
 use rulehost::run::{Progress, RunOptions, run_stream};
 use rulehost::sandbox::{Sandbox, SandboxConfig};
@@ -65,6 +66,14 @@ enum Command {
         /// same for any value.
         #[arg(long)]
         threads: Option<usize>,
+        /// Watch the rule-set folder and swap in new versions while running
+        /// (each decision names the version that made it).
+        #[arg(long)]
+        watch: bool,
+        /// Folder of compiled modules, so unchanged modules are not compiled
+        /// again (default: none).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
     /// Generate deterministic sample accounts and transactions.
     Gen {
@@ -121,7 +130,20 @@ enum Command {
     },
 }
 
+/// Lets an `Arc<LiveRules>` serve as the run's rule source.
+struct ArcRules(Arc<LiveRules>);
+
+impl RuleSource for ArcRules {
+    fn current(&self) -> Arc<RuleSet> {
+        self.0.current()
+    }
+}
+
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(code) => ExitCode::from(code),
@@ -162,10 +184,33 @@ fn load_ledger(accounts: &Path, ruleset: &RuleSet) -> Result<SharedLedger> {
 
 fn dispatch(command: Command) -> Result<u8, Failure> {
     match command {
-        Command::Run { rules, accounts, input, output, quiet, threads } => {
-            let (sandbox, ruleset) = start(load(&rules))?;
+        Command::Run { rules, accounts, input, output, quiet, threads, watch, cache_dir } => {
+            let sandbox = Arc::new(start(Sandbox::new(&SandboxConfig { cache_dir, ..SandboxConfig::default() }))?);
+            let ruleset = start(
+                RuleSet::load(&sandbox, &rules).with_context(|| format!("loading rule set {}", rules.display())),
+            )?;
             let ledger = start(load_ledger(&accounts, &ruleset))?;
-            let pipeline = Pipeline::new(sandbox, ledger);
+            let pipeline = Pipeline::new(sandbox.clone(), ledger.clone());
+            let (source, _watcher): (Box<dyn RuleSource>, Option<Watcher>) = if watch {
+                let retain = ledger.clone();
+                let live = Arc::new(start(
+                    LiveRules::load(
+                        sandbox.clone(),
+                        &rules,
+                        Some(Box::new(move |r: &RuleSet| {
+                            rulehost::pipeline::lock(&retain).retain_history(r.history_window_seconds_max)
+                        })),
+                    )
+                    .map_err(anyhow::Error::msg),
+                )?);
+                let watcher = start(
+                    Watcher::start(live.clone(), std::time::Duration::from_millis(DEBOUNCE_MS_DEFAULT))
+                        .map_err(anyhow::Error::msg),
+                )?;
+                (Box::new(ArcRules(live)), Some(watcher))
+            } else {
+                (Box::new(Arc::new(ruleset)), None)
+            };
             let reader: Box<dyn io::BufRead + Send> = match &input {
                 Some(p) => {
                     Box::new(BufReader::new(start(File::open(p).with_context(|| format!("opening {}", p.display())))?))
@@ -193,11 +238,12 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             if let Some(t) = threads {
                 options.threads = t;
             }
-            let summary = run_stream(&pipeline, &ruleset, reader, writer, &options, progress)
+            let summary = run_stream(&pipeline, &*source, reader, writer, &options, progress)
                 .context("processing")
                 .map_err(Failure::Io)?;
             if !quiet {
-                eprintln!("rule set {} ({} rules)", ruleset.version, ruleset.rules.len());
+                let live = source.current();
+                eprintln!("rule set {} ({} rules)", live.version, live.rules.len());
                 eprint!("{summary}");
             }
             Ok(if summary.error_count() > 0 { EXIT_SOME_ERRORS } else { 0 })

@@ -143,6 +143,11 @@ pub struct LoadedRule {
     pub module_bytes: usize,
     /// Typed parameters.
     pub params: Arc<Params>,
+    /// The manifest's parameter table for this rule (shared merged with own),
+    /// which rule-level cases start from.
+    pub manifest_params: toml::Table,
+    /// The rule's own parameter keys in the manifest.
+    pub own_params: Vec<String>,
     /// Declared lists.
     pub lists: Arc<[String]>,
     /// Declared longest history window, in seconds.
@@ -208,8 +213,7 @@ impl RuleSet {
                 return Err(RuleSetError::Pin { rule: entry.name.clone(), expected: pin.clone(), actual: sha256 });
             }
             let module_err = |source| RuleSetError::Module { rule: entry.name.clone(), path: path.clone(), source };
-            let component = sandbox.compile(&bytes).map_err(module_err)?;
-            let compiled = sandbox.link(&component).map_err(module_err)?;
+            let compiled = sandbox.load_module(&sha256, &bytes).map_err(module_err)?;
             let declared = sandbox.describe(&compiled, &entry.budget).map_err(module_err)?;
             if declared.kind != entry.kind {
                 return Err(RuleSetError::KindMismatch {
@@ -243,6 +247,8 @@ impl RuleSet {
                 sha256,
                 module_bytes: bytes.len(),
                 params: Arc::new(params),
+                manifest_params: entry.params.clone(),
+                own_params: entry.own_params.clone(),
                 lists: declared.lists.into(),
                 history_window_seconds_max: declared.history_window_seconds_max,
                 compiled,

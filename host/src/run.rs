@@ -15,7 +15,7 @@ use crossbeam_channel::bounded;
 use crate::decision::Record;
 use crate::input::{InputError, ParsedTransaction, parse_transaction};
 use crate::pipeline::Pipeline;
-use crate::ruleset::RuleSet;
+use crate::reload::RuleSource;
 use crate::summary::Summary;
 
 /// Lines per batch handed between stages.
@@ -65,7 +65,7 @@ type Parsed = Result<ParsedTransaction, InputError>;
 /// I/O error of reading or writing.
 pub fn run_stream(
     pipeline: &Pipeline,
-    ruleset: &RuleSet,
+    rules: &dyn RuleSource,
     input: impl BufRead + Send,
     output: impl Write + Send,
     options: &RunOptions,
@@ -132,7 +132,11 @@ pub fn run_stream(
         });
 
         for batch in parsed_rx {
-            let records: Vec<Record> = pipeline.decide_many(ruleset, batch, &pool, window);
+            // One version per batch: every transaction is evaluated wholly
+            // against the rule set it started with, even if a reload swaps
+            // in another meanwhile.
+            let ruleset = rules.current();
+            let records: Vec<Record> = pipeline.decide_many(&ruleset, batch, &pool, window);
             if decided_tx.send(records).is_err() {
                 break;
             }

@@ -458,7 +458,14 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<CallState>,
     ticker_stop: Arc<AtomicBool>,
+    cache: Option<wasmtime::Cache>,
+    /// Linked modules by content hash: a reload never compiles an unchanged
+    /// module again in this process.
+    linked: std::sync::Mutex<std::collections::HashMap<String, CompiledRule>>,
 }
+
+/// Linked modules kept in memory for reuse across reloads.
+pub const LINKED_MODULES_MAX: usize = 256;
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
@@ -471,11 +478,15 @@ impl Drop for Sandbox {
 pub struct SandboxConfig {
     /// Use the pooling instance allocator (fast instantiation). By default on.
     pub pooling: bool,
+    /// Keep compiled modules in this folder, keyed by the module's content
+    /// and the engine's configuration, so an unchanged module is never
+    /// compiled twice (across reloads and restarts). By default off.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { pooling: true }
+        SandboxConfig { pooling: true, cache_dir: None }
     }
 }
 
@@ -508,6 +519,17 @@ impl Sandbox {
                 .max_unused_warm_slots(POOLED_INSTANCES_MAX);
             cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
+        let cache = match &config.cache_dir {
+            Some(dir) => {
+                let mut cache_config = wasmtime::CacheConfig::new();
+                cache_config.with_directory(dir);
+                let cache = wasmtime::Cache::new(cache_config)
+                    .map_err(|e| anyhow::anyhow!("compiled-module cache in {}: {e}", dir.display()))?;
+                cfg.cache(Some(cache.clone()));
+                Some(cache)
+            }
+            None => None,
+        };
         let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("configuring the Wasm engine: {e}"))?;
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
@@ -527,7 +549,7 @@ impl Sandbox {
                 })
                 .map_err(|e| anyhow::anyhow!("starting the epoch ticker: {e}"))?;
         }
-        Ok(Sandbox { engine, linker, ticker_stop })
+        Ok(Sandbox { engine, linker, ticker_stop, cache, linked: Default::default() })
     }
 
     /// The wasmtime engine (for compiling and caching).
@@ -535,9 +557,29 @@ impl Sandbox {
         &self.engine
     }
 
+    /// Compiled-module cache (hits, misses) since start, when a cache is set.
+    pub fn cache_stats(&self) -> Option<(usize, usize)> {
+        self.cache.as_ref().map(|c| (c.cache_hits(), c.cache_misses()))
+    }
+
     /// Compiles component bytes.
     pub fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
         Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
+    /// Compiles and links `bytes`, or returns the module linked earlier for
+    /// the same content hash `sha256`.
+    pub fn load_module(&self, sha256: &str, bytes: &[u8]) -> Result<CompiledRule, LoadError> {
+        if let Some(rule) = self.linked.lock().expect("linked modules lock").get(sha256) {
+            return Ok(rule.clone());
+        }
+        let rule = self.link(&self.compile(bytes)?)?;
+        let mut linked = self.linked.lock().expect("linked modules lock");
+        if linked.len() >= LINKED_MODULES_MAX {
+            linked.clear();
+        }
+        linked.insert(sha256.to_owned(), rule.clone());
+        Ok(rule)
     }
 
     /// Links a compiled component against the contract. Fails with a message

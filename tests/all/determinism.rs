@@ -29,7 +29,7 @@ fn parallel_run_equals_one_by_one() {
     generate(&config, &mut accounts, &mut transactions).unwrap();
     let accounts = String::from_utf8(accounts).unwrap();
     let set = TempRuleSet::example();
-    let ruleset = set.load();
+    let ruleset = std::sync::Arc::new(set.load());
     let one_by_one = jsonl(&run(&ruleset, &accounts, std::str::from_utf8(&transactions).unwrap()).0);
     for threads in [1, 2, 4] {
         let pipeline =

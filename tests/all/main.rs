@@ -10,5 +10,6 @@ mod determinism;
 mod guide;
 mod input_errors;
 mod pipeline;
+mod reload;
 mod rules;
 mod support;

@@ -1,0 +1,339 @@
+//! Hot reload: the live rule set of a running host, swapped atomically when
+//! the rule-set folder changes.
+//!
+//! A new version goes live only after it loads (manifest, pins, WIT
+//! compatibility, declarations, parameters, lists) and passes the rule set's
+//! own cases (`cases/`); otherwise it is refused, the previous version keeps
+//! serving, and the failure is kept for the status and counted. Each
+//! transaction is evaluated wholly against the `Arc<RuleSet>` it took at its
+//! start, so in-flight work finishes on its version. Loading runs on the
+//! watcher's thread, never on a transaction's path; compiled modules come
+//! from the engine's on-disk cache when unchanged (see `SandboxConfig`).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::ruleset::RuleSet;
+use crate::sandbox::Sandbox;
+use crate::testrun::{render, test_loaded};
+
+/// Versions kept for rollback and the status.
+pub const HISTORY_VERSIONS_MAX: usize = 8;
+/// Quiet time after the last file event before a reload starts, in ms.
+/// Short on purpose: a file still being written fails validation and is
+/// refused, so the debounce only saves work, it is not what keeps partial
+/// writes out.
+pub const DEBOUNCE_MS_DEFAULT: u64 = 25;
+
+/// Where the live rule set comes from: a fixed one, or a [`LiveRules`].
+pub trait RuleSource: Send + Sync {
+    /// The version to evaluate the next transactions against.
+    fn current(&self) -> Arc<RuleSet>;
+}
+
+impl RuleSource for Arc<RuleSet> {
+    fn current(&self) -> Arc<RuleSet> {
+        self.clone()
+    }
+}
+
+/// A version that was live.
+#[derive(Clone, Debug)]
+pub struct VersionRecord {
+    /// Content hash (short).
+    pub version: String,
+    /// When it went live.
+    pub live_since: SystemTime,
+    /// What changed against the version before (rules added, removed, or
+    /// with another module).
+    pub change: String,
+}
+
+/// Why a reload was refused.
+#[derive(Clone, Debug)]
+pub struct ReloadFailure {
+    /// When.
+    pub at: SystemTime,
+    /// The error, naming the rule and reason.
+    pub message: String,
+}
+
+/// How a reload ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new version is live.
+    Swapped {
+        /// The version before.
+        from: String,
+        /// The version now.
+        to: String,
+    },
+    /// The folder holds the live version already.
+    Unchanged,
+}
+
+/// Timings of one reload, in microseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReloadTimings {
+    /// Loading and compiling (or fetching from the cache).
+    pub load_us: u64,
+    /// Running the rule set's cases.
+    pub validate_us: u64,
+    /// The atomic swap.
+    pub swap_us: u64,
+}
+
+struct State {
+    /// Newest last; the live version is the last one.
+    history: VecDeque<(VersionRecord, Arc<RuleSet>)>,
+    last_error: Option<ReloadFailure>,
+    reloads: u64,
+    failures: u64,
+    last_timings: ReloadTimings,
+}
+
+/// A snapshot for status displays and metrics.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// The live version.
+    pub version: String,
+    /// Versions that were live, oldest first (the live one last).
+    pub history: Vec<VersionRecord>,
+    /// The last refused reload, if any.
+    pub last_error: Option<ReloadFailure>,
+    /// Reloads that went live.
+    pub reloads: u64,
+    /// Reloads refused.
+    pub failures: u64,
+    /// Timings of the last successful reload.
+    pub last_timings: ReloadTimings,
+}
+
+/// Called with every version about to go live.
+pub type OnSwap = Box<dyn Fn(&RuleSet) + Send + Sync>;
+
+/// The live rule set of a host.
+pub struct LiveRules {
+    sandbox: Arc<Sandbox>,
+    dir: PathBuf,
+    current: ArcSwap<RuleSet>,
+    state: Mutex<State>,
+    on_swap: Option<OnSwap>,
+}
+
+impl RuleSource for LiveRules {
+    fn current(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+}
+
+fn describe_change(old: Option<&RuleSet>, new: &RuleSet) -> String {
+    let Some(old) = old else {
+        return format!("initial: {} rules", new.rules.len());
+    };
+    let mut parts = Vec::new();
+    for r in &new.rules {
+        match old.rules.iter().find(|o| o.name == r.name) {
+            None => parts.push(format!("+{}", r.name)),
+            Some(o) if o.sha256 != r.sha256 => parts.push(format!("~{} {}→{}", r.name, o.version, r.version)),
+            Some(_) => {}
+        }
+    }
+    for o in &old.rules {
+        if !new.rules.iter().any(|r| r.name == o.name) {
+            parts.push(format!("-{}", o.name));
+        }
+    }
+    if parts.is_empty() { "manifest, parameters or lists".into() } else { parts.join(", ") }
+}
+
+impl LiveRules {
+    /// Loads the folder's rule set as the first live version. `on_swap` runs
+    /// with every version about to go live (e.g. to widen history retention).
+    pub fn load(sandbox: Arc<Sandbox>, dir: &Path, on_swap: Option<OnSwap>) -> Result<LiveRules, String> {
+        let ruleset = Arc::new(RuleSet::load(&sandbox, dir).map_err(|e| e.to_string())?);
+        if let Some(f) = &on_swap {
+            f(&ruleset);
+        }
+        let record = VersionRecord {
+            version: ruleset.version.clone(),
+            live_since: SystemTime::now(),
+            change: describe_change(None, &ruleset),
+        };
+        let state = State {
+            history: VecDeque::from([(record, ruleset.clone())]),
+            last_error: None,
+            reloads: 0,
+            failures: 0,
+            last_timings: ReloadTimings::default(),
+        };
+        Ok(LiveRules {
+            sandbox,
+            dir: dir.to_owned(),
+            current: ArcSwap::new(ruleset),
+            state: Mutex::new(state),
+            on_swap,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("reload state lock")
+    }
+
+    /// Loads, validates and (if it passes) swaps in the folder's rule set.
+    /// Serialised: one reload at a time.
+    pub fn reload(&self) -> Result<ReloadOutcome, String> {
+        let span = tracing::info_span!("reload", dir = %self.dir.display());
+        let _enter = span.enter();
+        let mut state = self.state();
+        let started = Instant::now();
+        let result = RuleSet::load(&self.sandbox, &self.dir).map_err(|e| e.to_string());
+        let load_us = started.elapsed().as_micros() as u64;
+        let ruleset = match result {
+            Ok(r) => Arc::new(r),
+            Err(message) => return Err(self.refuse(&mut state, message)),
+        };
+        let live = self.current.load_full();
+        if ruleset.sha256 == live.sha256 {
+            return Ok(ReloadOutcome::Unchanged);
+        }
+        let started = Instant::now();
+        match test_loaded(&self.sandbox, &ruleset) {
+            Ok(report) if report.counts().1 == 0 => {}
+            Ok(report) => {
+                return Err(self.refuse(&mut state, format!("its own cases fail:\n{}", render(&report))));
+            }
+            Err(e) => return Err(self.refuse(&mut state, format!("its cases could not run: {e}"))),
+        }
+        let validate_us = started.elapsed().as_micros() as u64;
+        if let Some(f) = &self.on_swap {
+            f(&ruleset);
+        }
+        let started = Instant::now();
+        self.current.store(ruleset.clone());
+        let swap_us = started.elapsed().as_micros() as u64;
+        let record = VersionRecord {
+            version: ruleset.version.clone(),
+            live_since: SystemTime::now(),
+            change: describe_change(Some(&live), &ruleset),
+        };
+        state.history.push_back((record, ruleset.clone()));
+        while state.history.len() > HISTORY_VERSIONS_MAX {
+            state.history.pop_front();
+        }
+        state.reloads += 1;
+        state.last_timings = ReloadTimings { load_us, validate_us, swap_us };
+        tracing::info!(from = %live.version, to = %ruleset.version, load_us, validate_us, swap_us, "rule set live");
+        Ok(ReloadOutcome::Swapped { from: live.version.clone(), to: ruleset.version.clone() })
+    }
+
+    fn refuse(&self, state: &mut State, message: String) -> String {
+        tracing::warn!(error = %message, "rule set refused; the previous version keeps serving");
+        state.failures += 1;
+        state.last_error = Some(ReloadFailure { at: SystemTime::now(), message: message.clone() });
+        message
+    }
+
+    /// Makes the version before the live one live again.
+    pub fn rollback(&self) -> Result<ReloadOutcome, String> {
+        let mut state = self.state();
+        if state.history.len() < 2 {
+            return Err("no earlier version to roll back to".into());
+        }
+        let (_, live) = state.history.pop_back().expect("two versions");
+        let (record, previous) = state.history.back().cloned().expect("one version");
+        if let Some(f) = &self.on_swap {
+            f(&previous);
+        }
+        self.current.store(previous.clone());
+        state.history.back_mut().expect("one version").0 = VersionRecord {
+            version: record.version.clone(),
+            live_since: SystemTime::now(),
+            change: format!("rollback from {}", live.version),
+        };
+        tracing::info!(from = %live.version, to = %previous.version, "rolled back");
+        Ok(ReloadOutcome::Swapped { from: live.version.clone(), to: previous.version.clone() })
+    }
+
+    /// The status.
+    pub fn status(&self) -> Status {
+        let state = self.state();
+        Status {
+            version: self.current.load().version.clone(),
+            history: state.history.iter().map(|(r, _)| r.clone()).collect(),
+            last_error: state.last_error.clone(),
+            reloads: state.reloads,
+            failures: state.failures,
+            last_timings: state.last_timings,
+        }
+    }
+}
+
+/// Watches a rule-set folder and reloads on changes, debounced. Dropping it
+/// stops watching.
+pub struct Watcher {
+    _watcher: notify::RecommendedWatcher,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether a path is an editor's or copier's temporary file, never loaded
+/// by itself (a rename onto the real name produces the event that counts).
+fn is_temporary(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".tmp")
+        || name.ends_with(".part")
+}
+
+impl Watcher {
+    /// Starts watching `live`'s folder. A burst of events is one reload,
+    /// started `debounce` after the last event of the burst.
+    pub fn start(live: Arc<LiveRules>, debounce: Duration) -> Result<Watcher, String> {
+        use notify::Watcher as _;
+        let (tx, rx) = crossbeam_channel::unbounded::<()>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && !event.kind.is_access()
+                && event.paths.iter().any(|p| !is_temporary(p))
+            {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| format!("watching {}: {e}", live.dir.display()))?;
+        watcher
+            .watch(&live.dir, notify::RecursiveMode::Recursive)
+            .map_err(|e| format!("watching {}: {e}", live.dir.display()))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("rulehost-reload".into())
+            .spawn(move || {
+                while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    if rx.recv_timeout(Duration::from_millis(100)).is_err() {
+                        continue;
+                    }
+                    // Debounce: wait until the folder has been quiet.
+                    while rx.recv_timeout(debounce).is_ok() {}
+                    let _ = live.reload();
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Watcher { _watcher: watcher, stop, thread: Some(thread) })
+    }
+}
