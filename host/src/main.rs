@@ -122,6 +122,11 @@ enum Command {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// The live rule set of a host watching a folder (`run --watch`).
+    Ruleset {
+        #[command(subcommand)]
+        action: RulesetAction,
+    },
     /// Load and validate a rule set; print its version and rules.
     Check {
         /// The rule-set folder.
@@ -137,6 +142,33 @@ impl RuleSource for ArcRules {
     fn current(&self) -> Arc<RuleSet> {
         self.0.current()
     }
+}
+
+#[derive(Subcommand)]
+enum RulesetAction {
+    /// Print the status a watching host publishes: live version, history,
+    /// last refused reload, counts.
+    Status {
+        /// The rule-set folder.
+        #[arg(long)]
+        rules: PathBuf,
+    },
+    /// Ask the watching host to serve the previous version again.
+    Rollback {
+        /// The rule-set folder.
+        #[arg(long)]
+        rules: PathBuf,
+        /// How long to wait for the host to act, in seconds.
+        #[arg(long, default_value_t = 10)]
+        wait_seconds: u64,
+    },
+}
+
+fn read_status(rules: &Path) -> Result<serde_json::Value> {
+    let path = rules.join(rulehost::reload::STATE_DIR).join(rulehost::reload::STATUS_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no host watching {} has published a status ({})", rules.display(), path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -309,6 +341,42 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 path.display()
             );
             Ok(0)
+        }
+        Command::Ruleset { action: RulesetAction::Status { rules } } => {
+            let status = start(read_status(&rules))?;
+            println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+            Ok(0)
+        }
+        Command::Ruleset { action: RulesetAction::Rollback { rules, wait_seconds } } => {
+            let before = start(read_status(&rules))?;
+            let dir = rules.join(rulehost::reload::STATE_DIR);
+            start(
+                std::fs::write(dir.join(rulehost::reload::ROLLBACK_FILE), b"rollback\n")
+                    .with_context(|| format!("writing the request into {}", dir.display())),
+            )?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_seconds);
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if let Ok(now) = read_status(&rules)
+                    && now["as_of"] != before["as_of"]
+                    && !dir.join(rulehost::reload::ROLLBACK_FILE).exists()
+                {
+                    if now["version"] == before["version"] {
+                        return Err(Failure::CannotStart(anyhow::anyhow!(
+                            "the host kept version {} (nothing earlier to roll back to?)",
+                            now["version"]
+                        )));
+                    }
+                    println!("rolled back: {} -> {}", before["version"], now["version"]);
+                    return Ok(0);
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = std::fs::remove_file(dir.join(rulehost::reload::ROLLBACK_FILE));
+                    return Err(Failure::CannotStart(anyhow::anyhow!(
+                        "no watching host acted on the request within {wait_seconds} s"
+                    )));
+                }
+            }
         }
         Command::Check { rules } => {
             let (_, ruleset) = start(load(&rules))?;

@@ -23,6 +23,13 @@ use crate::testrun::{render, test_loaded};
 
 /// Versions kept for rollback and the status.
 pub const HISTORY_VERSIONS_MAX: usize = 8;
+/// The folder, inside the rule set, where a watching host publishes its
+/// status and takes requests (the watcher ignores it, and every dot-path).
+pub const STATE_DIR: &str = ".rulehost";
+/// The status a watching host publishes after every change (JSON).
+pub const STATUS_FILE: &str = "status.json";
+/// Creating this file asks a watching host to roll back one version.
+pub const ROLLBACK_FILE: &str = "rollback";
 /// Quiet time after the last file event before a reload starts, in ms.
 /// Short on purpose: a file still being written fails validation and is
 /// refused, so the debounce only saves work, it is not what keeps partial
@@ -96,6 +103,11 @@ struct State {
     last_timings: ReloadTimings,
 }
 
+fn rfc3339(t: SystemTime) -> String {
+    let nanos = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+    crate::input::format_timestamp(nanos)
+}
+
 /// A snapshot for status displays and metrics.
 #[derive(Clone, Debug)]
 pub struct Status {
@@ -123,6 +135,21 @@ pub struct LiveRules {
     current: ArcSwap<RuleSet>,
     state: Mutex<State>,
     on_swap: Option<OnSwap>,
+}
+
+impl Status {
+    /// The status as JSON (what `rulehost ruleset status` prints).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": self.version,
+            "reloads": self.reloads,
+            "failures": self.failures,
+            "last_reload_us": { "load": self.last_timings.load_us, "validate": self.last_timings.validate_us, "swap": self.last_timings.swap_us },
+            "last_error": self.last_error.as_ref().map(|e| serde_json::json!({ "at": rfc3339(e.at), "message": e.message })),
+            "history": self.history.iter().map(|r| serde_json::json!({ "version": r.version, "live_since": rfc3339(r.live_since), "change": r.change })).collect::<Vec<_>>(),
+            "as_of": rfc3339(SystemTime::now()),
+        })
+    }
 }
 
 impl RuleSource for LiveRules {
@@ -182,6 +209,20 @@ impl LiveRules {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("reload state lock")
+    }
+
+    /// Writes the status to `STATE_DIR/STATUS_FILE` in the rule set (best
+    /// effort: a read-only folder only loses the published copy).
+    pub fn publish_status(&self) {
+        let dir = self.dir.join(STATE_DIR);
+        let text = serde_json::to_string_pretty(&self.status().to_json()).unwrap_or_default();
+        let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&tmp, text))
+            .and_then(|_| std::fs::rename(&tmp, dir.join(STATUS_FILE)));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not publish the rule-set status");
+        }
     }
 
     /// Loads, validates and (if it passes) swaps in the folder's rule set.
@@ -290,15 +331,14 @@ impl Drop for Watcher {
     }
 }
 
-/// Whether a path is an editor's or copier's temporary file, never loaded
-/// by itself (a rename onto the real name produces the event that counts).
-fn is_temporary(path: &Path) -> bool {
+/// Whether a path (inside `dir`) is an editor's or copier's temporary file,
+/// or under a dot-folder such as `STATE_DIR`: never a reason to reload (a
+/// rename onto the real name produces the event that counts).
+fn is_ignored(dir: &Path, path: &Path) -> bool {
+    let relative = path.strip_prefix(dir).unwrap_or(path);
+    let dotted = relative.components().any(|c| c.as_os_str().to_str().is_some_and(|s| s.starts_with('.')));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.starts_with('.')
-        || name.ends_with('~')
-        || name.ends_with(".swp")
-        || name.ends_with(".tmp")
-        || name.ends_with(".part")
+    dotted || name.ends_with('~') || name.ends_with(".swp") || name.ends_with(".tmp") || name.ends_with(".part")
 }
 
 impl Watcher {
@@ -306,31 +346,53 @@ impl Watcher {
     /// started `debounce` after the last event of the burst.
     pub fn start(live: Arc<LiveRules>, debounce: Duration) -> Result<Watcher, String> {
         use notify::Watcher as _;
-        let (tx, rx) = crossbeam_channel::unbounded::<()>();
+        let (tx, rx) = crossbeam_channel::unbounded::<bool>();
+        let watched = live.dir.clone();
+        let rollback_request = live.dir.join(STATE_DIR).join(ROLLBACK_FILE);
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event
-                && !event.kind.is_access()
-                && event.paths.iter().any(|p| !is_temporary(p))
-            {
-                let _ = tx.send(());
+            let Ok(event) = event else { return };
+            if event.kind.is_access() {
+                return;
+            }
+            if event.paths.iter().any(|p| *p == rollback_request) {
+                let _ = tx.send(true);
+            } else if event.paths.iter().any(|p| !is_ignored(&watched, p)) {
+                let _ = tx.send(false);
             }
         })
         .map_err(|e| format!("watching {}: {e}", live.dir.display()))?;
         watcher
             .watch(&live.dir, notify::RecursiveMode::Recursive)
             .map_err(|e| format!("watching {}: {e}", live.dir.display()))?;
+        live.publish_status();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("rulehost-reload".into())
             .spawn(move || {
+                let request = live.dir.join(STATE_DIR).join(ROLLBACK_FILE);
                 while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    if rx.recv_timeout(Duration::from_millis(100)).is_err() {
+                    let Ok(first) = rx.recv_timeout(Duration::from_millis(100)) else {
                         continue;
+                    };
+                    // Debounce: wait until the folder has been quiet,
+                    // remembering whether files changed and whether a
+                    // rollback was asked for.
+                    let (mut rollback, mut changed) = (first, !first);
+                    while let Ok(r) = rx.recv_timeout(debounce) {
+                        rollback |= r;
+                        changed |= !r;
                     }
-                    // Debounce: wait until the folder has been quiet.
-                    while rx.recv_timeout(debounce).is_ok() {}
-                    let _ = live.reload();
+                    if rollback && request.exists() {
+                        let _ = std::fs::remove_file(&request);
+                        if let Err(e) = live.rollback() {
+                            tracing::warn!(error = %e, "rollback refused");
+                        }
+                    }
+                    if changed {
+                        let _ = live.reload();
+                    }
+                    live.publish_status();
                 }
             })
             .map_err(|e| e.to_string())?;

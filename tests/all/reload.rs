@@ -172,3 +172,67 @@ fn a_second_start_with_a_warm_cache_compiles_nothing() {
     RuleSet::load(&warm, set.dir.path()).unwrap();
     assert_eq!(warm.cache_stats(), Some((9, 0)), "the second start compiles nothing");
 }
+
+#[test]
+fn status_and_rollback_commands_reach_a_watching_run() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_rulehost");
+    let set = TempRuleSet::example();
+    let dir = set.dir.path().to_owned();
+    let accounts = dir.join("accounts.jsonl");
+    std::fs::write(
+        &accounts,
+        std::fs::read_to_string(crate::support::root().join("tests/fixtures/pipeline/accounts.jsonl")).unwrap(),
+    )
+    .unwrap();
+    let mut child = Command::new(bin)
+        .args(["run", "--watch", "--quiet", "--rules", dir.to_str().unwrap(), "--accounts", accounts.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = |dir: &std::path::Path| -> Option<serde_json::Value> {
+        let out = Command::new(bin).args(["ruleset", "status", "--rules", dir.to_str().unwrap()]).output().unwrap();
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let wait_for = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = status(&dir)
+                && check(&s)
+            {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {:?}", status(&dir));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = wait_for("the first status", &|_| true)["version"].as_str().unwrap().to_owned();
+    std::fs::write(dir.join("manifest.toml"), example_manifest().replace("review_at = 400", "review_at = 450"))
+        .unwrap();
+    let second =
+        wait_for("the new version", &|s| s["version"] != first.as_str())["version"].as_str().unwrap().to_owned();
+
+    let out = Command::new(bin).args(["ruleset", "rollback", "--rules", dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{second}")));
+    let now = status(&dir).unwrap();
+    assert_eq!(now["version"], first.as_str());
+    assert!(now["history"].as_array().unwrap().last().unwrap()["change"].as_str().unwrap().starts_with("rollback"));
+
+    // A broken version is refused and visible in the status.
+    std::fs::write(dir.join("modules/velocity.wasm"), b"truncated").unwrap();
+    let refused = wait_for("the refusal", &|s| s["failures"].as_u64() == Some(1));
+    assert!(refused["last_error"]["message"].as_str().unwrap().contains("velocity"), "{refused}");
+    assert_eq!(refused["version"], first.as_str(), "the previous version keeps serving");
+
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, r#"{{"id":"w1","timestamp":"2026-01-05T10:00:00Z","kind":"payment","source":"a1","destination":"a2","amount":"5.00","currency":"USD"}}"#).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let decision: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decision["ruleset"], first.as_str(), "decided by the version rolled back to");
+}
