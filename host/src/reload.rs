@@ -354,7 +354,7 @@ impl Watcher {
             if event.kind.is_access() {
                 return;
             }
-            if event.paths.iter().any(|p| *p == rollback_request) {
+            if event.paths.contains(&rollback_request) {
                 let _ = tx.send(true);
             } else if event.paths.iter().any(|p| !is_ignored(&watched, p)) {
                 let _ = tx.send(false);
