@@ -217,7 +217,7 @@ fn status_and_rollback_commands_reach_a_watching_run() {
 
     let out = Command::new(bin).args(["ruleset", "rollback", "--rules", dir.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{second}")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(second.as_str()));
     let now = status(&dir).unwrap();
     assert_eq!(now["version"], first.as_str());
     assert!(now["history"].as_array().unwrap().last().unwrap()["change"].as_str().unwrap().starts_with("rollback"));
