@@ -44,6 +44,7 @@
 //!
 //! ```text
 //! #![cfg_attr(target_arch = "wasm32", no_std)]
+#![warn(missing_docs)]
 //! use rulehost_guest::prelude::*;
 //! // ... the rule ...
 //! rulehost_guest::export_risk_rule!(MyRule);

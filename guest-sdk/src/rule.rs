@@ -205,6 +205,7 @@ pub mod wasm {
     use crate::wit::exports::rulehost::rules::rule as r;
     use crate::wit::rulehost::rules::types as w;
 
+    /// The `describe` export: the rule's declaration in WIT form.
     pub fn describe(kind: r::RuleKind, info: RuleInfo) -> r::RuleInfo {
         r::RuleInfo {
             kind,
@@ -229,6 +230,7 @@ pub mod wasm {
         }
     }
 
+    /// The `evaluate` export of a validation rule.
     pub fn evaluate_validation<R: ValidationRule>(tx: w::Transaction) -> r::Verdict {
         match R::validate(&from_wit_transaction(tx)) {
             Validation::Accept => r::Verdict::Accept,
@@ -236,6 +238,7 @@ pub mod wasm {
         }
     }
 
+    /// The `evaluate` export of a risk rule.
     pub fn evaluate_risk<R: RiskRule>(tx: w::Transaction) -> r::Verdict {
         let s = R::score(&from_wit_transaction(tx));
         r::Verdict::Score(r::RiskScore { score: s.score, reasons: s.reasons })

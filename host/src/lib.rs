@@ -7,6 +7,8 @@
 //! applies the outcome to the [`ledger`]; [`decision`] shapes the record.
 //! [`run`] streams files through it. See ARCHITECTURE.md.
 
+#![warn(missing_docs)]
+
 pub mod cases;
 pub mod decision;
 pub mod facts;
