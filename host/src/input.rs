@@ -242,16 +242,21 @@ fn parse_object(line_no: u64, text: &str) -> Result<Map<String, Value>, InputErr
     }
 }
 
+/// The `id` field when it is a non-empty string, for error records.
+fn readable_id(map: &Map<String, Value>) -> Option<String> {
+    match map.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
 /// Optional transaction fields: `null` means absent, also for idempotency.
 const OPTIONAL_FIELDS: [&str; 4] = ["country", "merchant_category", "channel", "metadata"];
 
 /// Parses one transaction line (`line_no` 1-based, `text` without `\n`).
 pub fn parse_transaction(line_no: u64, text: &str) -> Result<ParsedTransaction, InputError> {
     let mut map = parse_object(line_no, trim_line(text))?;
-    let id = match map.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    };
+    let id = readable_id(&map);
     let f = Fields { line: line_no, id, map: &map };
     let id = f.string("id")?;
     if id.is_empty() {
@@ -311,10 +316,7 @@ pub fn parse_transaction(line_no: u64, text: &str) -> Result<ParsedTransaction, 
 /// Parses one account line of `accounts.jsonl`.
 pub fn parse_account(line_no: u64, text: &str) -> Result<Account, InputError> {
     let map = parse_object(line_no, trim_line(text))?;
-    let id = match map.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    };
+    let id = readable_id(&map);
     let f = Fields { line: line_no, id, map: &map };
     let id = f.string("id")?;
     if id.is_empty() {

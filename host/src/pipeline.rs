@@ -15,7 +15,7 @@ use crate::ledger::{Commit, Effect, Ledger, LedgerError};
 use crate::manifest::{OnError, RuleKind};
 use crate::model::Transaction;
 use crate::ruleset::{LoadedRule, RuleSet};
-use crate::sandbox::{CallContext, CallOutcome, Sandbox, TxSession, Verdict, WitTransaction};
+use crate::sandbox::{CallContext, CallOutcome, Failure, Sandbox, TxSession, Verdict, WitTransaction};
 
 /// Reason of a failed rule under `on_error = review|reject`.
 pub const RULE_FAILED: &str = "RULE_FAILED";
@@ -315,37 +315,22 @@ impl Pipeline {
         let mut traces = Vec::with_capacity(ruleset.rules.len());
         let mut reasons = Reasons::default();
         let mut forced_review = false;
-        let trace = |rule: &LoadedRule, result: RuleResult, out: &CallOutcome| RuleTrace {
-            rule: rule.name.as_str().into(),
-            version: rule.version.as_str().into(),
-            result,
-            fuel: out.fuel,
-            logs: out.logs.clone(),
-        };
 
         for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Validation) {
             let out = calls.call(rule, Self::context(rule, ruleset, facts));
             match &out.result {
                 Ok(Verdict::Reject { code, message }) => {
-                    traces.push(trace(rule, RuleResult::Reject { code: code.clone(), message: message.clone() }, &out));
-                    return Evaluation::rejected(code.clone(), 0, traces, false);
-                }
-                Ok(_) => traces.push(trace(rule, RuleResult::Accept, &out)),
-                Err(f) => {
-                    traces.push(trace(
+                    traces.push(rule_trace(
                         rule,
-                        RuleResult::Failed { kind: f.kind, message: f.message.clone(), on_error: rule.on_error },
+                        RuleResult::Reject { code: code.clone(), message: message.clone() },
                         &out,
                     ));
-                    match rule.on_error {
-                        OnError::Review => {
-                            forced_review = true;
-                            reasons.push(RULE_FAILED);
-                        }
-                        OnError::Reject => {
-                            return Evaluation::rejected(RULE_FAILED.into(), 0, traces, false);
-                        }
-                        OnError::Ignore => {}
+                    return Evaluation::rejected(code.clone(), 0, traces, false);
+                }
+                Ok(_) => traces.push(rule_trace(rule, RuleResult::Accept, &out)),
+                Err(f) => {
+                    if on_failure(rule, f, &out, &mut traces, &mut reasons, &mut forced_review) {
+                        return Evaluation::rejected(RULE_FAILED.into(), 0, traces, false);
                     }
                 }
             }
@@ -360,24 +345,12 @@ impl Pipeline {
                     if *score > 0 {
                         rs.iter().for_each(|r| reasons.push(r));
                     }
-                    traces.push(trace(rule, RuleResult::Score { score: *score, reasons: rs.clone() }, &out));
+                    traces.push(rule_trace(rule, RuleResult::Score { score: *score, reasons: rs.clone() }, &out));
                 }
                 Ok(_) => unreachable!("the sandbox checks risk rules return scores"),
                 Err(f) => {
-                    traces.push(trace(
-                        rule,
-                        RuleResult::Failed { kind: f.kind, message: f.message.clone(), on_error: rule.on_error },
-                        &out,
-                    ));
-                    match rule.on_error {
-                        OnError::Review => {
-                            forced_review = true;
-                            reasons.push(RULE_FAILED);
-                        }
-                        OnError::Reject => {
-                            return Evaluation::rejected(RULE_FAILED.into(), clamp(total), traces, true);
-                        }
-                        OnError::Ignore => {}
+                    if on_failure(rule, f, &out, &mut traces, &mut reasons, &mut forced_review) {
+                        return Evaluation::rejected(RULE_FAILED.into(), clamp(total), traces, true);
                     }
                 }
             }
@@ -392,6 +365,40 @@ impl Pipeline {
             Outcome::Approve
         };
         Evaluation { outcome, score, reasons: reasons.0, traces, reached_risk: true }
+    }
+}
+
+/// The trace entry of one call.
+fn rule_trace(rule: &LoadedRule, result: RuleResult, out: &CallOutcome) -> RuleTrace {
+    RuleTrace {
+        rule: rule.name.as_str().into(),
+        version: rule.version.as_str().into(),
+        result,
+        fuel: out.fuel,
+        logs: out.logs.clone(),
+    }
+}
+
+/// Records a failed call in the trace and applies the rule's `on_error`
+/// (RULES.md step 4); true when the policy rejects the transaction.
+fn on_failure(
+    rule: &LoadedRule,
+    failure: &Failure,
+    out: &CallOutcome,
+    traces: &mut Vec<RuleTrace>,
+    reasons: &mut Reasons,
+    forced_review: &mut bool,
+) -> bool {
+    let result = RuleResult::Failed { kind: failure.kind, message: failure.message.clone(), on_error: rule.on_error };
+    traces.push(rule_trace(rule, result, out));
+    match rule.on_error {
+        OnError::Review => {
+            *forced_review = true;
+            reasons.push(RULE_FAILED);
+            false
+        }
+        OnError::Reject => true,
+        OnError::Ignore => false,
     }
 }
 
