@@ -34,7 +34,7 @@ pub const ROLLBACK_FILE: &str = "rollback";
 /// Short on purpose: a file still being written fails validation and is
 /// refused, so the debounce only saves work, it is not what keeps partial
 /// writes out.
-pub const DEBOUNCE_MS_DEFAULT: u64 = 25;
+pub const DEBOUNCE_MS_DEFAULT: u64 = 10;
 
 /// Where the live rule set comes from: a fixed one, or a [`LiveRules`].
 pub trait RuleSource: Send + Sync {
