@@ -141,7 +141,7 @@ impl RuleCalls for NativeCalls {
     fn call(&mut self, rule: &LoadedRule, ctx: CallContext) -> CallOutcome {
         let sdk_tx = &self.sdk_tx;
         let call = Rc::new(NativeCall { ctx, now: self.now });
-        let verdict = native::with_host(call, || match rule.name.as_str() {
+        let verdict = native::with_host(call, || match &*rule.name {
             "amount-format" => validation::<rule_amount_format::AmountFormat>(sdk_tx),
             "sanctions" => validation::<rule_sanctions::Sanctions>(sdk_tx),
             "account-status" => validation::<rule_account_status::AccountStatusRule>(sdk_tx),

@@ -280,7 +280,7 @@ impl Pipeline {
                 outcome,
                 score: evaluation.score,
                 reasons,
-                ruleset: ruleset.version.as_str().into(),
+                ruleset: ruleset.version.clone(),
                 rules: evaluation.traces,
                 ledger: match effect {
                     Effect::Post => LedgerEffect::Posted,
@@ -370,13 +370,7 @@ impl Pipeline {
 
 /// The trace entry of one call.
 fn rule_trace(rule: &LoadedRule, result: RuleResult, out: &CallOutcome) -> RuleTrace {
-    RuleTrace {
-        rule: rule.name.as_str().into(),
-        version: rule.version.as_str().into(),
-        result,
-        fuel: out.fuel,
-        logs: out.logs.clone(),
-    }
+    RuleTrace { rule: rule.name.clone(), version: rule.version.clone(), result, fuel: out.fuel, logs: out.logs.clone() }
 }
 
 /// Records a failed call in the trace and applies the rule's `on_error`

@@ -187,7 +187,7 @@ impl LiveRules {
             f(&ruleset);
         }
         let record = VersionRecord {
-            version: ruleset.version.clone(),
+            version: ruleset.version.to_string(),
             live_since: SystemTime::now(),
             change: describe_change(None, &ruleset),
         };
@@ -258,7 +258,7 @@ impl LiveRules {
         self.current.store(ruleset.clone());
         let swap_us = started.elapsed().as_micros() as u64;
         let record = VersionRecord {
-            version: ruleset.version.clone(),
+            version: ruleset.version.to_string(),
             live_since: SystemTime::now(),
             change: describe_change(Some(&live), &ruleset),
         };
@@ -269,7 +269,7 @@ impl LiveRules {
         state.reloads += 1;
         state.last_timings = ReloadTimings { load_us, validate_us, swap_us };
         tracing::info!(from = %live.version, to = %ruleset.version, load_us, validate_us, swap_us, "rule set live");
-        Ok(ReloadOutcome::Swapped { from: live.version.clone(), to: ruleset.version.clone() })
+        Ok(ReloadOutcome::Swapped { from: live.version.to_string(), to: ruleset.version.to_string() })
     }
 
     fn refuse(&self, state: &mut State, message: String) -> String {
@@ -297,14 +297,14 @@ impl LiveRules {
             change: format!("rollback from {}", live.version),
         };
         tracing::info!(from = %live.version, to = %previous.version, "rolled back");
-        Ok(ReloadOutcome::Swapped { from: live.version.clone(), to: previous.version.clone() })
+        Ok(ReloadOutcome::Swapped { from: live.version.to_string(), to: previous.version.to_string() })
     }
 
     /// The status.
     pub fn status(&self) -> Status {
         let state = self.state();
         Status {
-            version: self.current.load().version.clone(),
+            version: self.current.load().version.to_string(),
             history: state.history.iter().map(|(r, _)| r.clone()).collect(),
             last_error: state.last_error.clone(),
             reloads: state.reloads,

@@ -125,8 +125,8 @@ impl Lists {
 
 /// One loaded rule.
 pub struct LoadedRule {
-    /// Rule name.
-    pub name: String,
+    /// Rule name (shared with every decision trace that names it).
+    pub name: Arc<str>,
     /// Validation or risk.
     pub kind: RuleKind,
     /// Score weight.
@@ -136,7 +136,7 @@ pub struct LoadedRule {
     /// Failure policy.
     pub on_error: OnError,
     /// Content hash of the module, shortened (`VERSION_HEX_DIGITS`).
-    pub version: String,
+    pub version: Arc<str>,
     /// Full SHA-256 of the module.
     pub sha256: String,
     /// Module size in bytes.
@@ -158,8 +158,9 @@ pub struct LoadedRule {
 
 /// A loaded, validated rule set: immutable once built.
 pub struct RuleSet {
-    /// Content hash over the manifest, every module and every list, shortened.
-    pub version: String,
+    /// Content hash over the manifest, every module and every list, shortened
+    /// (shared with every decision it makes).
+    pub version: Arc<str>,
     /// The full content hash.
     pub sha256: String,
     /// Outcome thresholds.
@@ -238,12 +239,12 @@ impl RuleSet {
             hasher.update(b"\0");
             hasher.update(sha256.as_bytes());
             rules.push(LoadedRule {
-                name: entry.name.clone(),
+                name: entry.name.as_str().into(),
                 kind: entry.kind,
                 weight: entry.weight,
                 budget: entry.budget,
                 on_error: entry.on_error,
-                version: sha256[..VERSION_HEX_DIGITS].to_owned(),
+                version: sha256[..VERSION_HEX_DIGITS].into(),
                 sha256,
                 module_bytes: bytes.len(),
                 params: Arc::new(params),
@@ -263,7 +264,7 @@ impl RuleSet {
         let sha256 = hex::encode(hasher.finalize());
         let history_window_seconds_max = rules.iter().map(|r| r.history_window_seconds_max).max().unwrap_or(0);
         Ok(RuleSet {
-            version: sha256[..VERSION_HEX_DIGITS].to_owned(),
+            version: sha256[..VERSION_HEX_DIGITS].into(),
             sha256,
             review_at: manifest.review_at,
             decline_at: manifest.decline_at,

@@ -181,7 +181,7 @@ pub fn test_loaded(sandbox: &Arc<Sandbox>, ruleset: &RuleSet) -> Result<TestRepo
         let base = BaseParams { table: rule.manifest_params.clone(), own: rule.own_params.clone() };
         let outcomes = run_cases(sandbox, &rule.compiled, &file, &base, rule.budget)?;
         report.rules.push(RuleReport {
-            rule: rule.name.clone(),
+            rule: rule.name.to_string(),
             cases_path: path,
             module_bytes: rule.module_bytes as u64,
             budget: rule.budget,
