@@ -10,7 +10,7 @@ use crate::manifest::OnError;
 use crate::sandbox::{FailureKind, LogLine};
 
 /// The outcome of a transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Posted.
@@ -39,7 +39,7 @@ impl Outcome {
 }
 
 /// What the ledger did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LedgerEffect {
     /// A balanced transfer was posted.
@@ -143,7 +143,7 @@ impl Record {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let result = match self {
             Record::Decision { line, decision, replayed } => {
-                serde_json::to_writer(&mut *out, &DecisionJson::new(*line, decision, *replayed))
+                serde_json::to_writer(&mut *out, &DecisionJson::new(Some(*line), decision, *replayed))
             }
             Record::Error(e) => serde_json::to_writer(&mut *out, &ErrorJson::new(e)),
         };
@@ -162,7 +162,8 @@ impl Record {
 
 #[derive(Serialize)]
 struct DecisionJson<'a> {
-    line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u64>,
     id: &'a str,
     outcome: Outcome,
     score: u32,
@@ -175,7 +176,7 @@ struct DecisionJson<'a> {
 }
 
 impl<'a> DecisionJson<'a> {
-    fn new(line: u64, d: &'a Decision, replayed: bool) -> Self {
+    fn new(line: Option<u64>, d: &'a Decision, replayed: bool) -> Self {
         DecisionJson {
             line,
             id: &d.id,
@@ -189,6 +190,113 @@ impl<'a> DecisionJson<'a> {
         }
     }
 }
+
+impl Decision {
+    /// The decision's JSON as stored and served: the output record without
+    /// `line` and `replayed`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&DecisionJson::new(None, self, false)).expect("serializing a decision cannot fail")
+    }
+
+    /// Reads back what [`Decision::to_json`] wrote.
+    pub fn from_json(text: &str) -> Result<Decision, String> {
+        let d: DecisionIn = serde_json::from_str(text).map_err(|e| format!("stored decision: {e}"))?;
+        let rules = d.rules.into_iter().map(TraceIn::into_trace).collect::<Result<Vec<_>, String>>()?;
+        Ok(Decision {
+            id: d.id,
+            outcome: d.outcome,
+            score: d.score,
+            reasons: d.reasons,
+            ruleset: d.ruleset.into(),
+            rules,
+            ledger: d.ledger,
+        })
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionIn {
+    id: String,
+    outcome: Outcome,
+    score: u32,
+    reasons: Vec<String>,
+    ruleset: String,
+    rules: Vec<TraceIn>,
+    ledger: LedgerEffect,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceIn {
+    rule: String,
+    version: String,
+    result: String,
+    score: Option<u32>,
+    fuel: u64,
+    reasons: Option<Vec<String>>,
+    code: Option<String>,
+    failure: Option<String>,
+    on_error: Option<String>,
+    message: Option<String>,
+    #[serde(default)]
+    logs: Vec<LogIn>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogIn {
+    level: String,
+    message: String,
+}
+
+impl TraceIn {
+    fn into_trace(self) -> Result<RuleTrace, String> {
+        let missing = |field: &str| format!("stored trace of {:?} lacks {field}", self.rule);
+        let result = match self.result.as_str() {
+            "accept" => RuleResult::Accept,
+            "reject" => RuleResult::Reject {
+                code: self.code.clone().ok_or_else(|| missing("code"))?,
+                message: self.message.clone().ok_or_else(|| missing("message"))?,
+            },
+            "score" => RuleResult::Score {
+                score: self.score.ok_or_else(|| missing("score"))?,
+                reasons: self.reasons.clone().ok_or_else(|| missing("reasons"))?,
+            },
+            "failed" => {
+                let failure = self.failure.as_deref().ok_or_else(|| missing("failure"))?;
+                let on_error = self.on_error.as_deref().ok_or_else(|| missing("on_error"))?;
+                RuleResult::Failed {
+                    kind: FailureKind::ALL
+                        .into_iter()
+                        .find(|k| k.as_str() == failure)
+                        .ok_or_else(|| format!("unknown failure kind {failure:?}"))?,
+                    message: self.message.clone().ok_or_else(|| missing("message"))?,
+                    on_error: [OnError::Review, OnError::Reject, OnError::Ignore]
+                        .into_iter()
+                        .find(|o| o.as_str() == on_error)
+                        .ok_or_else(|| format!("unknown on_error {on_error:?}"))?,
+                }
+            }
+            other => return Err(format!("unknown rule result {other:?}")),
+        };
+        let logs = self
+            .logs
+            .into_iter()
+            .map(|l| {
+                let level = LOG_LEVELS
+                    .into_iter()
+                    .find(|x| *x == l.level)
+                    .ok_or_else(|| format!("unknown log level {:?}", l.level))?;
+                Ok(LogLine { level, message: l.message })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(RuleTrace { rule: self.rule.into(), version: self.version.into(), result, fuel: self.fuel, logs })
+    }
+}
+
+/// The log levels a trace may carry.
+const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
 #[derive(Serialize)]
 struct TraceJson<'a> {

@@ -18,12 +18,20 @@ use clap::{Parser, Subcommand};
 
 use rulehost::generate::{GenConfig, generate};
 use rulehost::input::parse_accounts;
-use rulehost::ledger::{Ledger, MemoryLedger};
+use rulehost::ledger::{
+    EntryKind, Hold, HoldState, Ledger, MemoryLedger, Resolution, SqliteLedger, StoreOptions, StoreReader,
+    hold_state_str,
+};
 use rulehost::pipeline::{Pipeline, SharedLedger};
 use rulehost::reload::{DEBOUNCE_MS_DEFAULT, LiveRules, RuleSource, Watcher};
 use rulehost::ruleset::RuleSet;
 use rulehost::run::{Progress, RunOptions, run_stream};
 use rulehost::sandbox::{Sandbox, SandboxConfig};
+
+/// The ledger file when `--ledger` is not given.
+const LEDGER_PATH_DEFAULT: &str = "rulehost-ledger.sqlite";
+/// `--ledger` value for a memory-only ledger.
+const MEMORY_LEDGER: &str = ":memory:";
 
 /// Exit code: processed, some lines were errors.
 const EXIT_SOME_ERRORS: u8 = 1;
@@ -50,9 +58,12 @@ enum Command {
         /// The rule-set folder (manifest.toml, modules, lists/).
         #[arg(long)]
         rules: PathBuf,
-        /// Accounts to load (JSON Lines).
+        /// Accounts to import first (JSON Lines); accounts already in the
+        /// ledger with the same facts are skipped.
         #[arg(long)]
-        accounts: PathBuf,
+        accounts: Option<PathBuf>,
+        #[command(flatten)]
+        ledger: LedgerArg,
         /// Input transactions (default: standard input).
         #[arg(long)]
         input: Option<PathBuf>,
@@ -127,11 +138,91 @@ enum Command {
         #[command(subcommand)]
         action: RulesetAction,
     },
+    /// The durable ledger: import accounts, balances, journal, reconcile.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+    /// Transactions held for review: list, approve (post), decline (void).
+    Review {
+        #[command(subcommand)]
+        action: ReviewAction,
+    },
     /// Load and validate a rule set; print its version and rules.
     Check {
         /// The rule-set folder.
         #[arg(long)]
         rules: PathBuf,
+    },
+}
+
+/// Which ledger file.
+#[derive(clap::Args, Clone)]
+struct LedgerArg {
+    /// The ledger file (SQLite; created when absent). `:memory:` keeps the
+    /// ledger in memory only, for this process.
+    #[arg(long, default_value = LEDGER_PATH_DEFAULT)]
+    ledger: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum LedgerAction {
+    /// Import accounts (JSON Lines): all or nothing; a bad line is named by
+    /// line and field. Accounts already present with the same facts are skipped.
+    Import {
+        /// The accounts file.
+        file: PathBuf,
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+    /// Print an account's balances (JSON).
+    Balance {
+        /// The account id.
+        account: String,
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+    /// Print every account with its balances (JSON Lines).
+    Accounts {
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+    /// Print the journal (JSON Lines), optionally only one account's entries.
+    Journal {
+        /// Only entries debiting or crediting this account.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+    /// Recompute every balance from the journal and check every invariant;
+    /// exit 1 on any discrepancy.
+    Reconcile {
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReviewAction {
+    /// Print the pending holds (JSON Lines).
+    List {
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+    /// Post a held transaction (funds are checked again). Idempotent.
+    Approve {
+        /// The transaction id.
+        id: String,
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+    /// Void a held transaction. Idempotent.
+    Decline {
+        /// The transaction id.
+        id: String,
+        #[command(flatten)]
+        ledger: LedgerArg,
     },
 }
 
@@ -205,23 +296,190 @@ fn load(rules: &Path) -> Result<(Arc<Sandbox>, RuleSet)> {
     Ok((sandbox, ruleset))
 }
 
-fn load_ledger(accounts: &Path, ruleset: &RuleSet) -> Result<SharedLedger> {
+/// Opens the ledger at `path` (or a memory one for `:memory:`), keeping the
+/// history `window_seconds_max` needs.
+fn open_ledger(path: &Path, window_seconds_max: u64) -> Result<Box<dyn Ledger>> {
+    if path == Path::new(MEMORY_LEDGER) {
+        let mut ledger = MemoryLedger::default();
+        ledger.retain_history(window_seconds_max);
+        return Ok(Box::new(ledger));
+    }
+    let options = StoreOptions { history_window_seconds_max: window_seconds_max, ..StoreOptions::default() };
+    Ok(Box::new(SqliteLedger::open(path, &options)?))
+}
+
+/// Imports an accounts file into `ledger` and waits until it is durable;
+/// returns (new, already present).
+fn import_accounts(ledger: &mut dyn Ledger, accounts: &Path) -> Result<(usize, usize)> {
     let text = std::fs::read_to_string(accounts).with_context(|| format!("reading {}", accounts.display()))?;
-    let accounts_list = parse_accounts(&text).with_context(|| format!("{}", accounts.display()))?;
-    let mut ledger = MemoryLedger::default();
-    ledger.import_accounts(&accounts_list).with_context(|| format!("importing {}", accounts.display()))?;
-    ledger.retain_history(ruleset.history_window_seconds_max);
-    Ok(Arc::new(Mutex::new(Box::new(ledger))))
+    let list = parse_accounts(&text).with_context(|| format!("{}", accounts.display()))?;
+    let added = ledger.import_accounts(&list).with_context(|| format!("importing {}", accounts.display()))?;
+    ledger.sync_point().wait().with_context(|| format!("importing {}", accounts.display()))?;
+    Ok((added, list.len() - added))
+}
+
+fn open_store(ledger: &LedgerArg) -> Result<SqliteLedger> {
+    Ok(SqliteLedger::open(&ledger.ledger, &StoreOptions::default())?)
+}
+
+fn read_store(ledger: &LedgerArg) -> Result<StoreReader> {
+    Ok(StoreReader::open(&ledger.ledger)?)
+}
+
+fn print_json_lines<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Result<(), Failure> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for item in items {
+        serde_json::to_writer(&mut out, &item).map_err(|e| Failure::Io(e.into()))?;
+        writeln!(out).map_err(|e| Failure::Io(e.into()))?;
+    }
+    out.flush().map_err(|e| Failure::Io(e.into()))
+}
+
+#[derive(serde::Serialize)]
+struct EntryJson<'a> {
+    seq: u64,
+    reference: &'a str,
+    kind: &'static str,
+    debit: &'a str,
+    credit: &'a str,
+    currency: &'a str,
+    amount: rust_decimal::Decimal,
+}
+
+#[derive(serde::Serialize)]
+struct HoldJson<'a> {
+    id: &'a str,
+    source: &'a str,
+    destination: &'a str,
+    amount: rust_decimal::Decimal,
+    currency: &'a str,
+    state: &'static str,
+}
+
+impl<'a> From<&'a Hold> for HoldJson<'a> {
+    fn from(h: &'a Hold) -> Self {
+        HoldJson {
+            id: &h.id,
+            source: &h.source,
+            destination: &h.destination,
+            amount: h.amount,
+            currency: &h.currency,
+            state: hold_state_str(h.state),
+        }
+    }
+}
+
+fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
+    match action {
+        LedgerAction::Import { file, ledger } => {
+            let mut store = start(open_store(&ledger))?;
+            let (added, present) = start(import_accounts(&mut store, &file))?;
+            start(store.close().context("closing the ledger"))?;
+            eprintln!("imported {added} new account(s) into {} ({present} already present)", ledger.ledger.display());
+            Ok(0)
+        }
+        LedgerAction::Balance { account, ledger } => {
+            let accounts = start(read_store(&ledger).and_then(|r| r.accounts().map_err(anyhow::Error::msg)))?;
+            match accounts.into_iter().find(|a| a.id == account) {
+                Some(a) => print_json_lines([a]).map(|_| 0),
+                None => {
+                    Err(Failure::CannotStart(anyhow::anyhow!("no account {account:?} in {}", ledger.ledger.display())))
+                }
+            }
+        }
+        LedgerAction::Accounts { ledger } => {
+            let accounts = start(read_store(&ledger).and_then(|r| r.accounts().map_err(anyhow::Error::msg)))?;
+            print_json_lines(accounts).map(|_| 0)
+        }
+        LedgerAction::Journal { account, ledger } => {
+            let journal =
+                start(read_store(&ledger).and_then(|r| r.journal(account.as_deref()).map_err(anyhow::Error::msg)))?;
+            print_json_lines(journal.iter().map(|e| EntryJson {
+                seq: e.seq,
+                reference: &e.reference,
+                kind: match e.kind {
+                    EntryKind::Opening => "opening",
+                    EntryKind::Transfer => "transfer",
+                    EntryKind::HoldPosted => "hold-posted",
+                },
+                debit: &e.postings[0].account,
+                credit: &e.postings[1].account,
+                currency: &e.postings[1].currency,
+                amount: e.postings[1].amount,
+            }))
+            .map(|_| 0)
+        }
+        LedgerAction::Reconcile { ledger } => {
+            let report = start(read_store(&ledger).and_then(|r| r.reconcile().map_err(anyhow::Error::msg)))?;
+            println!(
+                "ledger {}: {} accounts, {} journal entries, {} holds, {} decisions",
+                ledger.ledger.display(),
+                report.accounts,
+                report.entries,
+                report.holds,
+                report.decisions
+            );
+            for d in &report.discrepancies {
+                println!("DISCREPANCY {d}");
+            }
+            if report.is_clean() {
+                println!("reconciled: every balance equals the journal; every invariant holds");
+                Ok(0)
+            } else {
+                println!("{} discrepancies", report.discrepancies.len());
+                Ok(EXIT_SOME_ERRORS)
+            }
+        }
+    }
+}
+
+fn review_command(action: ReviewAction) -> Result<u8, Failure> {
+    let (id, approve, ledger) = match action {
+        ReviewAction::List { ledger } => {
+            let holds = start(read_store(&ledger).and_then(|r| r.holds().map_err(anyhow::Error::msg)))?;
+            return print_json_lines(holds.iter().filter(|h| h.state == HoldState::Pending).map(HoldJson::from))
+                .map(|_| 0);
+        }
+        ReviewAction::Approve { id, ledger } => (id, true, ledger),
+        ReviewAction::Decline { id, ledger } => (id, false, ledger),
+    };
+    let mut store = start(open_store(&ledger))?;
+    let result = store.resolve_hold(&id, approve);
+    start(store.sync_point().wait().context("making the resolution durable"))?;
+    let hold = store.hold(&id);
+    start(store.close().context("closing the ledger"))?;
+    match result {
+        Ok(resolution) => {
+            let hold = hold.expect("a resolved hold exists");
+            let mut json = serde_json::to_value(HoldJson::from(&hold)).expect("hold serializes");
+            json["result"] = (if resolution == Resolution::Done { "done" } else { "already-done" }).into();
+            println!("{json}");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("rulehost: {e}");
+            Ok(EXIT_SOME_ERRORS)
+        }
+    }
 }
 
 fn dispatch(command: Command) -> Result<u8, Failure> {
     match command {
-        Command::Run { rules, accounts, input, output, quiet, threads, watch, cache_dir } => {
+        Command::Ledger { action } => ledger_command(action),
+        Command::Review { action } => review_command(action),
+        Command::Run { rules, accounts, ledger, input, output, quiet, threads, watch, cache_dir } => {
             let sandbox = Arc::new(start(Sandbox::new(&SandboxConfig { cache_dir, ..SandboxConfig::default() }))?);
             let ruleset = start(
                 RuleSet::load(&sandbox, &rules).with_context(|| format!("loading rule set {}", rules.display())),
             )?;
-            let ledger = start(load_ledger(&accounts, &ruleset))?;
+            let mut opened = start(
+                open_ledger(&ledger.ledger, ruleset.history_window_seconds_max)
+                    .with_context(|| "opening the ledger".to_string()),
+            )?;
+            if let Some(accounts) = &accounts {
+                start(import_accounts(&mut *opened, accounts))?;
+            }
+            let ledger: SharedLedger = Arc::new(Mutex::new(opened));
             let pipeline = Pipeline::new(sandbox.clone(), ledger.clone());
             let (source, _watcher): (Box<dyn RuleSource>, Option<Watcher>) = if watch {
                 let retain = ledger.clone();

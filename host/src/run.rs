@@ -5,7 +5,8 @@
 //! small window of transactions at once on a thread pool and commits them one
 //! by one in input order, redoing any evaluation whose reads a transaction
 //! before it changed (see `Pipeline::decide_many`), so the output equals
-//! processing the input one line after another.
+//! processing the input one line after another. The writer acknowledges a
+//! batch — writes it — only once the ledger has made it durable.
 
 use std::io::{self, BufRead, Write};
 use std::time::Instant;
@@ -14,6 +15,7 @@ use crossbeam_channel::bounded;
 
 use crate::decision::Record;
 use crate::input::{InputError, ParsedTransaction, parse_transaction};
+use crate::ledger::SyncPoint;
 use crate::pipeline::Pipeline;
 use crate::reload::RuleSource;
 use crate::summary::Summary;
@@ -80,7 +82,7 @@ pub fn run_stream(
         .map_err(io::Error::other)?;
     let window = threads * options.window_per_thread.max(1);
     let (parsed_tx, parsed_rx) = bounded::<Vec<(u64, Parsed)>>(BATCHES_IN_FLIGHT_MAX);
-    let (decided_tx, decided_rx) = bounded::<Vec<Record>>(BATCHES_IN_FLIGHT_MAX);
+    let (decided_tx, decided_rx) = bounded::<(Vec<Record>, SyncPoint)>(BATCHES_IN_FLIGHT_MAX);
 
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || -> io::Result<()> {
@@ -116,7 +118,9 @@ pub fn run_stream(
             let mut output = io::BufWriter::with_capacity(1 << 16, output);
             let mut summary = Summary::default();
             let mut buf = Vec::with_capacity(1 << 16);
-            for batch in decided_rx {
+            for (batch, durable) in decided_rx {
+                // Acknowledge (write) a decision only once the ledger made it durable.
+                durable.wait().map_err(io::Error::other)?;
                 buf.clear();
                 for record in &batch {
                     summary.add(record);
@@ -137,7 +141,8 @@ pub fn run_stream(
             // in another meanwhile.
             let ruleset = rules.current();
             let records: Vec<Record> = pipeline.decide_many(&ruleset, batch, &pool, window);
-            if decided_tx.send(records).is_err() {
+            let durable = crate::pipeline::lock(pipeline.ledger()).sync_point();
+            if decided_tx.send((records, durable)).is_err() {
                 break;
             }
         }

@@ -187,7 +187,17 @@ fn status_and_rollback_commands_reach_a_watching_run() {
     )
     .unwrap();
     let mut child = Command::new(bin)
-        .args(["run", "--watch", "--quiet", "--rules", dir.to_str().unwrap(), "--accounts", accounts.to_str().unwrap()])
+        .args([
+            "run",
+            "--watch",
+            "--quiet",
+            "--ledger",
+            ":memory:",
+            "--rules",
+            dir.to_str().unwrap(),
+            "--accounts",
+            accounts.to_str().unwrap(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

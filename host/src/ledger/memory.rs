@@ -9,7 +9,7 @@ use super::{
     LedgerError, Posting, Resolution, StoredDecision, equity_account,
 };
 use crate::facts::{HistoryQuery, HistoryStats};
-use crate::model::Account;
+use crate::model::{Account, Nanos};
 
 struct AccountState {
     account: Account,
@@ -81,17 +81,58 @@ impl MemoryLedger {
     pub fn system_balance(&self, id: &str) -> Decimal {
         self.system.get(id).copied().unwrap_or_default()
     }
+
+    /// Restores an account with its stored balances (loading a durable store).
+    pub(super) fn restore_account(&mut self, account: Account, posted: Decimal, pending: Decimal) {
+        self.accounts.insert(account.id.clone(), AccountState { account, posted, pending });
+    }
+
+    /// Restores a system account's stored balance.
+    pub(super) fn restore_system(&mut self, id: String, posted: Decimal) {
+        self.system.insert(id, posted);
+    }
+
+    /// Restores a journal entry as stored; balances are restored separately.
+    pub(super) fn restore_entry(&mut self, entry: JournalEntry) {
+        assert_eq!(entry.seq, self.journal.len() as u64 + 1, "journal restored out of order");
+        self.journal.push(entry);
+    }
+
+    /// Restores a hold as stored.
+    pub(super) fn restore_hold(&mut self, hold: Hold) {
+        self.holds.insert(hold.id.clone(), hold);
+    }
+
+    /// Restores a stored decision and, when it counted, its history entry
+    /// (in commit order, so pruning matches an uninterrupted run).
+    pub(super) fn restore_decision(
+        &mut self,
+        id: String,
+        stored: StoredDecision,
+        counted: Option<(&str, Nanos, Decimal)>,
+    ) {
+        if let Some((source, timestamp, amount)) = counted {
+            self.history.record(source, timestamp, amount);
+        }
+        self.decisions.insert(id, stored);
+    }
 }
 
 impl Ledger for MemoryLedger {
-    fn import_accounts(&mut self, accounts: &[Account]) -> Result<(), LedgerError> {
+    fn import_accounts(&mut self, accounts: &[Account]) -> Result<usize, LedgerError> {
         let mut seen = std::collections::HashSet::new();
+        let mut fresh = Vec::with_capacity(accounts.len());
         for a in accounts {
-            if self.accounts.contains_key(&a.id) || !seen.insert(&a.id) {
+            if !seen.insert(&a.id) {
                 return Err(LedgerError::DuplicateAccount(a.id.clone()));
             }
+            match self.accounts.get(&a.id) {
+                Some(existing) if existing.account == *a => {}
+                Some(_) => return Err(LedgerError::AccountChanged(a.id.clone())),
+                None => fresh.push(a),
+            }
         }
-        for a in accounts {
+        for a in fresh.iter().copied() {
             self.accounts.insert(
                 a.id.clone(),
                 AccountState { account: a.clone(), posted: Decimal::ZERO, pending: Decimal::ZERO },
@@ -102,7 +143,7 @@ impl Ledger for MemoryLedger {
                 self.post(&a.id, EntryKind::Opening, postings);
             }
         }
-        Ok(())
+        Ok(fresh.len())
     }
 
     fn account(&self, id: &str) -> Option<&Account> {
@@ -212,6 +253,10 @@ impl Ledger for MemoryLedger {
         }
         self.holds.get_mut(id).expect("present").state = if approve { HoldState::Posted } else { HoldState::Voided };
         Ok(Resolution::Done)
+    }
+
+    fn hold(&self, id: &str) -> Option<Hold> {
+        self.holds.get(id).cloned()
     }
 
     fn holds(&self) -> Vec<Hold> {

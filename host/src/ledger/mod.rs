@@ -2,16 +2,22 @@
 //! the journal, stored decisions (idempotency and audit) and source history.
 //!
 //! [`Ledger`] is the storage trait the pipeline talks to; [`MemoryLedger`]
-//! is the in-memory implementation. Invariants, asserted on every change:
+//! is the in-memory implementation; [`SqliteLedger`] puts it in front of an
+//! embedded SQLite store with group commit (the durable default). Invariants, asserted on every change:
 //! every journal entry balances per currency; an account's posted balance is
 //! the sum of its postings; pending equals the sum of its pending holds; an
 //! id has at most one decision.
 
 mod history;
 mod memory;
+mod sqlite;
 
 pub use history::{History, LATENESS_SECONDS_DEFAULT};
 pub use memory::MemoryLedger;
+pub use sqlite::{
+    AccountBalances, CommitStats, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX, OpenError, Report, SCHEMA_VERSION,
+    SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, hold_state_str, reconcile,
+};
 
 use std::sync::Arc;
 
@@ -137,9 +143,12 @@ pub enum LedgerError {
     /// No such account.
     #[error("account {0:?} does not exist")]
     UnknownAccount(String),
-    /// The account already exists.
-    #[error("account {0:?} already exists")]
+    /// The same account id twice in one import.
+    #[error("account {0:?} appears twice")]
     DuplicateAccount(String),
+    /// The account exists with other facts (an identical import is a no-op).
+    #[error("account {0:?} already exists with different facts")]
+    AccountChanged(String),
     /// The id already has a decision.
     #[error("transaction {0:?} already has a decision")]
     DuplicateDecision(String),
@@ -157,6 +166,10 @@ pub enum LedgerError {
     /// Funds no longer cover the hold.
     #[error("insufficient funds on {0:?} to post the hold")]
     InsufficientFunds(String),
+    /// The durable store failed; nothing after the last durable point is
+    /// acknowledged.
+    #[error("ledger store: {0}")]
+    Storage(String),
 }
 
 /// How a hold resolution ended.
@@ -171,8 +184,10 @@ pub enum Resolution {
 /// The storage trait of the ledger.
 pub trait Ledger: Send {
     /// Adds accounts, posting opening balances against the per-currency
-    /// equity account. All or nothing.
-    fn import_accounts(&mut self, accounts: &[Account]) -> Result<(), LedgerError>;
+    /// equity account. All or nothing; an account identical to one already
+    /// present is skipped (so importing the same file again is a no-op).
+    /// Returns how many accounts were new.
+    fn import_accounts(&mut self, accounts: &[Account]) -> Result<usize, LedgerError>;
     /// An account's static facts.
     fn account(&self, id: &str) -> Option<&Account>;
     /// Ids of all accounts, sorted.
@@ -191,10 +206,97 @@ pub trait Ledger: Send {
     fn commit(&mut self, commit: Commit<'_>) -> Result<(), LedgerError>;
     /// Posts (`approve`) or voids a pending hold; idempotent.
     fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError>;
+    /// The hold of a transaction.
+    fn hold(&self, id: &str) -> Option<Hold>;
     /// All holds, sorted by id.
     fn holds(&self) -> Vec<Hold>;
     /// The journal, in order.
     fn journal(&self) -> &[JournalEntry];
+    /// A point covering every change made so far: waiting on it returns once
+    /// they are all durable (at once for a memory-only ledger).
+    fn sync_point(&self) -> SyncPoint {
+        SyncPoint::reached()
+    }
+}
+
+/// Progress of the durable store: the last change sequence made durable, or
+/// the failure that stopped it. Shared by the writer and every waiter.
+#[derive(Default)]
+pub struct Watermark {
+    state: std::sync::Mutex<WatermarkState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct WatermarkState {
+    durable: u64,
+    failed: Option<String>,
+}
+
+impl Watermark {
+    /// Records that every change up to `seq` is durable.
+    pub fn advance(&self, seq: u64) {
+        let mut s = self.state.lock().expect("watermark lock");
+        s.durable = s.durable.max(seq);
+        self.changed.notify_all();
+    }
+
+    /// Records that the store failed; waiters past the durable point get `why`.
+    pub fn fail(&self, why: String) {
+        let mut s = self.state.lock().expect("watermark lock");
+        s.failed.get_or_insert(why);
+        self.changed.notify_all();
+    }
+
+    /// Why the store failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.state.lock().expect("watermark lock").failed.clone()
+    }
+
+    /// The last durable change.
+    pub fn durable(&self) -> u64 {
+        self.state.lock().expect("watermark lock").durable
+    }
+
+    fn wait(&self, seq: u64) -> Result<(), LedgerError> {
+        let mut s = self.state.lock().expect("watermark lock");
+        loop {
+            if s.durable >= seq {
+                return Ok(());
+            }
+            if let Some(why) = &s.failed {
+                return Err(LedgerError::Storage(why.clone()));
+            }
+            s = self.changed.wait(s).expect("watermark lock");
+        }
+    }
+}
+
+/// A point in the ledger's change sequence to wait for (see [`Ledger::sync_point`]).
+#[derive(Clone)]
+pub struct SyncPoint {
+    seq: u64,
+    watermark: Option<Arc<Watermark>>,
+}
+
+impl SyncPoint {
+    /// A point already reached.
+    pub fn reached() -> Self {
+        SyncPoint { seq: 0, watermark: None }
+    }
+
+    /// The point `seq` of `watermark`.
+    pub fn new(seq: u64, watermark: Arc<Watermark>) -> Self {
+        SyncPoint { seq, watermark: Some(watermark) }
+    }
+
+    /// Blocks until every change up to this point is durable, or the store failed.
+    pub fn wait(&self) -> Result<(), LedgerError> {
+        match &self.watermark {
+            Some(w) => w.wait(self.seq),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The system equity account of a currency, the counterpart of opening balances.

@@ -79,6 +79,10 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [FailureKind; 5] =
+        [FailureKind::Trap, FailureKind::Fuel, FailureKind::Deadline, FailureKind::Memory, FailureKind::InvalidOutput];
+
     /// The spelling in decision records and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
