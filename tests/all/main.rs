@@ -9,6 +9,8 @@ mod containment;
 mod determinism;
 mod guide;
 mod input_errors;
+mod ledger;
+mod ledger_cli;
 mod pipeline;
 mod reload;
 mod rules;
