@@ -19,6 +19,11 @@ use rulehost::reload::{LiveRules, RuleSource, Watcher};
 use rulehost::run::{RunOptions, run_stream};
 use rulehost::sandbox::{Sandbox, SandboxConfig};
 
+/// mimalloc: the default allocator serialises threads that free what another
+/// thread allocated (the ledger writer frees what deciding allocated).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

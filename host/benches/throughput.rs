@@ -24,6 +24,11 @@ use rulehost::sandbox::{CallContext, CallOutcome, Sandbox, SandboxConfig, Verdic
 use rulehost_guest::native::{self, NativeHost};
 use rulehost_guest::{RiskRule, Score, Validation, ValidationRule};
 
+/// mimalloc: the default allocator serialises threads that free what another
+/// thread allocated (the ledger writer frees what deciding allocated).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The native reference: the shipped rule crates called directly, with the
 /// capabilities answered from the same ledger.
 struct Native;

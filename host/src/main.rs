@@ -28,6 +28,11 @@ use rulehost::ruleset::RuleSet;
 use rulehost::run::{Progress, RunOptions, run_stream};
 use rulehost::sandbox::{Sandbox, SandboxConfig};
 
+/// mimalloc: the default allocator serialises threads that free what another
+/// thread allocated (the ledger writer frees what deciding allocated).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The ledger file when `--ledger` is not given.
 const LEDGER_PATH_DEFAULT: &str = "rulehost-ledger.sqlite";
 /// `--ledger` value for a memory-only ledger.
