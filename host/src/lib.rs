@@ -5,7 +5,8 @@
 //! native pre-checks, the validation and risk rules of a [`ruleset::RuleSet`]
 //! (each in the [`sandbox`] under its budget), aggregates the scores, and
 //! applies the outcome to the [`ledger`]; [`decision`] shapes the record.
-//! [`run`] streams files through it. See ARCHITECTURE.md.
+//! [`run`] streams files through it; [`service`] embeds it in a tokio
+//! service and [`server`] serves it over HTTP. See ARCHITECTURE.md.
 
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod generate;
 pub mod input;
 pub mod ledger;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod pipeline;
@@ -24,5 +26,7 @@ pub mod ruleset;
 pub mod run;
 pub mod sandbox;
 pub mod scaffold;
+pub mod server;
+pub mod service;
 pub mod summary;
 pub mod testrun;

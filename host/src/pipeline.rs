@@ -159,12 +159,21 @@ impl RuleCalls for TxSession<'_> {
     }
 }
 
+/// Sees every rule call and every committed decision (metrics).
+pub trait Observer: Send + Sync {
+    /// A rule call ended after `elapsed`.
+    fn rule_call(&self, rule: &LoadedRule, elapsed: std::time::Duration, outcome: &CallOutcome);
+    /// A transaction was decided (or replayed, or conflicted).
+    fn decided(&self, record: &Record);
+}
+
 /// Evaluates transactions against a rule set and records them in a ledger.
 #[derive(Clone)]
 pub struct Pipeline {
     executor: Arc<dyn RuleExecutor>,
     ledger: SharedLedger,
     versions: Arc<Mutex<Versions>>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Pipeline {
@@ -175,7 +184,13 @@ impl Pipeline {
 
     /// A pipeline over `ledger` with another rule executor.
     pub fn with_executor(executor: Arc<dyn RuleExecutor>, ledger: SharedLedger) -> Self {
-        Pipeline { executor, ledger, versions: Arc::default() }
+        Pipeline { executor, ledger, versions: Arc::default(), observer: None }
+    }
+
+    /// The same pipeline, reporting rule calls and decisions to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The ledger.
@@ -230,6 +245,7 @@ impl Pipeline {
     /// without committing anything (steps 1c–4).
     pub fn speculate(&self, ruleset: &RuleSet, parsed: &ParsedTransaction) -> Speculation {
         let tx = &parsed.tx;
+        let _span = tracing::debug_span!("transaction", id = %tx.id, ruleset = %ruleset.version).entered();
         if let Some(code) = precheck(&**lock(&self.ledger), tx) {
             return Speculation { outcome: Speculated::Prechecked(code) };
         }
@@ -249,6 +265,8 @@ impl Pipeline {
         loop {
             let mut ledger = lock(&self.ledger);
             if let Some(record) = replay(&**ledger, line, parsed) {
+                drop(ledger);
+                self.observe(&record);
                 return record;
             }
             let mut versions = self.versions.lock().expect("versions lock");
@@ -293,7 +311,30 @@ impl Pipeline {
             if matches!(record, Record::Decision { replayed: false, .. }) {
                 versions.record(tx, effect, counted);
             }
+            drop(versions);
+            drop(ledger);
+            self.observe(&record);
             return record;
+        }
+    }
+
+    fn observe(&self, record: &Record) {
+        if let Some(o) = &self.observer {
+            o.decided(record);
+        }
+    }
+
+    /// One rule call, timed for the observer and traced as a span.
+    fn call(&self, calls: &mut dyn RuleCalls, rule: &LoadedRule, ctx: CallContext) -> CallOutcome {
+        let _span = tracing::debug_span!("rule", rule = %rule.name, version = %rule.version).entered();
+        match &self.observer {
+            None => calls.call(rule, ctx),
+            Some(o) => {
+                let started = std::time::Instant::now();
+                let out = calls.call(rule, ctx);
+                o.rule_call(rule, started.elapsed(), &out);
+                out
+            }
         }
     }
 
@@ -317,7 +358,7 @@ impl Pipeline {
         let mut forced_review = false;
 
         for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Validation) {
-            let out = calls.call(rule, Self::context(rule, ruleset, facts));
+            let out = self.call(&mut *calls, rule, Self::context(rule, ruleset, facts));
             match &out.result {
                 Ok(Verdict::Reject { code, message }) => {
                     traces.push(rule_trace(
@@ -338,7 +379,7 @@ impl Pipeline {
 
         let mut total = Decimal::ZERO;
         for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Risk) {
-            let out = calls.call(rule, Self::context(rule, ruleset, facts));
+            let out = self.call(&mut *calls, rule, Self::context(rule, ruleset, facts));
             match &out.result {
                 Ok(Verdict::Score { score, reasons: rs }) => {
                     total += rule.weight * Decimal::from(*score);

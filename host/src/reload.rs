@@ -128,6 +128,34 @@ pub struct Status {
 /// Called with every version about to go live.
 pub type OnSwap = Box<dyn Fn(&RuleSet) + Send + Sync>;
 
+/// Events sent to [`LiveRules::subscribe`]rs that are keeping up.
+pub const RELOAD_EVENTS_BUFFERED: usize = 64;
+
+/// What happened to the live rule set.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum ReloadEvent {
+    /// A new version went live.
+    Swapped {
+        /// The version before.
+        from: String,
+        /// The version now.
+        to: String,
+    },
+    /// A reload was refused; `from` keeps serving.
+    Refused {
+        /// Why, naming the rule and reason.
+        message: String,
+    },
+    /// An operator rolled back.
+    RolledBack {
+        /// The version before.
+        from: String,
+        /// The version now.
+        to: String,
+    },
+}
+
 /// The live rule set of a host.
 pub struct LiveRules {
     sandbox: Arc<Sandbox>,
@@ -135,6 +163,7 @@ pub struct LiveRules {
     current: ArcSwap<RuleSet>,
     state: Mutex<State>,
     on_swap: Option<OnSwap>,
+    events: tokio::sync::broadcast::Sender<ReloadEvent>,
 }
 
 impl Status {
@@ -204,7 +233,19 @@ impl LiveRules {
             current: ArcSwap::new(ruleset),
             state: Mutex::new(state),
             on_swap,
+            events: tokio::sync::broadcast::Sender::new(RELOAD_EVENTS_BUFFERED),
         })
+    }
+
+    /// Every later reload, refusal and rollback, as events. A subscriber that
+    /// falls more than `RELOAD_EVENTS_BUFFERED` behind is told how many it missed.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ReloadEvent> {
+        self.events.subscribe()
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -269,6 +310,8 @@ impl LiveRules {
         state.reloads += 1;
         state.last_timings = ReloadTimings { load_us, validate_us, swap_us };
         tracing::info!(from = %live.version, to = %ruleset.version, load_us, validate_us, swap_us, "rule set live");
+        let _ =
+            self.events.send(ReloadEvent::Swapped { from: live.version.to_string(), to: ruleset.version.to_string() });
         Ok(ReloadOutcome::Swapped { from: live.version.to_string(), to: ruleset.version.to_string() })
     }
 
@@ -276,6 +319,7 @@ impl LiveRules {
         tracing::warn!(error = %message, "rule set refused; the previous version keeps serving");
         state.failures += 1;
         state.last_error = Some(ReloadFailure { at: SystemTime::now(), message: message.clone() });
+        let _ = self.events.send(ReloadEvent::Refused { message: message.clone() });
         message
     }
 
@@ -297,6 +341,9 @@ impl LiveRules {
             change: format!("rollback from {}", live.version),
         };
         tracing::info!(from = %live.version, to = %previous.version, "rolled back");
+        let _ = self
+            .events
+            .send(ReloadEvent::RolledBack { from: live.version.to_string(), to: previous.version.to_string() });
         Ok(ReloadOutcome::Swapped { from: live.version.to_string(), to: previous.version.to_string() })
     }
 

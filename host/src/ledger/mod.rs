@@ -15,8 +15,8 @@ mod sqlite;
 pub use history::{History, LATENESS_SECONDS_DEFAULT};
 pub use memory::MemoryLedger;
 pub use sqlite::{
-    AccountBalances, CommitStats, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX, OpenError, Report, SCHEMA_VERSION,
-    SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, hold_state_str, reconcile,
+    AccountBalances, CommitHook, CommitStats, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX, OpenError, Report,
+    SCHEMA_VERSION, SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, hold_state_str, reconcile,
 };
 
 use std::sync::Arc;
@@ -221,10 +221,21 @@ pub trait Ledger: Send {
 
 /// Progress of the durable store: the last change sequence made durable, or
 /// the failure that stopped it. Shared by the writer and every waiter.
-#[derive(Default)]
 pub struct Watermark {
     state: std::sync::Mutex<WatermarkState>,
     changed: std::sync::Condvar,
+    /// The same progress for async waiters: (durable, failed).
+    progress: tokio::sync::watch::Sender<(u64, bool)>,
+}
+
+impl Default for Watermark {
+    fn default() -> Self {
+        Watermark {
+            state: Default::default(),
+            changed: Default::default(),
+            progress: tokio::sync::watch::Sender::new((0, false)),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -239,6 +250,7 @@ impl Watermark {
         let mut s = self.state.lock().expect("watermark lock");
         s.durable = s.durable.max(seq);
         self.changed.notify_all();
+        self.progress.send_replace((s.durable, s.failed.is_some()));
     }
 
     /// Records that the store failed; waiters past the durable point get `why`.
@@ -246,6 +258,7 @@ impl Watermark {
         let mut s = self.state.lock().expect("watermark lock");
         s.failed.get_or_insert(why);
         self.changed.notify_all();
+        self.progress.send_replace((s.durable, true));
     }
 
     /// Why the store failed, if it did.
@@ -296,6 +309,21 @@ impl SyncPoint {
             Some(w) => w.wait(self.seq),
             None => Ok(()),
         }
+    }
+
+    /// Why the store failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.watermark.as_ref().and_then(|w| w.failure())
+    }
+
+    /// Waits, without blocking a thread, until every change up to this
+    /// point is durable, or the store failed.
+    pub async fn wait_async(&self) -> Result<(), LedgerError> {
+        let Some(w) = &self.watermark else { return Ok(()) };
+        let mut progress = w.progress.subscribe();
+        let seq = self.seq;
+        let _ = progress.wait_for(|(durable, failed)| *durable >= seq || *failed).await;
+        w.wait(seq)
     }
 }
 

@@ -110,8 +110,12 @@ CREATE TABLE decisions (
 ) STRICT;
 ";
 
+/// Called after every durable commit with its duration (write + fsync) and
+/// the number of changes it made durable (e.g. to feed a metrics histogram).
+pub type CommitHook = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+
 /// How the durable ledger commits and what history it keeps.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// Most changes per durable commit.
     pub group_commit_ops_max: usize,
@@ -122,6 +126,20 @@ pub struct StoreOptions {
     /// Longest history window of the rule set that will run (history older
     /// than this plus lateness is not loaded).
     pub history_window_seconds_max: u64,
+    /// Called after every durable commit.
+    pub on_commit: Option<CommitHook>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("group_commit_ops_max", &self.group_commit_ops_max)
+            .field("group_commit_linger", &self.group_commit_linger)
+            .field("lateness_seconds", &self.lateness_seconds)
+            .field("history_window_seconds_max", &self.history_window_seconds_max)
+            .field("on_commit", &self.on_commit.is_some())
+            .finish()
+    }
 }
 
 impl Default for StoreOptions {
@@ -131,6 +149,7 @@ impl Default for StoreOptions {
             group_commit_linger: GROUP_COMMIT_LINGER_DEFAULT,
             lateness_seconds: LATENESS_SECONDS_DEFAULT,
             history_window_seconds_max: 0,
+            on_commit: None,
         }
     }
 }
@@ -169,16 +188,23 @@ pub enum OpenError {
 }
 
 /// Counters of the writer, for benchmarks and metrics.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CommitStats {
     /// Durable commits made.
     pub commits: u64,
     /// Changes written.
     pub ops: u64,
-    /// Latency of each commit (first change queued → durable), microseconds.
-    pub latency_us: Vec<u64>,
-    /// Duration of each commit itself (write + fsync), microseconds.
-    pub commit_us: Vec<u64>,
+    /// Latency of commits (first change queued → durable), microseconds.
+    pub latency_us: hdrhistogram::Histogram<u64>,
+    /// Duration of commits themselves (write + fsync), microseconds.
+    pub commit_us: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for CommitStats {
+    fn default() -> Self {
+        let histogram = || hdrhistogram::Histogram::new(3).expect("3 significant figures is valid");
+        CommitStats { commits: 0, ops: 0, latency_us: histogram(), commit_us: histogram() }
+    }
 }
 
 /// One change, as the writer records it.
@@ -548,8 +574,12 @@ fn write_loop(
                 let mut s = stats.lock().expect("stats lock");
                 s.commits += 1;
                 s.ops += count;
-                s.latency_us.push(started.elapsed().as_micros() as u64);
-                s.commit_us.push(commit_us);
+                s.latency_us.saturating_record(started.elapsed().as_micros() as u64);
+                s.commit_us.saturating_record(commit_us);
+                drop(s);
+                if let Some(hook) = &options.on_commit {
+                    hook(Duration::from_micros(commit_us), count as usize);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "ledger commit failed; nothing after the last durable point is acknowledged");

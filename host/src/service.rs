@@ -1,0 +1,478 @@
+//! The host as a library, for services that embed it in their own tokio
+//! runtime: [`HostBuilder`] takes the rule-set folder, the ledger and the
+//! options, and gives a [`Host`] — `Send + Sync`, cheap to clone, async.
+//!
+//! Rule calls are blocking CPU work; they run on the host's own evaluation
+//! threads (a fixed pool, one per CPU by default), never on the runtime's
+//! workers. A decision is returned only once the ledger has made it durable,
+//! and waiting for that does not hold a thread either.
+//!
+//! ```no_run
+//! use rulehost::service::HostBuilder;
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let host = HostBuilder::new("examples/ruleset")
+//!     .ledger_file("rulehost-ledger.sqlite")
+//!     .accounts("accounts.jsonl")
+//!     .build()
+//!     .await?;
+//! let record = host
+//!     .evaluate(r#"{"id":"tx-1","timestamp":"2026-01-05T10:00:00Z","kind":"payment","source":"acc-1","destination":"acc-2","amount":"125.50","currency":"USD"}"#)
+//!     .await?;
+//! println!("{}", record.to_json());
+//! let mut events = host.subscribe();
+//! tokio::spawn(async move {
+//!     while let Ok(event) = events.recv().await {
+//!         println!("rule set: {event:?}");
+//!     }
+//! });
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::decision::{Decision, Record};
+use crate::input::{ErrorCode, InputError, parse_accounts, parse_transaction};
+use crate::ledger::{
+    Balances, Hold, Ledger, LedgerError, MemoryLedger, Resolution, SqliteLedger, StoreOptions, SyncPoint,
+};
+use crate::metrics::Metrics;
+use crate::model::Account;
+use crate::pipeline::{Pipeline, SharedLedger, lock};
+use crate::reload::{DEBOUNCE_MS_DEFAULT, LiveRules, ReloadEvent, ReloadOutcome, RuleSource, Status, Watcher};
+use crate::ruleset::RuleSet;
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// Where the ledger lives.
+#[derive(Clone, Debug)]
+pub enum LedgerLocation {
+    /// In this process's memory only.
+    Memory,
+    /// A durable SQLite file (created when absent).
+    File(PathBuf),
+}
+
+/// Builds a [`Host`].
+#[derive(Clone, Debug)]
+pub struct HostBuilder {
+    rules: PathBuf,
+    ledger: LedgerLocation,
+    accounts: Option<PathBuf>,
+    eval_threads: usize,
+    window_per_thread: usize,
+    watch: bool,
+    cache_dir: Option<PathBuf>,
+    store: StoreOptions,
+}
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The rule set did not load.
+    #[error("loading rule set {dir}: {message}")]
+    RuleSet {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The ledger did not open.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::OpenError),
+    /// The accounts file was unreadable or invalid.
+    #[error("accounts {path}: {message}")]
+    Accounts {
+        /// The file.
+        path: PathBuf,
+        /// Why, naming line and field.
+        message: String,
+    },
+    /// Anything else (engine, threads, watcher).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a request to the host failed (bad input is not an error: it is an
+/// error record).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HostError {
+    /// The ledger could not make the decision durable; it is not acknowledged.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The host's evaluation threads are gone (it is shutting down).
+    #[error("the host is shutting down")]
+    Stopped,
+}
+
+impl HostBuilder {
+    /// A host for the rule set in `rules`, with an in-memory ledger, one
+    /// evaluation thread per CPU, and the folder watched for changes.
+    pub fn new(rules: impl Into<PathBuf>) -> Self {
+        HostBuilder {
+            rules: rules.into(),
+            ledger: LedgerLocation::Memory,
+            accounts: None,
+            eval_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            window_per_thread: crate::run::WINDOW_PER_THREAD_DEFAULT,
+            watch: true,
+            cache_dir: None,
+            store: StoreOptions::default(),
+        }
+    }
+
+    /// Keeps the ledger in a durable SQLite file (created when absent).
+    pub fn ledger_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ledger = LedgerLocation::File(path.into());
+        self
+    }
+
+    /// Keeps the ledger in memory only.
+    pub fn memory_ledger(mut self) -> Self {
+        self.ledger = LedgerLocation::Memory;
+        self
+    }
+
+    /// Where the ledger lives.
+    pub fn ledger(mut self, location: LedgerLocation) -> Self {
+        self.ledger = location;
+        self
+    }
+
+    /// Imports accounts (JSON Lines) at start; accounts already present with
+    /// the same facts are skipped.
+    pub fn accounts(mut self, path: impl Into<PathBuf>) -> Self {
+        self.accounts = Some(path.into());
+        self
+    }
+
+    /// Threads evaluating rules (at least 1).
+    pub fn eval_threads(mut self, threads: usize) -> Self {
+        self.eval_threads = threads.max(1);
+        self
+    }
+
+    /// Whether to watch the folder and swap in new versions (default: yes).
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// Keeps compiled modules in `dir` across restarts.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Group commit settings of a durable ledger.
+    pub fn store_options(mut self, options: StoreOptions) -> Self {
+        self.store = options;
+        self
+    }
+
+    /// Loads the rule set, opens the ledger, imports accounts and starts the
+    /// evaluation threads (and the watcher). Loading runs off the runtime's
+    /// workers. Call within a tokio runtime.
+    pub async fn build(self) -> Result<Host, BuildError> {
+        let events_runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || self.build_blocking(events_runtime))
+            .await
+            .map_err(|e| BuildError::Other(e.to_string()))?
+    }
+
+    fn build_blocking(self, runtime: tokio::runtime::Handle) -> Result<Host, BuildError> {
+        let other = |e: String| BuildError::Other(e);
+        let sandbox = Arc::new(
+            Sandbox::new(&SandboxConfig { cache_dir: self.cache_dir.clone(), ..SandboxConfig::default() })
+                .map_err(|e| other(format!("{e:#}")))?,
+        );
+        let rules_error = |message: String| BuildError::RuleSet { dir: self.rules.clone(), message };
+        let first = RuleSet::load(&sandbox, &self.rules).map_err(|e| rules_error(e.to_string()))?;
+        let metrics = Arc::new(Metrics::new());
+        let window = first.history_window_seconds_max;
+        let mut ledger: Box<dyn Ledger> = match &self.ledger {
+            LedgerLocation::Memory => Box::new(MemoryLedger::default()),
+            LedgerLocation::File(path) => {
+                let options = StoreOptions {
+                    history_window_seconds_max: window,
+                    on_commit: Some(metrics.commit_hook()),
+                    ..self.store.clone()
+                };
+                Box::new(SqliteLedger::open(path, &options)?)
+            }
+        };
+        ledger.retain_history(window);
+        if let Some(path) = &self.accounts {
+            import(&mut *ledger, path)?;
+        }
+        let ledger: SharedLedger = Arc::new(std::sync::Mutex::new(ledger));
+        drop(first);
+        let retain = ledger.clone();
+        let live = Arc::new(
+            LiveRules::load(
+                sandbox.clone(),
+                &self.rules,
+                Some(Box::new(move |r: &RuleSet| lock(&retain).retain_history(r.history_window_seconds_max))),
+            )
+            .map_err(rules_error)?,
+        );
+        let mut events = live.subscribe();
+        let counted = metrics.clone();
+        runtime.spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => counted.reload_event(&event),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        let watcher = if self.watch {
+            Some(Watcher::start(live.clone(), std::time::Duration::from_millis(DEBOUNCE_MS_DEFAULT)).map_err(other)?)
+        } else {
+            None
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.eval_threads)
+            .thread_name(|i| format!("rulehost-eval-{i}"))
+            .build()
+            .map_err(|e| other(e.to_string()))?;
+        let pipeline = Pipeline::new(sandbox, ledger).with_observer(metrics.clone());
+        Ok(Host {
+            inner: Arc::new(Inner {
+                pipeline,
+                live,
+                _watcher: watcher,
+                pool,
+                metrics,
+                window: self.eval_threads * self.window_per_thread.max(1),
+                stopping: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+fn import(ledger: &mut dyn Ledger, path: &Path) -> Result<(), BuildError> {
+    let fail = |message: String| BuildError::Accounts { path: path.to_owned(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let accounts = parse_accounts(&text).map_err(|e| fail(e.to_string()))?;
+    ledger.import_accounts(&accounts).map_err(|e| fail(e.to_string()))?;
+    ledger.sync_point().wait().map_err(|e| fail(e.to_string()))
+}
+
+struct Inner {
+    pipeline: Pipeline,
+    live: Arc<LiveRules>,
+    _watcher: Option<Watcher>,
+    pool: rayon::ThreadPool,
+    metrics: Arc<Metrics>,
+    window: usize,
+    stopping: AtomicBool,
+}
+
+/// An account's facts and balances.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AccountView {
+    /// Account id.
+    pub id: String,
+    /// Currency.
+    pub currency: String,
+    /// `active`, `frozen` or `closed`.
+    pub status: crate::model::AccountStatus,
+    /// How far below zero the balance may go.
+    pub overdraft_limit: rust_decimal::Decimal,
+    /// Sum of posted entries.
+    pub posted: rust_decimal::Decimal,
+    /// Sum of pending holds.
+    pub pending: rust_decimal::Decimal,
+    /// Posted − pending.
+    pub available: rust_decimal::Decimal,
+}
+
+impl AccountView {
+    fn new(a: &Account, b: Balances) -> Self {
+        AccountView {
+            id: a.id.clone(),
+            currency: a.currency.clone(),
+            status: a.status,
+            overdraft_limit: a.overdraft_limit,
+            posted: b.posted,
+            pending: b.pending,
+            available: b.available,
+        }
+    }
+}
+
+/// A running host: cheap to clone, shareable across tasks.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+impl Host {
+    /// Runs `f` on an evaluation thread and awaits its result.
+    async fn on_pool<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> T + Send + 'static) -> Result<T, HostError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
+        self.inner.pool.spawn(move || {
+            let _ = tx.send(f(&inner));
+        });
+        rx.await.map_err(|_| HostError::Stopped)
+    }
+
+    /// Decides one transaction (a JSON object, as in the input files).
+    /// Returns its decision — new or replayed — once it is durable, or the
+    /// error record naming the field for bad input.
+    pub async fn evaluate(&self, json: &str) -> Result<Record, HostError> {
+        self.evaluate_line(1, json.to_owned()).await
+    }
+
+    /// As [`Host::evaluate`], numbering the record `line`.
+    pub async fn evaluate_line(&self, line: u64, json: String) -> Result<Record, HostError> {
+        let (record, durable) = self
+            .on_pool(move |inner| {
+                let record = match parse_transaction(line, &json) {
+                    Ok(parsed) => inner.pipeline.decide(&inner.live.current(), line, &parsed),
+                    Err(e) => {
+                        inner.metrics.bad_input();
+                        Record::Error(e)
+                    }
+                };
+                (record, lock(inner.pipeline.ledger()).sync_point())
+            })
+            .await?;
+        durable.wait_async().await?;
+        Ok(record)
+    }
+
+    /// Decides many transactions, in order (as `rulehost run` would, one
+    /// after another), all against the rule set live at the start; returns
+    /// their records once all are durable.
+    pub async fn evaluate_batch(&self, lines: Vec<String>) -> Result<Vec<Record>, HostError> {
+        let (records, durable): (Vec<Record>, SyncPoint) = self
+            .on_pool(move |inner| {
+                let parsed = lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        let line = i as u64 + 1;
+                        let p = parse_transaction(line, l);
+                        if p.is_err() {
+                            inner.metrics.bad_input();
+                        }
+                        (line, p)
+                    })
+                    .collect();
+                let ruleset = inner.live.current();
+                let records = inner.pipeline.decide_many(&ruleset, parsed, &inner.pool, inner.window);
+                (records, lock(inner.pipeline.ledger()).sync_point())
+            })
+            .await?;
+        durable.wait_async().await?;
+        Ok(records)
+    }
+
+    /// The recorded decision of a transaction.
+    pub fn decision(&self, id: &str) -> Option<Arc<Decision>> {
+        lock(self.inner.pipeline.ledger()).decision(id).map(|d| d.decision.clone())
+    }
+
+    /// An account's facts and balances.
+    pub fn account(&self, id: &str) -> Option<AccountView> {
+        let ledger = lock(self.inner.pipeline.ledger());
+        Some(AccountView::new(ledger.account(id)?, ledger.balances(id)?))
+    }
+
+    /// Posts (`approve`) or voids a held transaction; idempotent. Returns the
+    /// hold once the resolution is durable.
+    pub async fn resolve_hold(&self, id: &str, approve: bool) -> Result<(Resolution, Hold), HostError> {
+        let id = id.to_owned();
+        let (result, durable) = self
+            .on_pool(move |inner| {
+                let mut ledger = lock(inner.pipeline.ledger());
+                let result = ledger.resolve_hold(&id, approve).map(|r| (r, ledger.hold(&id).expect("resolved hold")));
+                (result, ledger.sync_point())
+            })
+            .await?;
+        let resolved = result?;
+        durable.wait_async().await?;
+        Ok(resolved)
+    }
+
+    /// Pending holds.
+    pub fn pending_holds(&self) -> Vec<Hold> {
+        lock(self.inner.pipeline.ledger())
+            .holds()
+            .into_iter()
+            .filter(|h| h.state == crate::ledger::HoldState::Pending)
+            .collect()
+    }
+
+    /// The live rule set.
+    pub fn ruleset(&self) -> Arc<RuleSet> {
+        self.inner.live.current()
+    }
+
+    /// The live rule-set version (content hash).
+    pub fn version(&self) -> Arc<str> {
+        self.inner.live.current().version.clone()
+    }
+
+    /// Reload status: version, history, last refused reload, counts.
+    pub fn status(&self) -> Status {
+        self.inner.live.status()
+    }
+
+    /// Every later reload, refusal and rollback.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ReloadEvent> {
+        self.inner.live.subscribe()
+    }
+
+    /// Loads the folder now; a version that fails validation is refused and
+    /// the live one keeps serving.
+    pub async fn reload(&self) -> Result<ReloadOutcome, String> {
+        let live = self.inner.live.clone();
+        tokio::task::spawn_blocking(move || live.reload()).await.map_err(|e| e.to_string())?
+    }
+
+    /// Serves the previous version again.
+    pub async fn rollback(&self) -> Result<ReloadOutcome, String> {
+        let live = self.inner.live.clone();
+        tokio::task::spawn_blocking(move || live.rollback()).await.map_err(|e| e.to_string())?
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Whether the host serves: not stopping, and the ledger store has not failed.
+    pub fn is_ready(&self) -> bool {
+        if self.inner.stopping.load(Ordering::Relaxed) {
+            return false;
+        }
+        // A memory ledger's point is always reached; a failed store's never.
+        let point = lock(self.inner.pipeline.ledger()).sync_point();
+        point.failure().is_none()
+    }
+
+    /// Marks the host as stopping (readiness turns false).
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until everything decided so far is durable.
+    pub async fn flush(&self) -> Result<(), HostError> {
+        let point = lock(self.inner.pipeline.ledger()).sync_point();
+        point.wait_async().await?;
+        Ok(())
+    }
+}
+
+/// The error record of bad input that never reached the pipeline (kept for
+/// HTTP bodies that are not JSON at all).
+pub fn malformed(line: u64, message: String) -> Record {
+    Record::Error(InputError { line, id: None, code: ErrorCode::MalformedJson, field: None, message })
+}
