@@ -14,4 +14,5 @@ mod ledger_cli;
 mod pipeline;
 mod reload;
 mod rules;
+mod server;
 mod support;

@@ -1,0 +1,428 @@
+//! `rulehost serve` through a real HTTP client: the real binary on a
+//! loopback port chosen at run time. Every endpoint, the admin token, body
+//! and batch limits, malformed JSON, overload, graceful shutdown losing
+//! nothing acknowledged, hot reload visible through `/v1/ruleset`, and the
+//! OpenAPI document against the real routes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TempRuleSet, root};
+
+const TOKEN: &str = "s3cret-admin-token";
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+    ledger: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/pipeline").join(name)
+}
+
+fn start(rules: &Path, extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let ledger = dir.path().join("ledger.sqlite");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rulehost"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--rules", rules.to_str().unwrap()])
+        .args(["--ledger", ledger.to_str().unwrap(), "--accounts", fixture("accounts.jsonl").to_str().unwrap()])
+        .args(["--admin-token-file", token.to_str().unwrap()])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {line:?}")).to_owned();
+    Server { child, base, _dir: dir, ledger }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn without_line(mut v: Value) -> Value {
+    v.as_object_mut().unwrap().remove("line");
+    v
+}
+
+fn tx(id: &str, source: &str, destination: &str, amount: &str) -> Value {
+    json!({"id": id, "timestamp": "2026-01-05T10:00:00Z", "kind": "payment", "source": source,
+           "destination": destination, "amount": amount, "currency": "USD"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_like_the_command_line() {
+    let set = TempRuleSet::example();
+    let server = start(set.dir.path(), &[]);
+    let (base, http) = (&server.base, client());
+
+    let (s, body) = send(http.get(format!("{base}/healthz"))).await;
+    assert_eq!((s, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (s, body) = send(http.get(format!("{base}/readyz"))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    // The pipeline fixture, one request per line, answers exactly what
+    // `rulehost run` writes (but for the line number): decisions 200, bad
+    // input 400, idempotency conflicts 409.
+    let expected: Vec<Value> = std::fs::read_to_string(fixture("expected.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let input = std::fs::read_to_string(fixture("transactions.jsonl")).unwrap();
+    for (line, want) in input.split('\n').zip(&expected) {
+        let (status, got) = send(http.post(format!("{base}/v1/transactions")).body(line.to_owned())).await;
+        let code = want["error"]["code"].as_str();
+        let want_status = match code {
+            None => StatusCode::OK,
+            Some("IDEMPOTENCY_CONFLICT") => StatusCode::CONFLICT,
+            Some(_) => StatusCode::BAD_REQUEST,
+        };
+        assert_eq!(status, want_status, "{line}");
+        assert_eq!(without_line(got), without_line(want.clone()), "{line}");
+    }
+
+    // The recorded decision, and unknown ids.
+    let (s, got) = send(http.get(format!("{base}/v1/transactions/t16-hold"))).await;
+    assert_eq!(s, StatusCode::OK);
+    let want = expected.iter().find(|e| e["id"] == "t16-hold" && e.get("replayed").is_none()).unwrap();
+    assert_eq!(without_line(want.clone()), got);
+    let (s, got) = send(http.get(format!("{base}/v1/transactions/nope"))).await;
+    assert_eq!((s, got["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")));
+
+    // Balances.
+    let (s, holdy) = send(http.get(format!("{base}/v1/accounts/holdy"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((holdy["posted"].as_str(), holdy["pending"].as_str()), (Some("7000.00"), Some("7000.00")));
+    let (s, _) = send(http.get(format!("{base}/v1/accounts/nope"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Malformed bodies name what is wrong.
+    let (s, e) = send(http.post(format!("{base}/v1/transactions")).body("{not json")).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("MALFORMED_JSON")));
+    let float = r#"{"id":"f1","timestamp":"2026-01-05T10:00:00Z","kind":"payment","source":"a1","destination":"a2","amount":12.5,"currency":"USD"}"#;
+    let (s, e) = send(http.post(format!("{base}/v1/transactions")).body(float)).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str(), e["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_FIELD"), Some("amount"))
+    );
+    let (s, e) = send(http.post(format!("{base}/v1/transactions:batch")).body("{\"not\":\"an array\"}")).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("MALFORMED_JSON")));
+
+    // A batch is answered in order, one record per item.
+    let batch = json!([tx("b1", "a1", "a2", "1.00"), 5, tx("b2", "a2", "a1", "2.00"), tx("b1", "a1", "a2", "1.00")]);
+    let (s, records) = send(http.post(format!("{base}/v1/transactions:batch")).json(&batch)).await;
+    assert_eq!(s, StatusCode::OK);
+    let records = records.as_array().unwrap();
+    assert_eq!(records.len(), 4);
+    assert_eq!((records[0]["id"].as_str(), records[0]["outcome"].as_str()), (Some("b1"), Some("approve")));
+    assert_eq!((records[1]["line"].as_u64(), records[1]["outcome"].as_str()), (Some(2), Some("error")));
+    assert_eq!(records[2]["id"], "b2");
+    assert_eq!(records[3]["replayed"], true);
+
+    // Reviews need the token; with it they post or void, idempotently.
+    let approve = format!("{base}/v1/reviews/t16-hold/approve");
+    let (s, e) = send(http.post(&approve)).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHORIZED")));
+    let (s, _) = send(http.post(&approve).bearer_auth("wrong-token-of-same-len")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, hold) = send(http.post(&approve).bearer_auth(TOKEN)).await;
+    assert_eq!((s, hold["state"].as_str(), hold["result"].as_str()), (StatusCode::OK, Some("posted"), Some("done")));
+    let (_, hold) = send(http.post(&approve).bearer_auth(TOKEN)).await;
+    assert_eq!(hold["result"], "already-done");
+    let (s, e) = send(http.post(format!("{base}/v1/reviews/t16-hold/decline")).bearer_auth(TOKEN)).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("HOLD_RESOLVED")));
+    let (s, e) = send(http.post(format!("{base}/v1/reviews/nope/decline")).bearer_auth(TOKEN)).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("UNKNOWN_HOLD")));
+    let (_, holdy) = send(http.get(format!("{base}/v1/accounts/holdy"))).await;
+    assert_eq!(holdy["pending"], "0.00");
+
+    // The rule set, and reload/rollback behind the token.
+    let (s, rs) = send(http.get(format!("{base}/v1/ruleset"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(rs["rules"].as_array().unwrap().len(), 9);
+    assert!(rs["last_error"].is_null());
+    for action in ["reload", "rollback"] {
+        let (s, _) = send(http.post(format!("{base}/v1/ruleset/{action}"))).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{action} without the token");
+    }
+    let (s, r) = send(http.post(format!("{base}/v1/ruleset/reload")).bearer_auth(TOKEN)).await;
+    assert_eq!((s, r["result"].as_str()), (StatusCode::OK, Some("unchanged")));
+    let (s, r) = send(http.post(format!("{base}/v1/ruleset/rollback")).bearer_auth(TOKEN)).await;
+    assert_eq!((s, r["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("ROLLBACK_REFUSED")));
+
+    // Metrics.
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for needle in [
+        "rulehost_decisions_total{outcome=\"approve\"}",
+        "rulehost_decisions_total{outcome=\"error\"}",
+        "rulehost_replays_total",
+        "rulehost_rule_call_duration_seconds_bucket{le=",
+        "rulehost_rule_fuel_total{rule=\"velocity\"}",
+        "rulehost_ledger_commit_duration_seconds_count",
+        "rulehost_reloads_total",
+        "rulehost_reload_failures_total",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    }
+    let (s, e) = send(http.get(format!("{base}/v1/nothing-here"))).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_413_and_overload_503_instead_of_queueing() {
+    let set = TempRuleSet::example();
+    let server = start(
+        set.dir.path(),
+        &["--body-bytes-max", "65536", "--batch-max", "300", "--in-flight-max", "2", "--threads", "1"],
+    );
+    let (base, http) = (&server.base, client());
+    let big = format!("{{\"id\":\"{}\"}}", "x".repeat(70_000));
+    let (s, e) = send(http.post(format!("{base}/v1/transactions")).body(big)).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("BODY_TOO_LARGE")));
+    let many: Vec<Value> = (0..301).map(|i| tx(&format!("m{i}"), "a1", "a2", "0.01")).collect();
+    let (s, e) = send(http.post(format!("{base}/v1/transactions:batch")).json(&many)).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("BATCH_TOO_LARGE")));
+
+    // Twelve concurrent batches of 300 on one evaluating thread, with two in
+    // flight allowed: the rest are refused at once, never queued.
+    let tasks: Vec<_> = (0..12)
+        .map(|b| {
+            let (http, url) = (http.clone(), format!("{base}/v1/transactions:batch"));
+            let batch: Vec<Value> = (0..300).map(|i| tx(&format!("c{b}-{i}"), "a1", "a2", "0.01")).collect();
+            tokio::spawn(async move {
+                let r = http.post(url).json(&batch).send().await.unwrap();
+                (r.status(), r.headers().get("retry-after").is_some(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answered = HashMap::new();
+    for t in tasks {
+        let (status, retry_after, body) = t.await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(retry_after, "503 carries Retry-After");
+            assert!(body.contains("OVERLOADED"), "{body}");
+        } else {
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        *answered.entry(status).or_insert(0) += 1;
+    }
+    assert!(answered.get(&StatusCode::SERVICE_UNAVAILABLE).copied().unwrap_or(0) > 0, "{answered:?}");
+    assert!(answered.get(&StatusCode::OK).copied().unwrap_or(0) > 0, "{answered:?}");
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("rulehost_requests_refused_total{reason=\"overloaded\"}"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_out_of_time_gets_503_and_its_retry_the_decision() {
+    let set = TempRuleSet::example();
+    let server = start(set.dir.path(), &["--request-timeout-ms", "250", "--threads", "1"]);
+    let (base, http) = (&server.base, client());
+    let batch: Vec<Value> = (0..4000).map(|i| tx(&format!("slow-{i}"), "a1", "a2", "0.01")).collect();
+    let (s, e) = send(http.post(format!("{base}/v1/transactions:batch")).json(&batch)).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("TIMEOUT")));
+    // The work went on; once it is done, a retry of any of its transactions
+    // answers the decision that was made, not a second one.
+    let mut decided = false;
+    for _ in 0..600 {
+        if send(http.get(format!("{base}/v1/transactions/slow-3999"))).await.0 == StatusCode::OK {
+            decided = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(decided, "the timed-out batch was still decided");
+    let (s, again) = send(http.post(format!("{base}/v1/transactions")).json(&batch[0])).await;
+    assert_eq!((s, again["id"].as_str(), again["replayed"].as_bool()), (StatusCode::OK, Some("slow-0"), Some(true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_loses_nothing_acknowledged() {
+    let set = TempRuleSet::example();
+    let mut server = start(set.dir.path(), &[]);
+    let (base, http) = (server.base.clone(), client());
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (http, base) = (http.clone(), base.clone());
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    // Keep sending after SIGTERM too, to meet the closing server.
+                    let body = tx(&format!("g{c}-{i}"), "a1", "a2", "0.01");
+                    match http.post(format!("{base}/v1/transactions")).json(&body).send().await {
+                        Ok(r) if r.status() == StatusCode::OK => {
+                            let v: Value = r.json().await.unwrap();
+                            acked.push(without_line(v));
+                        }
+                        Ok(r) => panic!("unexpected {}", r.status()),
+                        Err(_) => break, // the server stopped accepting
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        (status, server)
+    })
+    .await
+    .unwrap();
+    let (status, server) = status;
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    let mut acked = Vec::new();
+    for c in clients {
+        acked.extend(c.await.unwrap());
+    }
+    assert!(acked.len() > 20, "requests were answered before SIGTERM ({})", acked.len());
+    let conn =
+        rusqlite::Connection::open_with_flags(&server.ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    for decision in &acked {
+        let id = decision["id"].as_str().unwrap();
+        let stored: String =
+            conn.query_row("SELECT record FROM decisions WHERE id = ?1", [id], |r| r.get(0)).unwrap_or_else(|e| {
+                panic!("acknowledged {id} is not in the ledger: {e}");
+            });
+        assert_eq!(&serde_json::from_str::<Value>(&stored).unwrap(), decision);
+    }
+    drop(conn);
+    let reconcile = Command::new(env!("CARGO_BIN_EXE_rulehost"))
+        .args(["ledger", "reconcile", "--ledger", server.ledger.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(reconcile.status.success(), "{}", String::from_utf8_lossy(&reconcile.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_and_refusals_show_in_the_ruleset_endpoint() {
+    let set = TempRuleSet::example();
+    let server = start(set.dir.path(), &[]);
+    let (base, http) = (&server.base, client());
+    let ruleset = || async { send(http.get(format!("{base}/v1/ruleset"))).await.1 };
+    let first = ruleset().await;
+    let v1 = first["version"].as_str().unwrap().to_owned();
+    let manifest = set.dir.path().join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("review_at"), "the example manifest sets review_at");
+    let bumped = bump_review_at(&text);
+    std::fs::write(&manifest, &bumped).unwrap();
+    let mut swapped = Value::Null;
+    for _ in 0..200 {
+        let now = ruleset().await;
+        if now["version"] != v1 {
+            swapped = now;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(swapped["version"].is_string(), "the change went live");
+    assert_eq!(swapped["reloads"], 1);
+    let v2 = swapped["version"].as_str().unwrap().to_owned();
+    let (_, d) = send(http.post(format!("{base}/v1/transactions")).json(&tx("r1", "a1", "a2", "1.00"))).await;
+    assert_eq!(d["ruleset"], v2.as_str(), "decisions name the new version");
+
+    // A truncated module is refused; the version stays; the error shows.
+    let module = set.dir.path().join("modules/velocity.wasm");
+    let bytes = std::fs::read(&module).unwrap();
+    std::fs::write(&module, &bytes[..bytes.len() / 2]).unwrap();
+    let mut refused = Value::Null;
+    for _ in 0..200 {
+        let now = ruleset().await;
+        if !now["last_error"].is_null() {
+            refused = now;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(refused["version"], v2.as_str(), "the live version keeps serving");
+    assert!(refused["last_error"]["message"].as_str().unwrap().contains("velocity"), "{refused}");
+    std::fs::write(&module, &bytes).unwrap();
+
+    // Rollback through the API serves the first version again.
+    let (s, r) = send(http.post(format!("{base}/v1/ruleset/rollback")).bearer_auth(TOKEN)).await;
+    assert_eq!((s, r["result"].as_str(), r["to"].as_str()), (StatusCode::OK, Some("swapped"), Some(v1.as_str())));
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("rulehost_reloads_total 1"), "{metrics}");
+    assert!(metrics.contains("rulehost_rollbacks_total 1"), "{metrics}");
+    assert!(!metrics.contains("rulehost_reload_failures_total 0"), "the refusal was counted: {metrics}");
+}
+
+/// The manifest with `review_at` one higher.
+fn bump_review_at(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.trim_start().strip_prefix("review_at = ") {
+            Some(v) => format!("review_at = {}", v.trim().parse::<u64>().unwrap() + 1),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_real_routes() {
+    let doc: Value = serde_json::from_str(rulehost::server::OPENAPI).unwrap();
+    let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    // Every route the router declares is documented, and nothing more.
+    let source = std::fs::read_to_string(root().join("host/src/server.rs")).unwrap();
+    let declared: BTreeSet<String> =
+        source.split(".route(\"").skip(1).map(|rest| rest.split('"').next().unwrap().to_owned()).collect();
+    assert_eq!(declared, documented, "routes in server.rs vs paths in openapi.json");
+
+    // Every documented operation exists on the running server (no fallback
+    // 404 and no 405), and answers one of its documented statuses.
+    let set = TempRuleSet::example();
+    let server = start(set.dir.path(), &[]);
+    let http = client();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let url = format!("{}{}", server.base, path.replace("{id}", "t16-hold"));
+            let req = match method.as_str() {
+                "get" => http.get(&url),
+                "post" => http.post(&url).bearer_auth(TOKEN).body("[]"),
+                other => panic!("method {other}"),
+            };
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            assert!(
+                !body.contains("no such route") && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {status} {body}"
+            );
+            let documented: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+            assert!(
+                documented.iter().any(|c| *c == status.as_str()),
+                "{method} {path} answered {status}, documented {documented:?}"
+            );
+        }
+    }
+}
