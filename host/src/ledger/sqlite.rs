@@ -202,7 +202,8 @@ pub struct CommitStats {
 
 impl Default for CommitStats {
     fn default() -> Self {
-        let histogram = || hdrhistogram::Histogram::new(3).expect("3 significant figures is valid");
+        // 1 µs … 1 h, 3 significant figures (fixed bounds: saturating_record clamps to them).
+        let histogram = || hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
         CommitStats { commits: 0, ops: 0, latency_us: histogram(), commit_us: histogram() }
     }
 }
