@@ -89,6 +89,7 @@ fn decision(id: &str, traces: usize) -> Arc<Decision> {
         ruleset: "fedcba9876543210".into(),
         rules,
         ledger: LedgerEffect::Posted,
+        json: Default::default(),
     })
 }
 

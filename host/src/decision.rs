@@ -112,6 +112,33 @@ pub struct Decision {
     pub rules: Vec<RuleTrace>,
     /// What the ledger did.
     pub ledger: LedgerEffect,
+    /// The decision's JSON, made once on first use and shared by the output
+    /// and the ledger store (not part of equality).
+    pub json: JsonCache,
+}
+
+/// A lazily made JSON text; clones start empty, and it never affects equality.
+#[derive(Default)]
+pub struct JsonCache(std::sync::OnceLock<Box<str>>);
+
+impl Clone for JsonCache {
+    fn clone(&self) -> Self {
+        JsonCache::default()
+    }
+}
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JsonCache {}
+
+impl std::fmt::Debug for JsonCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonCache")
+    }
 }
 
 /// One output line: a decision (possibly replayed) or an error.
@@ -143,7 +170,19 @@ impl Record {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let result = match self {
             Record::Decision { line, decision, replayed } => {
-                serde_json::to_writer(&mut *out, &DecisionJson::new(Some(*line), decision, *replayed))
+                // `{"line":N,` + the decision's own JSON (made once, shared
+                // with the ledger store) + `,"replayed":true` when replayed:
+                // the same bytes as serializing `DecisionJson` with both.
+                let json = decision.json();
+                out.extend_from_slice(b"{\"line\":");
+                out.extend_from_slice(line.to_string().as_bytes());
+                out.push(b',');
+                out.extend_from_slice(json[1..json.len() - 1].as_bytes());
+                if *replayed {
+                    out.extend_from_slice(b",\"replayed\":true");
+                }
+                out.push(b'}');
+                Ok(())
             }
             Record::Error(e) => serde_json::to_writer(&mut *out, &ErrorJson::new(e)),
         };
@@ -160,10 +199,10 @@ impl Record {
     }
 }
 
+/// A decision's JSON; an output record puts `line` before it and
+/// `replayed` after it (see `Record::write_json`).
 #[derive(Serialize)]
 struct DecisionJson<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    line: Option<u64>,
     id: &'a str,
     outcome: Outcome,
     score: u32,
@@ -171,14 +210,11 @@ struct DecisionJson<'a> {
     ruleset: &'a str,
     rules: Vec<TraceJson<'a>>,
     ledger: LedgerEffect,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    replayed: bool,
 }
 
 impl<'a> DecisionJson<'a> {
-    fn new(line: Option<u64>, d: &'a Decision, replayed: bool) -> Self {
+    fn new(d: &'a Decision) -> Self {
         DecisionJson {
-            line,
             id: &d.id,
             outcome: d.outcome,
             score: d.score,
@@ -186,16 +222,24 @@ impl<'a> DecisionJson<'a> {
             ruleset: &d.ruleset,
             rules: d.rules.iter().map(TraceJson::new).collect(),
             ledger: d.ledger,
-            replayed,
         }
     }
 }
 
 impl Decision {
     /// The decision's JSON as stored and served: the output record without
-    /// `line` and `replayed`.
+    /// `line` and `replayed`. Made once, then shared.
+    pub fn json(&self) -> &str {
+        self.json.0.get_or_init(|| {
+            serde_json::to_string(&DecisionJson::new(self))
+                .expect("serializing a decision cannot fail")
+                .into_boxed_str()
+        })
+    }
+
+    /// [`Decision::json`], owned.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&DecisionJson::new(None, self, false)).expect("serializing a decision cannot fail")
+        self.json().to_owned()
     }
 
     /// Reads back what [`Decision::to_json`] wrote.
@@ -210,6 +254,7 @@ impl Decision {
             ruleset: d.ruleset.into(),
             rules,
             ledger: d.ledger,
+            json: JsonCache::default(),
         })
     }
 }

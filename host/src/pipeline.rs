@@ -305,6 +305,7 @@ impl Pipeline {
                     Effect::Hold => LedgerEffect::Held,
                     Effect::Nothing => LedgerEffect::None,
                 },
+                json: Default::default(),
             });
             let commit = Commit { tx, fingerprint: parsed.fingerprint, decision, effect, count_in_history: counted };
             let record = finish(&mut **ledger, line, parsed, commit);

@@ -225,6 +225,7 @@ fn decision(id: &str, outcome: Outcome, ledger: LedgerEffect) -> Decision {
         ruleset: "model".into(),
         rules: Vec::new(),
         ledger,
+        json: Default::default(),
     }
 }
 

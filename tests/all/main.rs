@@ -15,4 +15,5 @@ mod pipeline;
 mod reload;
 mod rules;
 mod server;
+mod service;
 mod support;

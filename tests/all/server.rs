@@ -426,3 +426,34 @@ async fn the_openapi_document_matches_the_real_routes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_transaction_and_rule_spans() {
+    let set = TempRuleSet::example();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rulehost"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--ledger", ":memory:"])
+        .args(["--rules", set.dir.path().to_str().unwrap()])
+        .args(["--accounts", fixture("accounts.jsonl").to_str().unwrap()])
+        .env("RUST_LOG", "rulehost=debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let (s, _) = send(client().post(format!("{base}/v1/transactions")).json(&tx("j1", "a1", "a2", "1.00"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let closed =
+        |name: &str| events.iter().filter(|e| e["span"]["name"] == name && e["fields"]["message"] == "close").count();
+    assert_eq!(closed("transaction"), 1, "{text}");
+    assert_eq!(closed("rule"), 9, "one span per rule call: {text}");
+    assert!(events.iter().any(|e| e["span"]["id"] == "j1"), "the transaction span names its id: {text}");
+}

@@ -665,7 +665,7 @@ fn write_group(
                         source,
                         ts,
                         amount,
-                        d.decision.to_json(),
+                        d.decision.json(),
                     ])?;
                     if let Some(e) = &d.entry {
                         entry(e)?;
