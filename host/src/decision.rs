@@ -177,7 +177,7 @@ impl Record {
                 out.extend_from_slice(b"{\"line\":");
                 out.extend_from_slice(line.to_string().as_bytes());
                 out.push(b',');
-                out.extend_from_slice(json[1..json.len() - 1].as_bytes());
+                out.extend_from_slice(&json.as_bytes()[1..json.len() - 1]);
                 if *replayed {
                     out.extend_from_slice(b",\"replayed\":true");
                 }
