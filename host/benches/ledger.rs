@@ -93,18 +93,16 @@ fn decision(id: &str, traces: usize) -> Arc<Decision> {
     })
 }
 
+/// Commits an approved transfer.
+fn post(ledger: &mut dyn Ledger, tx: &Transaction, fingerprint: [u8; 32], decision: &Arc<Decision>) {
+    let commit = Commit { tx, fingerprint, decision: decision.clone(), effect: Effect::Post, count_in_history: true };
+    ledger.commit(commit).unwrap();
+}
+
 fn commit_all(ledger: &mut dyn Ledger, txs: &[(Transaction, [u8; 32])], decisions: &[Arc<Decision>]) -> f64 {
     let started = Instant::now();
     for ((tx, fingerprint), d) in txs.iter().zip(decisions) {
-        ledger
-            .commit(Commit {
-                tx,
-                fingerprint: *fingerprint,
-                decision: d.clone(),
-                effect: Effect::Post,
-                count_in_history: true,
-            })
-            .unwrap();
+        post(ledger, tx, *fingerprint, d);
     }
     ledger.sync_point().wait().unwrap();
     txs.len() as f64 / started.elapsed().as_secs_f64()
@@ -191,14 +189,7 @@ fn main() {
     let started = Instant::now();
     for ((tx, fingerprint), d) in txs[..lone].iter().zip(&decisions) {
         let t = Instant::now();
-        l.commit(Commit {
-            tx,
-            fingerprint: *fingerprint,
-            decision: d.clone(),
-            effect: Effect::Post,
-            count_in_history: true,
-        })
-        .unwrap();
+        post(&mut l, tx, *fingerprint, d);
         l.sync_point().wait().unwrap();
         h.record(t.elapsed().as_micros() as u64).unwrap();
     }

@@ -18,10 +18,7 @@ use clap::{Parser, Subcommand};
 
 use rulehost::generate::{GenConfig, generate};
 use rulehost::input::parse_accounts;
-use rulehost::ledger::{
-    EntryKind, Hold, HoldState, Ledger, MemoryLedger, Resolution, SqliteLedger, StoreOptions, StoreReader,
-    hold_state_str,
-};
+use rulehost::ledger::{Hold, HoldState, Ledger, MemoryLedger, Resolution, SqliteLedger, StoreOptions, StoreReader};
 use rulehost::pipeline::{Pipeline, SharedLedger};
 use rulehost::reload::{DEBOUNCE_MS_DEFAULT, LiveRules, RuleSource, Watcher};
 use rulehost::ruleset::RuleSet;
@@ -428,7 +425,7 @@ impl<'a> From<&'a Hold> for HoldJson<'a> {
             destination: &h.destination,
             amount: h.amount,
             currency: &h.currency,
-            state: hold_state_str(h.state),
+            state: h.state.as_str(),
         }
     }
 }
@@ -513,11 +510,7 @@ fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
             print_json_lines(journal.iter().map(|e| EntryJson {
                 seq: e.seq,
                 reference: &e.reference,
-                kind: match e.kind {
-                    EntryKind::Opening => "opening",
-                    EntryKind::Transfer => "transfer",
-                    EntryKind::HoldPosted => "hold-posted",
-                },
+                kind: e.kind.as_str(),
                 debit: &e.postings[0].account,
                 credit: &e.postings[1].account,
                 currency: &e.postings[1].currency,

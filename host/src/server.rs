@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::decision::Record;
 use crate::input::ErrorCode;
-use crate::ledger::{LedgerError, Resolution, hold_state_str};
+use crate::ledger::{LedgerError, Resolution};
 use crate::reload::ReloadOutcome;
 use crate::service::{Host, HostError};
 
@@ -306,7 +306,7 @@ async fn resolve(state: AppState, id: String, approve: bool) -> Result<Response,
         "destination": hold.destination,
         "amount": hold.amount,
         "currency": hold.currency,
-        "state": hold_state_str(hold.state),
+        "state": hold.state.as_str(),
         "result": if resolution == Resolution::Done { "done" } else { "already-done" },
     }))
     .into_response())

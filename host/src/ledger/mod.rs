@@ -16,7 +16,7 @@ pub use history::{History, LATENESS_SECONDS_DEFAULT};
 pub use memory::MemoryLedger;
 pub use sqlite::{
     AccountBalances, CommitHook, CommitStats, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX, OpenError, Report,
-    SCHEMA_VERSION, SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, hold_state_str, reconcile,
+    SCHEMA_VERSION, SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, reconcile,
 };
 
 use std::sync::Arc;
@@ -61,6 +61,17 @@ pub enum EntryKind {
     HoldPosted,
 }
 
+impl EntryKind {
+    /// The spelling in the store and in `rulehost ledger journal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Opening => "opening",
+            EntryKind::Transfer => "transfer",
+            EntryKind::HoldPosted => "hold-posted",
+        }
+    }
+}
+
 /// An immutable, balanced journal entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalEntry {
@@ -83,6 +94,17 @@ pub enum HoldState {
     Posted,
     /// Declined by an operator.
     Voided,
+}
+
+impl HoldState {
+    /// The spelling in the store, the commands and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldState::Pending => "pending",
+            HoldState::Posted => "posted",
+            HoldState::Voided => "voided",
+        }
+    }
 }
 
 /// A hold placed by a `review` decision.

@@ -620,7 +620,7 @@ fn write_group(
             insert_entry.execute(params![
                 e.seq as i64,
                 e.reference,
-                kind_str(e.kind),
+                e.kind.as_str(),
                 debit.account,
                 credit.account,
                 credit.currency,
@@ -677,14 +677,14 @@ fn write_group(
                             h.destination,
                             h.amount.to_string(),
                             h.currency,
-                            hold_state_str(h.state)
+                            h.state.as_str()
                         ])?;
                     }
                     balances.extend(d.balances.into_iter().map(|r| (r.id.clone(), r)));
                 }
                 Op::Resolve { hold, entry: e, balances: rows, at_unix_ms } => {
                     db.prepare_cached("UPDATE holds SET state = ?2 WHERE id = ?1")?
-                        .execute(params![hold.id, hold_state_str(hold.state)])?;
+                        .execute(params![hold.id, hold.state.as_str()])?;
                     db.prepare_cached("INSERT INTO resolutions (hold_id, action, at_unix_ms) VALUES (?1, ?2, ?3)")?
                         .execute(params![
                             hold.id,
@@ -726,21 +726,8 @@ fn legs(e: &JournalEntry) -> (&Posting, &Posting) {
     }
 }
 
-fn kind_str(k: EntryKind) -> &'static str {
-    match k {
-        EntryKind::Opening => "opening",
-        EntryKind::Transfer => "transfer",
-        EntryKind::HoldPosted => "hold-posted",
-    }
-}
-
 fn kind_parse(s: &str) -> Option<EntryKind> {
-    Some(match s {
-        "opening" => EntryKind::Opening,
-        "transfer" => EntryKind::Transfer,
-        "hold-posted" => EntryKind::HoldPosted,
-        _ => return None,
-    })
+    [EntryKind::Opening, EntryKind::Transfer, EntryKind::HoldPosted].into_iter().find(|k| k.as_str() == s)
 }
 
 fn status_str(s: AccountStatus) -> &'static str {
@@ -768,22 +755,8 @@ fn ledger_str(l: crate::decision::LedgerEffect) -> &'static str {
     }
 }
 
-/// The spelling of a hold state in the store and in reports.
-pub fn hold_state_str(s: HoldState) -> &'static str {
-    match s {
-        HoldState::Pending => "pending",
-        HoldState::Posted => "posted",
-        HoldState::Voided => "voided",
-    }
-}
-
 fn hold_state_parse(s: &str) -> Option<HoldState> {
-    Some(match s {
-        "pending" => HoldState::Pending,
-        "posted" => HoldState::Posted,
-        "voided" => HoldState::Voided,
-        _ => return None,
-    })
+    [HoldState::Pending, HoldState::Posted, HoldState::Voided].into_iter().find(|h| h.as_str() == s)
 }
 
 // ---------------------------------------------------------------- loading
@@ -1124,7 +1097,7 @@ pub fn reconcile(conn: &Connection) -> Result<Report, String> {
             discrepancies.push(format!(
                 "hold {:?} is {} but has {posted} posting(s) in the journal",
                 h.id,
-                hold_state_str(h.state)
+                h.state.as_str()
             ));
         }
         if h.amount <= Decimal::ZERO {
