@@ -15,8 +15,8 @@ mod sqlite;
 pub use history::{History, LATENESS_SECONDS_DEFAULT};
 pub use memory::MemoryLedger;
 pub use sqlite::{
-    AccountBalances, CommitHook, CommitStats, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX, OpenError, Report,
-    SCHEMA_VERSION, SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, reconcile,
+    AccountBalances, CommitHook, CommitStats, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX, HANDOFF_OPS_MAX,
+    OpenError, Report, SCHEMA_VERSION, SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, reconcile,
 };
 
 use std::sync::Arc;

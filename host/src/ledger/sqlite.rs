@@ -3,9 +3,11 @@
 //! groups.
 //!
 //! Every change is applied to memory (so reads and the next decision see it
-//! at once) and queued, in order, for the writer. The writer takes whatever is
-//! queued — up to [`GROUP_COMMIT_OPS_MAX`] changes, waiting at most
-//! `group_commit_linger` for more — and writes it in one SQLite transaction
+//! at once) and queued, in order, for the writer — handed over in chunks of
+//! [`HANDOFF_OPS_MAX`], or at once when someone asks for a sync point. The
+//! writer takes whatever is queued — closing a group once it holds
+//! [`GROUP_COMMIT_OPS_MAX`] changes, waiting at most `group_commit_linger`
+//! for more — and writes it in one SQLite transaction
 //! (WAL, `synchronous=FULL`: durable when `COMMIT` returns). Then it advances
 //! the [`Watermark`]; callers acknowledge a decision only once its
 //! [`SyncPoint`] is reached. After a crash the file holds a prefix of the
@@ -48,6 +50,9 @@ pub const GROUP_COMMIT_OPS_MAX: usize = 4096;
 pub const GROUP_COMMIT_LINGER_DEFAULT: Duration = Duration::ZERO;
 /// Changes queued ahead of the disk before committing callers wait.
 pub const WRITE_QUEUE_OPS_MAX: usize = 65_536;
+/// Changes handed to the writer together (fewer wake-ups on the serial
+/// commit path); a sync point hands over whatever is buffered at once.
+pub const HANDOFF_OPS_MAX: usize = 256;
 /// Version of the database layout this build reads and writes.
 pub const SCHEMA_VERSION: i64 = 1;
 /// How long opening waits for another process's lock before reporting it.
@@ -208,6 +213,9 @@ impl Default for CommitStats {
     }
 }
 
+/// A change with its place in the sequence and when it was queued.
+type Queued = (u64, Instant, Op);
+
 /// One change, as the writer records it.
 enum Op {
     Accounts {
@@ -247,7 +255,9 @@ struct BalanceRow {
 pub struct SqliteLedger {
     memory: MemoryLedger,
     path: PathBuf,
-    queue: Option<Sender<(u64, Instant, Op)>>,
+    queue: Option<Sender<Vec<Queued>>>,
+    /// Changes not yet handed to the writer (see `HANDOFF_OPS_MAX`).
+    buffer: std::sync::Mutex<Vec<Queued>>,
     writer: Option<JoinHandle<()>>,
     watermark: Arc<Watermark>,
     stats: Arc<std::sync::Mutex<CommitStats>>,
@@ -281,7 +291,7 @@ impl SqliteLedger {
         })?;
         let watermark = Arc::new(Watermark::default());
         let stats = Arc::new(std::sync::Mutex::new(CommitStats::default()));
-        let (queue, rx) = bounded(WRITE_QUEUE_OPS_MAX);
+        let (queue, rx) = bounded(WRITE_QUEUE_OPS_MAX / HANDOFF_OPS_MAX);
         let writer = {
             let (watermark, stats, options) = (watermark.clone(), stats.clone(), options.clone());
             std::thread::Builder::new()
@@ -293,6 +303,7 @@ impl SqliteLedger {
             memory,
             path: path.to_owned(),
             queue: Some(queue),
+            buffer: std::sync::Mutex::new(Vec::with_capacity(HANDOFF_OPS_MAX)),
             writer: Some(writer),
             watermark,
             stats,
@@ -379,6 +390,7 @@ impl SqliteLedger {
         self.send(Op::Inspect(Box::new(move |conn| {
             let _ = tx.send(f(conn));
         })));
+        self.hand_off();
         rx.recv().map_err(|_| self.failure())
     }
 
@@ -397,6 +409,7 @@ impl SqliteLedger {
     }
 
     fn shutdown(&mut self) {
+        self.hand_off();
         self.queue.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -409,9 +422,25 @@ impl SqliteLedger {
 
     fn send(&mut self, op: Op) {
         self.seq += 1;
+        let buffer = self.buffer.get_mut().expect("buffer lock");
+        buffer.push((self.seq, Instant::now(), op));
+        if buffer.len() >= HANDOFF_OPS_MAX {
+            self.hand_off();
+        }
+    }
+
+    /// Hands the buffered changes to the writer.
+    fn hand_off(&self) {
+        let ops = {
+            let mut buffer = self.buffer.lock().expect("buffer lock");
+            if buffer.is_empty() {
+                return;
+            }
+            std::mem::replace(&mut *buffer, Vec::with_capacity(HANDOFF_OPS_MAX))
+        };
         if let Some(queue) = &self.queue {
             // A failed writer has recorded why; waiters on later points get that error.
-            let _ = queue.send((self.seq, Instant::now(), op));
+            let _ = queue.send(ops);
         }
     }
 
@@ -526,6 +555,7 @@ impl Ledger for SqliteLedger {
     }
 
     fn sync_point(&self) -> SyncPoint {
+        self.hand_off();
         SyncPoint::new(self.seq, self.watermark.clone())
     }
 }
@@ -534,7 +564,7 @@ impl Ledger for SqliteLedger {
 
 fn write_loop(
     mut conn: Connection,
-    rx: Receiver<(u64, Instant, Op)>,
+    rx: Receiver<Vec<Queued>>,
     watermark: &Watermark,
     stats: &std::sync::Mutex<CommitStats>,
     options: &StoreOptions,
@@ -550,16 +580,15 @@ fn write_loop(
     }
     let mut guard = Guard(watermark, false);
     let ops_max = options.group_commit_ops_max.max(1);
-    while let Ok(first) = rx.recv() {
-        let started = first.1;
-        let mut group = vec![first];
+    while let Ok(mut group) = rx.recv() {
+        let Some(started) = group.first().map(|q| q.1) else { continue };
         let linger_until = Instant::now() + options.group_commit_linger;
         while group.len() < ops_max {
             match rx.try_recv() {
-                Ok(op) => group.push(op),
+                Ok(ops) => group.extend(ops),
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => match rx.recv_deadline(linger_until) {
-                    Ok(op) => group.push(op),
+                    Ok(ops) => group.extend(ops),
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 },
             }
@@ -597,11 +626,7 @@ fn write_loop(
 
 type Inspection = Box<dyn FnOnce(&Connection) + Send>;
 
-fn write_group(
-    conn: &mut Connection,
-    group: Vec<(u64, Instant, Op)>,
-    inspections: &mut Vec<Inspection>,
-) -> rusqlite::Result<()> {
+fn write_group(conn: &mut Connection, group: Vec<Queued>, inspections: &mut Vec<Inspection>) -> rusqlite::Result<()> {
     let db = conn.transaction()?;
     let mut balances: HashMap<String, BalanceRow> = HashMap::new();
     {
