@@ -50,6 +50,17 @@ pub enum LedgerEffect {
     None,
 }
 
+impl LedgerEffect {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerEffect::Posted => "posted",
+            LedgerEffect::Held => "held",
+            LedgerEffect::None => "none",
+        }
+    }
+}
+
 /// What one rule did, for the trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleResult {

@@ -332,17 +332,13 @@ pub fn parse_account(line_no: u64, text: &str) -> Result<Account, InputError> {
         ));
     }
     let opened_at = f.timestamp("opened_at")?;
-    let status = match f.string("status")? {
-        "active" => AccountStatus::Active,
-        "frozen" => AccountStatus::Frozen,
-        "closed" => AccountStatus::Closed,
-        other => {
-            return Err(f.err(
-                ErrorCode::InvalidField,
-                "status",
-                format!("unknown status {other:?}: expected active, frozen or closed"),
-            ));
-        }
+    let status = f.string("status")?;
+    let Some(status) = AccountStatus::parse(status) else {
+        return Err(f.err(
+            ErrorCode::InvalidField,
+            "status",
+            format!("unknown status {status:?}: expected active, frozen or closed"),
+        ));
     };
     let overdraft_limit = f.amount("overdraft_limit")?;
     if overdraft_limit.is_sign_negative() && !overdraft_limit.is_zero() {

@@ -75,6 +75,25 @@ pub enum AccountStatus {
     Closed,
 }
 
+impl AccountStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [AccountStatus; 3] = [AccountStatus::Active, AccountStatus::Frozen, AccountStatus::Closed];
+
+    /// The spelling in accounts files, the ledger store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Frozen => "frozen",
+            AccountStatus::Closed => "closed",
+        }
+    }
+
+    /// Reads [`AccountStatus::as_str`]'s spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
 /// A ledger account and its static facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::decision::Record;
 use crate::input::ErrorCode;
-use crate::ledger::{LedgerError, Resolution};
+use crate::ledger::LedgerError;
 use crate::reload::ReloadOutcome;
 use crate::service::{Host, HostError};
 
@@ -39,6 +39,8 @@ pub const BATCH_TRANSACTIONS_MAX_DEFAULT: usize = 10_000;
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Most requests in flight; more are refused with 503.
 pub const IN_FLIGHT_MAX_DEFAULT: usize = 1_024;
+/// `Retry-After` of an overloaded answer, in seconds.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -190,7 +192,7 @@ async fn limits(State(state): State<AppState>, request: Request, next: Next) -> 
             format!("more than {} requests in flight; retry shortly", state.config.in_flight_max),
         )
         .into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         return r;
     };
     match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
@@ -300,16 +302,7 @@ async fn account(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 
 async fn resolve(state: AppState, id: String, approve: bool) -> Result<Response, ApiError> {
     let (resolution, hold) = state.host.resolve_hold(&id, approve).await?;
-    Ok(axum::Json(json!({
-        "id": hold.id,
-        "source": hold.source,
-        "destination": hold.destination,
-        "amount": hold.amount,
-        "currency": hold.currency,
-        "state": hold.state.as_str(),
-        "result": if resolution == Resolution::Done { "done" } else { "already-done" },
-    }))
-    .into_response())
+    Ok(axum::Json(resolution.answer(&hold)).into_response())
 }
 
 async fn approve(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -30,30 +30,18 @@
 //! # }
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::decision::{Decision, Record};
-use crate::input::{ErrorCode, InputError, parse_accounts, parse_transaction};
-use crate::ledger::{
-    Balances, Hold, Ledger, LedgerError, MemoryLedger, Resolution, SqliteLedger, StoreOptions, SyncPoint,
-};
+use crate::input::{ErrorCode, InputError, ParsedTransaction, parse_transaction};
+use crate::ledger::{AccountBalances, Hold, LedgerError, LedgerLocation, Resolution, StoreOptions, import_file};
 use crate::metrics::Metrics;
-use crate::model::Account;
 use crate::pipeline::{Pipeline, SharedLedger, lock};
 use crate::reload::{DEBOUNCE_MS_DEFAULT, LiveRules, ReloadEvent, ReloadOutcome, RuleSource, Status, Watcher};
 use crate::ruleset::RuleSet;
 use crate::sandbox::{Sandbox, SandboxConfig};
-
-/// Where the ledger lives.
-#[derive(Clone, Debug)]
-pub enum LedgerLocation {
-    /// In this process's memory only.
-    Memory,
-    /// A durable SQLite file (created when absent).
-    File(PathBuf),
-}
 
 /// Builds a [`Host`].
 #[derive(Clone, Debug)]
@@ -192,20 +180,14 @@ impl HostBuilder {
         let first = RuleSet::load(&sandbox, &self.rules).map_err(|e| rules_error(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
         let window = first.history_window_seconds_max;
-        let mut ledger: Box<dyn Ledger> = match &self.ledger {
-            LedgerLocation::Memory => Box::new(MemoryLedger::default()),
-            LedgerLocation::File(path) => {
-                let options = StoreOptions {
-                    history_window_seconds_max: window,
-                    on_commit: Some(metrics.commit_hook()),
-                    ..self.store.clone()
-                };
-                Box::new(SqliteLedger::open(path, &options)?)
-            }
+        let options = StoreOptions {
+            history_window_seconds_max: window,
+            on_commit: Some(metrics.commit_hook()),
+            ..self.store.clone()
         };
-        ledger.retain_history(window);
+        let mut ledger = self.ledger.open(&options)?;
         if let Some(path) = &self.accounts {
-            import(&mut *ledger, path)?;
+            import_file(&mut *ledger, path).map_err(|message| BuildError::Accounts { path: path.clone(), message })?;
         }
         let ledger: SharedLedger = Arc::new(std::sync::Mutex::new(ledger));
         drop(first);
@@ -254,12 +236,15 @@ impl HostBuilder {
     }
 }
 
-fn import(ledger: &mut dyn Ledger, path: &Path) -> Result<(), BuildError> {
-    let fail = |message: String| BuildError::Accounts { path: path.to_owned(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let accounts = parse_accounts(&text).map_err(|e| fail(e.to_string()))?;
-    ledger.import_accounts(&accounts).map_err(|e| fail(e.to_string()))?;
-    ledger.sync_point().wait().map_err(|e| fail(e.to_string()))
+impl Inner {
+    /// Parses one transaction, counting bad input in the metrics.
+    fn parse(&self, line: u64, text: &str) -> Result<ParsedTransaction, InputError> {
+        let parsed = parse_transaction(line, text);
+        if parsed.is_err() {
+            self.metrics.bad_input();
+        }
+        parsed
+    }
 }
 
 struct Inner {
@@ -270,39 +255,6 @@ struct Inner {
     metrics: Arc<Metrics>,
     window: usize,
     stopping: AtomicBool,
-}
-
-/// An account's facts and balances.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct AccountView {
-    /// Account id.
-    pub id: String,
-    /// Currency.
-    pub currency: String,
-    /// `active`, `frozen` or `closed`.
-    pub status: crate::model::AccountStatus,
-    /// How far below zero the balance may go.
-    pub overdraft_limit: rust_decimal::Decimal,
-    /// Sum of posted entries.
-    pub posted: rust_decimal::Decimal,
-    /// Sum of pending holds.
-    pub pending: rust_decimal::Decimal,
-    /// Posted − pending.
-    pub available: rust_decimal::Decimal,
-}
-
-impl AccountView {
-    fn new(a: &Account, b: Balances) -> Self {
-        AccountView {
-            id: a.id.clone(),
-            currency: a.currency.clone(),
-            status: a.status,
-            overdraft_limit: a.overdraft_limit,
-            posted: b.posted,
-            pending: b.pending,
-            available: b.available,
-        }
-    }
 }
 
 /// A running host: cheap to clone, shareable across tasks.
@@ -329,49 +281,40 @@ impl Host {
         self.evaluate_line(1, json.to_owned()).await
     }
 
-    /// As [`Host::evaluate`], numbering the record `line`.
-    pub async fn evaluate_line(&self, line: u64, json: String) -> Result<Record, HostError> {
-        let (record, durable) = self
+    /// Runs `work` on an evaluation thread; returns its result once every
+    /// ledger change it made is durable.
+    async fn durably<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> T + Send + 'static,
+    ) -> Result<T, HostError> {
+        let (value, durable) = self
             .on_pool(move |inner| {
-                let record = match parse_transaction(line, &json) {
-                    Ok(parsed) => inner.pipeline.decide(&inner.live.current(), line, &parsed),
-                    Err(e) => {
-                        inner.metrics.bad_input();
-                        Record::Error(e)
-                    }
-                };
-                (record, lock(inner.pipeline.ledger()).sync_point())
+                let value = work(inner);
+                (value, lock(inner.pipeline.ledger()).sync_point())
             })
             .await?;
         durable.wait_async().await?;
-        Ok(record)
+        Ok(value)
+    }
+
+    /// As [`Host::evaluate`], numbering the record `line`.
+    pub async fn evaluate_line(&self, line: u64, json: String) -> Result<Record, HostError> {
+        self.durably(move |inner| match inner.parse(line, &json) {
+            Ok(parsed) => inner.pipeline.decide(&inner.live.current(), line, &parsed),
+            Err(e) => Record::Error(e),
+        })
+        .await
     }
 
     /// Decides many transactions, in order (as `rulehost run` would, one
     /// after another), all against the rule set live at the start; returns
     /// their records once all are durable.
     pub async fn evaluate_batch(&self, lines: Vec<String>) -> Result<Vec<Record>, HostError> {
-        let (records, durable): (Vec<Record>, SyncPoint) = self
-            .on_pool(move |inner| {
-                let parsed = lines
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| {
-                        let line = i as u64 + 1;
-                        let p = parse_transaction(line, l);
-                        if p.is_err() {
-                            inner.metrics.bad_input();
-                        }
-                        (line, p)
-                    })
-                    .collect();
-                let ruleset = inner.live.current();
-                let records = inner.pipeline.decide_many(&ruleset, parsed, &inner.pool, inner.window);
-                (records, lock(inner.pipeline.ledger()).sync_point())
-            })
-            .await?;
-        durable.wait_async().await?;
-        Ok(records)
+        self.durably(move |inner| {
+            let parsed = lines.iter().zip(1..).map(|(l, line)| (line, inner.parse(line, l))).collect();
+            inner.pipeline.decide_many(&inner.live.current(), parsed, &inner.pool, inner.window)
+        })
+        .await
     }
 
     /// The recorded decision of a transaction.
@@ -380,25 +323,22 @@ impl Host {
     }
 
     /// An account's facts and balances.
-    pub fn account(&self, id: &str) -> Option<AccountView> {
+    pub fn account(&self, id: &str) -> Option<AccountBalances> {
         let ledger = lock(self.inner.pipeline.ledger());
-        Some(AccountView::new(ledger.account(id)?, ledger.balances(id)?))
+        Some(AccountBalances::new(ledger.account(id)?, ledger.balances(id)?))
     }
 
     /// Posts (`approve`) or voids a held transaction; idempotent. Returns the
     /// hold once the resolution is durable.
     pub async fn resolve_hold(&self, id: &str, approve: bool) -> Result<(Resolution, Hold), HostError> {
         let id = id.to_owned();
-        let (result, durable) = self
-            .on_pool(move |inner| {
+        let resolved = self
+            .durably(move |inner| {
                 let mut ledger = lock(inner.pipeline.ledger());
-                let result = ledger.resolve_hold(&id, approve).map(|r| (r, ledger.hold(&id).expect("resolved hold")));
-                (result, ledger.sync_point())
+                ledger.resolve_hold(&id, approve).map(|r| (r, ledger.hold(&id).expect("resolved hold")))
             })
             .await?;
-        let resolved = result?;
-        durable.wait_async().await?;
-        Ok(resolved)
+        Ok(resolved?)
     }
 
     /// Pending holds.

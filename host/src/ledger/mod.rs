@@ -15,8 +15,8 @@ mod sqlite;
 pub use history::{History, LATENESS_SECONDS_DEFAULT};
 pub use memory::MemoryLedger;
 pub use sqlite::{
-    AccountBalances, CommitHook, CommitStats, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX, HANDOFF_OPS_MAX,
-    OpenError, Report, SCHEMA_VERSION, SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, reconcile,
+    CommitHook, CommitStats, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX, HANDOFF_OPS_MAX, OpenError, Report,
+    SCHEMA_VERSION, SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, reconcile,
 };
 
 use std::sync::Arc;
@@ -36,6 +36,41 @@ pub struct Balances {
     pub pending: Decimal,
     /// `posted − pending`.
     pub available: Decimal,
+}
+
+/// An account's facts that matter for money, with its balances: what
+/// `rulehost ledger balance` prints and `GET /v1/accounts/{id}` answers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AccountBalances {
+    /// Account id.
+    pub id: String,
+    /// Currency.
+    pub currency: String,
+    /// `active`, `frozen` or `closed`.
+    pub status: crate::model::AccountStatus,
+    /// How far below zero the balance may go.
+    pub overdraft_limit: Decimal,
+    /// Sum of posted journal entries.
+    pub posted: Decimal,
+    /// Sum of pending holds.
+    pub pending: Decimal,
+    /// Posted − pending.
+    pub available: Decimal,
+}
+
+impl AccountBalances {
+    /// `account`'s facts with `balances`.
+    pub fn new(account: &Account, balances: Balances) -> Self {
+        AccountBalances {
+            id: account.id.clone(),
+            currency: account.currency.clone(),
+            status: account.status,
+            overdraft_limit: account.overdraft_limit,
+            posted: balances.posted,
+            pending: balances.pending,
+            available: balances.available,
+        }
+    }
 }
 
 /// One leg of a journal entry: `amount` is positive for a credit, negative
@@ -86,7 +121,8 @@ pub struct JournalEntry {
 }
 
 /// The state of a hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HoldState {
     /// Reserves funds on the source.
     Pending,
@@ -108,7 +144,7 @@ impl HoldState {
 }
 
 /// A hold placed by a `review` decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Hold {
     /// The transaction id.
     pub id: String,
@@ -201,6 +237,16 @@ pub enum Resolution {
     Done,
     /// It was already resolved this way (idempotent repeat).
     AlreadyDone,
+}
+
+impl Resolution {
+    /// The answer of `rulehost review` and the API: the hold, with
+    /// `"result": "done" | "already-done"`.
+    pub fn answer(self, hold: &Hold) -> serde_json::Value {
+        let mut json = serde_json::to_value(hold).expect("a hold serializes");
+        json["result"] = (if self == Resolution::Done { "done" } else { "already-done" }).into();
+        json
+    }
 }
 
 /// The storage trait of the ledger.
@@ -347,6 +393,52 @@ impl SyncPoint {
         let _ = progress.wait_for(|(durable, failed)| *durable >= seq || *failed).await;
         w.wait(seq)
     }
+}
+
+/// `--ledger` value for a ledger kept in memory only.
+pub const MEMORY_LEDGER: &str = ":memory:";
+
+/// Where a ledger lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerLocation {
+    /// In this process's memory only.
+    Memory,
+    /// A durable SQLite file (created when absent).
+    File(std::path::PathBuf),
+}
+
+impl LedgerLocation {
+    /// [`MEMORY_LEDGER`] is memory; anything else a file.
+    pub fn from_arg(path: &std::path::Path) -> Self {
+        if path == std::path::Path::new(MEMORY_LEDGER) {
+            LedgerLocation::Memory
+        } else {
+            LedgerLocation::File(path.to_owned())
+        }
+    }
+
+    /// Opens the ledger, keeping the history `options` asks for.
+    pub fn open(&self, options: &StoreOptions) -> Result<Box<dyn Ledger>, OpenError> {
+        Ok(match self {
+            LedgerLocation::Memory => {
+                let mut ledger = MemoryLedger::new(options.lateness_seconds);
+                ledger.retain_history(options.history_window_seconds_max);
+                Box::new(ledger)
+            }
+            LedgerLocation::File(path) => Box::new(SqliteLedger::open(path, options)?),
+        })
+    }
+}
+
+/// Imports an accounts file (all or nothing) and waits until it is durable.
+/// Returns (new, already present); the error names line and field, or the
+/// account that differs.
+pub fn import_file(ledger: &mut dyn Ledger, path: &std::path::Path) -> Result<(usize, usize), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading: {e}"))?;
+    let accounts = crate::input::parse_accounts(&text).map_err(|e| e.to_string())?;
+    let added = ledger.import_accounts(&accounts).map_err(|e| e.to_string())?;
+    ledger.sync_point().wait().map_err(|e| e.to_string())?;
+    Ok((added, accounts.len() - added))
 }
 
 /// The system equity account of a currency, the counterpart of opening balances.

@@ -7,6 +7,9 @@
 //! - 2: could not start (bad rule set, accounts, arguments, unreadable files)
 //! - 3: an I/O error stopped processing part-way
 
+mod ledger;
+mod serve;
+
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -17,8 +20,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use rulehost::generate::{GenConfig, generate};
-use rulehost::input::parse_accounts;
-use rulehost::ledger::{Hold, HoldState, Ledger, MemoryLedger, Resolution, SqliteLedger, StoreOptions, StoreReader};
+use rulehost::ledger::{LedgerLocation, StoreOptions, import_file};
 use rulehost::pipeline::{Pipeline, SharedLedger};
 use rulehost::reload::{DEBOUNCE_MS_DEFAULT, LiveRules, RuleSource, Watcher};
 use rulehost::ruleset::RuleSet;
@@ -32,8 +34,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The ledger file when `--ledger` is not given.
 const LEDGER_PATH_DEFAULT: &str = "rulehost-ledger.sqlite";
-/// `--ledger` value for a memory-only ledger.
-const MEMORY_LEDGER: &str = ":memory:";
 
 /// Exit code: processed, some lines were errors.
 const EXIT_SOME_ERRORS: u8 = 1;
@@ -77,7 +77,7 @@ enum Command {
         #[arg(long)]
         accounts: Option<PathBuf>,
         #[command(flatten)]
-        ledger: LedgerArg,
+        ledger: ledger::LedgerArg,
         /// Input transactions (default: standard input).
         #[arg(long)]
         input: Option<PathBuf>,
@@ -153,129 +153,22 @@ enum Command {
         action: RulesetAction,
     },
     /// Serve the host over HTTP/JSON (see host/openapi.json).
-    Serve {
-        /// The rule-set folder; watched and hot-reloaded.
-        #[arg(long)]
-        rules: PathBuf,
-        #[command(flatten)]
-        ledger: LedgerArg,
-        /// Accounts to import first (JSON Lines).
-        #[arg(long)]
-        accounts: Option<PathBuf>,
-        /// Address to listen on (port 0: any free port; the address is printed).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// File holding the bearer token of the admin endpoints (or set
-        /// RULEHOST_ADMIN_TOKEN). Without one, admin endpoints answer 401.
-        #[arg(long)]
-        admin_token_file: Option<PathBuf>,
-        /// Largest request body, in bytes.
-        #[arg(long, default_value_t = rulehost::server::BODY_BYTES_MAX_DEFAULT)]
-        body_bytes_max: usize,
-        /// Most transactions in one batch request.
-        #[arg(long, default_value_t = rulehost::server::BATCH_TRANSACTIONS_MAX_DEFAULT)]
-        batch_max: usize,
-        /// Longest a request may take, in milliseconds.
-        #[arg(long, default_value_t = rulehost::server::REQUEST_TIMEOUT_MS_DEFAULT)]
-        request_timeout_ms: u64,
-        /// Most requests in flight; more are answered 503 at once.
-        #[arg(long, default_value_t = rulehost::server::IN_FLIGHT_MAX_DEFAULT)]
-        in_flight_max: usize,
-        /// Threads evaluating rules (default: one per CPU).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Do not watch the rule-set folder (reload through the API only).
-        #[arg(long)]
-        no_watch: bool,
-        /// Folder of compiled modules kept across restarts.
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
-    },
+    Serve(serve::ServeArgs),
     /// The durable ledger: import accounts, balances, journal, reconcile.
     Ledger {
         #[command(subcommand)]
-        action: LedgerAction,
+        action: ledger::LedgerAction,
     },
     /// Transactions held for review: list, approve (post), decline (void).
     Review {
         #[command(subcommand)]
-        action: ReviewAction,
+        action: ledger::ReviewAction,
     },
     /// Load and validate a rule set; print its version and rules.
     Check {
         /// The rule-set folder.
         #[arg(long)]
         rules: PathBuf,
-    },
-}
-
-/// Which ledger file.
-#[derive(clap::Args, Clone)]
-struct LedgerArg {
-    /// The ledger file (SQLite; created when absent). `:memory:` keeps the
-    /// ledger in memory only, for this process.
-    #[arg(long, default_value = LEDGER_PATH_DEFAULT)]
-    ledger: PathBuf,
-}
-
-#[derive(Subcommand)]
-enum LedgerAction {
-    /// Import accounts (JSON Lines): all or nothing; a bad line is named by
-    /// line and field. Accounts already present with the same facts are skipped.
-    Import {
-        /// The accounts file.
-        file: PathBuf,
-        #[command(flatten)]
-        ledger: LedgerArg,
-    },
-    /// Print an account's balances (JSON).
-    Balance {
-        /// The account id.
-        account: String,
-        #[command(flatten)]
-        ledger: LedgerArg,
-    },
-    /// Print every account with its balances (JSON Lines).
-    Accounts {
-        #[command(flatten)]
-        ledger: LedgerArg,
-    },
-    /// Print the journal (JSON Lines), optionally only one account's entries.
-    Journal {
-        /// Only entries debiting or crediting this account.
-        #[arg(long)]
-        account: Option<String>,
-        #[command(flatten)]
-        ledger: LedgerArg,
-    },
-    /// Recompute every balance from the journal and check every invariant;
-    /// exit 1 on any discrepancy.
-    Reconcile {
-        #[command(flatten)]
-        ledger: LedgerArg,
-    },
-}
-
-#[derive(Subcommand)]
-enum ReviewAction {
-    /// Print the pending holds (JSON Lines).
-    List {
-        #[command(flatten)]
-        ledger: LedgerArg,
-    },
-    /// Post a held transaction (funds are checked again). Idempotent.
-    Approve {
-        /// The transaction id.
-        id: String,
-        #[command(flatten)]
-        ledger: LedgerArg,
-    },
-    /// Void a held transaction. Idempotent.
-    Decline {
-        /// The transaction id.
-        id: String,
-        #[command(flatten)]
-        ledger: LedgerArg,
     },
 }
 
@@ -357,277 +250,22 @@ fn load(rules: &Path) -> Result<(Arc<Sandbox>, RuleSet)> {
     Ok((sandbox, ruleset))
 }
 
-/// Opens the ledger at `path` (or a memory one for `:memory:`), keeping the
-/// history `window_seconds_max` needs.
-fn open_ledger(path: &Path, window_seconds_max: u64) -> Result<Box<dyn Ledger>> {
-    if path == Path::new(MEMORY_LEDGER) {
-        let mut ledger = MemoryLedger::default();
-        ledger.retain_history(window_seconds_max);
-        return Ok(Box::new(ledger));
-    }
-    let options = StoreOptions { history_window_seconds_max: window_seconds_max, ..StoreOptions::default() };
-    Ok(Box::new(SqliteLedger::open(path, &options)?))
-}
-
-/// Imports an accounts file into `ledger` and waits until it is durable;
-/// returns (new, already present).
-fn import_accounts(ledger: &mut dyn Ledger, accounts: &Path) -> Result<(usize, usize)> {
-    let text = std::fs::read_to_string(accounts).with_context(|| format!("reading {}", accounts.display()))?;
-    let list = parse_accounts(&text).with_context(|| format!("{}", accounts.display()))?;
-    let added = ledger.import_accounts(&list).with_context(|| format!("importing {}", accounts.display()))?;
-    ledger.sync_point().wait().with_context(|| format!("importing {}", accounts.display()))?;
-    Ok((added, list.len() - added))
-}
-
-fn open_store(ledger: &LedgerArg) -> Result<SqliteLedger> {
-    Ok(SqliteLedger::open(&ledger.ledger, &StoreOptions::default())?)
-}
-
-fn read_store(ledger: &LedgerArg) -> Result<StoreReader> {
-    Ok(StoreReader::open(&ledger.ledger)?)
-}
-
-fn print_json_lines<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Result<(), Failure> {
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    for item in items {
-        serde_json::to_writer(&mut out, &item).map_err(|e| Failure::Io(e.into()))?;
-        writeln!(out).map_err(|e| Failure::Io(e.into()))?;
-    }
-    out.flush().map_err(|e| Failure::Io(e.into()))
-}
-
-#[derive(serde::Serialize)]
-struct EntryJson<'a> {
-    seq: u64,
-    reference: &'a str,
-    kind: &'static str,
-    debit: &'a str,
-    credit: &'a str,
-    currency: &'a str,
-    amount: rust_decimal::Decimal,
-}
-
-#[derive(serde::Serialize)]
-struct HoldJson<'a> {
-    id: &'a str,
-    source: &'a str,
-    destination: &'a str,
-    amount: rust_decimal::Decimal,
-    currency: &'a str,
-    state: &'static str,
-}
-
-impl<'a> From<&'a Hold> for HoldJson<'a> {
-    fn from(h: &'a Hold) -> Self {
-        HoldJson {
-            id: &h.id,
-            source: &h.source,
-            destination: &h.destination,
-            amount: h.amount,
-            currency: &h.currency,
-            state: h.state.as_str(),
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    rules: PathBuf,
-    ledger: LedgerArg,
-    accounts: Option<PathBuf>,
-    listen: String,
-    threads: Option<usize>,
-    watch: bool,
-    cache_dir: Option<PathBuf>,
-    config: rulehost::server::ServeConfig,
-) -> Result<u8, Failure> {
-    use rulehost::service::{HostBuilder, LedgerLocation};
-    if config.admin_token.is_none() {
-        tracing::warn!("no admin token configured: admin endpoints answer 401");
-    }
-    let location = if ledger.ledger == Path::new(MEMORY_LEDGER) {
-        LedgerLocation::Memory
-    } else {
-        LedgerLocation::File(ledger.ledger.clone())
-    };
-    let mut builder = HostBuilder::new(&rules).ledger(location).watch(watch);
-    if let Some(a) = accounts {
-        builder = builder.accounts(a);
-    }
-    if let Some(t) = threads {
-        builder = builder.eval_threads(t);
-    }
-    if let Some(c) = cache_dir {
-        builder = builder.cache_dir(c);
-    }
-    let host = builder.build().await.map_err(|e| Failure::CannotStart(e.into()))?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))
-        .map_err(Failure::CannotStart)?;
-    let address = listener.local_addr().map_err(|e| Failure::CannotStart(e.into()))?;
-    // The first line of standard output is the address (port 0 picks one).
-    println!("listening on http://{address}");
-    let _ = io::stdout().flush();
-    tracing::info!(%address, ruleset = %host.version(), "serving");
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    rulehost::server::serve(host, config, listener, shutdown).await.context("serving").map_err(Failure::Io)?;
-    Ok(0)
-}
-
-fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
-    match action {
-        LedgerAction::Import { file, ledger } => {
-            let mut store = start(open_store(&ledger))?;
-            let (added, present) = start(import_accounts(&mut store, &file))?;
-            start(store.close().context("closing the ledger"))?;
-            eprintln!("imported {added} new account(s) into {} ({present} already present)", ledger.ledger.display());
-            Ok(0)
-        }
-        LedgerAction::Balance { account, ledger } => {
-            let accounts = start(read_store(&ledger).and_then(|r| r.accounts().map_err(anyhow::Error::msg)))?;
-            match accounts.into_iter().find(|a| a.id == account) {
-                Some(a) => print_json_lines([a]).map(|_| 0),
-                None => {
-                    Err(Failure::CannotStart(anyhow::anyhow!("no account {account:?} in {}", ledger.ledger.display())))
-                }
-            }
-        }
-        LedgerAction::Accounts { ledger } => {
-            let accounts = start(read_store(&ledger).and_then(|r| r.accounts().map_err(anyhow::Error::msg)))?;
-            print_json_lines(accounts).map(|_| 0)
-        }
-        LedgerAction::Journal { account, ledger } => {
-            let journal =
-                start(read_store(&ledger).and_then(|r| r.journal(account.as_deref()).map_err(anyhow::Error::msg)))?;
-            print_json_lines(journal.iter().map(|e| EntryJson {
-                seq: e.seq,
-                reference: &e.reference,
-                kind: e.kind.as_str(),
-                debit: &e.postings[0].account,
-                credit: &e.postings[1].account,
-                currency: &e.postings[1].currency,
-                amount: e.postings[1].amount,
-            }))
-            .map(|_| 0)
-        }
-        LedgerAction::Reconcile { ledger } => {
-            let report = start(read_store(&ledger).and_then(|r| r.reconcile().map_err(anyhow::Error::msg)))?;
-            println!(
-                "ledger {}: {} accounts, {} journal entries, {} holds, {} decisions",
-                ledger.ledger.display(),
-                report.accounts,
-                report.entries,
-                report.holds,
-                report.decisions
-            );
-            for d in &report.discrepancies {
-                println!("DISCREPANCY {d}");
-            }
-            if report.is_clean() {
-                println!("reconciled: every balance equals the journal; every invariant holds");
-                Ok(0)
-            } else {
-                println!("{} discrepancies", report.discrepancies.len());
-                Ok(EXIT_SOME_ERRORS)
-            }
-        }
-    }
-}
-
-fn review_command(action: ReviewAction) -> Result<u8, Failure> {
-    let (id, approve, ledger) = match action {
-        ReviewAction::List { ledger } => {
-            let holds = start(read_store(&ledger).and_then(|r| r.holds().map_err(anyhow::Error::msg)))?;
-            return print_json_lines(holds.iter().filter(|h| h.state == HoldState::Pending).map(HoldJson::from))
-                .map(|_| 0);
-        }
-        ReviewAction::Approve { id, ledger } => (id, true, ledger),
-        ReviewAction::Decline { id, ledger } => (id, false, ledger),
-    };
-    let mut store = start(open_store(&ledger))?;
-    let result = store.resolve_hold(&id, approve);
-    start(store.sync_point().wait().context("making the resolution durable"))?;
-    let hold = store.hold(&id);
-    start(store.close().context("closing the ledger"))?;
-    match result {
-        Ok(resolution) => {
-            let hold = hold.expect("a resolved hold exists");
-            let mut json = serde_json::to_value(HoldJson::from(&hold)).expect("hold serializes");
-            json["result"] = (if resolution == Resolution::Done { "done" } else { "already-done" }).into();
-            println!("{json}");
-            Ok(0)
-        }
-        Err(e) => {
-            eprintln!("rulehost: {e}");
-            Ok(EXIT_SOME_ERRORS)
-        }
-    }
-}
-
 fn dispatch(command: Command) -> Result<u8, Failure> {
     match command {
-        Command::Ledger { action } => ledger_command(action),
-        Command::Serve {
-            rules,
-            ledger,
-            accounts,
-            listen,
-            admin_token_file,
-            body_bytes_max,
-            batch_max,
-            request_timeout_ms,
-            in_flight_max,
-            threads,
-            no_watch,
-            cache_dir,
-        } => {
-            let admin_token = match &admin_token_file {
-                Some(p) => Some(start(
-                    std::fs::read_to_string(p)
-                        .with_context(|| format!("reading the admin token {}", p.display()))
-                        .map(|t| t.trim().to_owned()),
-                )?),
-                None => std::env::var("RULEHOST_ADMIN_TOKEN").ok(),
-            };
-            if admin_token.as_deref().is_some_and(str::is_empty) {
-                return Err(Failure::CannotStart(anyhow::anyhow!("the admin token is empty")));
-            }
-            let config = rulehost::server::ServeConfig {
-                admin_token,
-                body_bytes_max,
-                batch_transactions_max: batch_max,
-                request_timeout: std::time::Duration::from_millis(request_timeout_ms),
-                in_flight_max,
-            };
-            let runtime = start(
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .thread_name("rulehost-http")
-                    .build()
-                    .context("starting the runtime"),
-            )?;
-            runtime.block_on(serve(rules, ledger, accounts, listen, threads, !no_watch, cache_dir, config))
-        }
-        Command::Review { action } => review_command(action),
+        Command::Ledger { action } => ledger::ledger_command(action),
+        Command::Serve(args) => serve::run(args),
+        Command::Review { action } => ledger::review_command(action),
         Command::Run { rules, accounts, ledger, input, output, quiet, threads, watch, cache_dir } => {
             let sandbox = Arc::new(start(Sandbox::new(&SandboxConfig { cache_dir, ..SandboxConfig::default() }))?);
             let ruleset = start(
                 RuleSet::load(&sandbox, &rules).with_context(|| format!("loading rule set {}", rules.display())),
             )?;
-            let mut opened = start(
-                open_ledger(&ledger.ledger, ruleset.history_window_seconds_max)
-                    .with_context(|| "opening the ledger".to_string()),
-            )?;
+            let options =
+                StoreOptions { history_window_seconds_max: ruleset.history_window_seconds_max, ..Default::default() };
+            let mut opened =
+                start(LedgerLocation::from_arg(&ledger.ledger).open(&options).context("opening the ledger"))?;
             if let Some(accounts) = &accounts {
-                start(import_accounts(&mut *opened, accounts))?;
+                start(import_file(&mut *opened, accounts).map_err(|e| anyhow::anyhow!("{}: {e}", accounts.display())))?;
             }
             let ledger: SharedLedger = Arc::new(Mutex::new(opened));
             let pipeline = Pipeline::new(sandbox.clone(), ledger.clone());

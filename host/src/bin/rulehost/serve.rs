@@ -1,0 +1,142 @@
+//! `rulehost serve`: its options and the runtime that serves.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use rulehost::ledger::LedgerLocation;
+use rulehost::service::HostBuilder;
+
+use crate::ledger::LedgerArg;
+use crate::{Failure, start};
+
+/// The options of `rulehost serve`.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The rule-set folder; watched and hot-reloaded.
+    #[arg(long)]
+    rules: PathBuf,
+    #[command(flatten)]
+    ledger: LedgerArg,
+    /// Accounts to import first (JSON Lines).
+    #[arg(long)]
+    accounts: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// File holding the bearer token of the admin endpoints (or set
+    /// RULEHOST_ADMIN_TOKEN). Without one, admin endpoints answer 401.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = rulehost::server::BODY_BYTES_MAX_DEFAULT)]
+    body_bytes_max: usize,
+    /// Most transactions in one batch request.
+    #[arg(long, default_value_t = rulehost::server::BATCH_TRANSACTIONS_MAX_DEFAULT)]
+    batch_max: usize,
+    /// Longest a request may take, in milliseconds.
+    #[arg(long, default_value_t = rulehost::server::REQUEST_TIMEOUT_MS_DEFAULT)]
+    request_timeout_ms: u64,
+    /// Most requests in flight; more are answered 503 at once.
+    #[arg(long, default_value_t = rulehost::server::IN_FLIGHT_MAX_DEFAULT)]
+    in_flight_max: usize,
+    /// Threads evaluating rules (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Do not watch the rule-set folder (reload through the API only).
+    #[arg(long)]
+    no_watch: bool,
+    /// Folder of compiled modules kept across restarts.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
+    let ServeArgs {
+        rules,
+        ledger,
+        accounts,
+        listen,
+        admin_token_file,
+        body_bytes_max,
+        batch_max,
+        request_timeout_ms,
+        in_flight_max,
+        threads,
+        no_watch,
+        cache_dir,
+    } = args;
+    let admin_token = match &admin_token_file {
+        Some(p) => Some(start(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the admin token {}", p.display()))
+                .map(|t| t.trim().to_owned()),
+        )?),
+        None => std::env::var("RULEHOST_ADMIN_TOKEN").ok(),
+    };
+    if admin_token.as_deref().is_some_and(str::is_empty) {
+        return Err(Failure::CannotStart(anyhow::anyhow!("the admin token is empty")));
+    }
+    let config = rulehost::server::ServeConfig {
+        admin_token,
+        body_bytes_max,
+        batch_transactions_max: batch_max,
+        request_timeout: std::time::Duration::from_millis(request_timeout_ms),
+        in_flight_max,
+    };
+    let runtime = start(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("rulehost-http")
+            .build()
+            .context("starting the runtime"),
+    )?;
+    runtime.block_on(serve(rules, ledger, accounts, listen, threads, !no_watch, cache_dir, config))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    rules: PathBuf,
+    ledger: LedgerArg,
+    accounts: Option<PathBuf>,
+    listen: String,
+    threads: Option<usize>,
+    watch: bool,
+    cache_dir: Option<PathBuf>,
+    config: rulehost::server::ServeConfig,
+) -> Result<u8, Failure> {
+    if config.admin_token.is_none() {
+        tracing::warn!("no admin token configured: admin endpoints answer 401");
+    }
+    let mut builder = HostBuilder::new(&rules).ledger(LedgerLocation::from_arg(&ledger.ledger)).watch(watch);
+    if let Some(a) = accounts {
+        builder = builder.accounts(a);
+    }
+    if let Some(t) = threads {
+        builder = builder.eval_threads(t);
+    }
+    if let Some(c) = cache_dir {
+        builder = builder.cache_dir(c);
+    }
+    let host = builder.build().await.map_err(|e| Failure::CannotStart(e.into()))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))
+        .map_err(Failure::CannotStart)?;
+    let address = listener.local_addr().map_err(|e| Failure::CannotStart(e.into()))?;
+    // The first line of standard output is the address (port 0 picks one).
+    println!("listening on http://{address}");
+    let _ = io::stdout().flush();
+    tracing::info!(%address, ruleset = %host.version(), "serving");
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    rulehost::server::serve(host, config, listener, shutdown).await.context("serving").map_err(Failure::Io)?;
+    Ok(0)
+}
