@@ -28,7 +28,7 @@ mod wasm {
     use super::{decimal_from_parts, decimal_parts};
     use crate::types::ParamValue;
     use crate::wit::rulehost::rules::types as w;
-    use crate::{Account, AccountStatus, Decimal, LogLevel, Timestamp, Transaction, TransactionKind};
+    use crate::{Account, AccountStatus, Decimal, LogLevel, Timestamp};
 
     pub fn to_wit_decimal(d: Decimal) -> w::Decimal {
         let (mantissa_hi, mantissa_lo, scale) = decimal_parts(d);
@@ -64,27 +64,6 @@ mod wasm {
                 w::AccountStatus::Closed => AccountStatus::Closed,
             },
             available: from_wit_decimal(a.available),
-        }
-    }
-
-    pub fn from_wit_transaction(t: w::Transaction) -> Transaction {
-        Transaction {
-            id: t.id,
-            timestamp: from_wit_instant(t.timestamp),
-            kind: match t.kind {
-                w::TransactionKind::Payment => TransactionKind::Payment,
-                w::TransactionKind::Transfer => TransactionKind::Transfer,
-                w::TransactionKind::Deposit => TransactionKind::Deposit,
-                w::TransactionKind::Withdrawal => TransactionKind::Withdrawal,
-            },
-            source: t.source,
-            destination: t.destination,
-            amount: from_wit_decimal(t.amount),
-            currency: t.currency,
-            country: t.country,
-            merchant_category: t.merchant_category,
-            channel: t.channel,
-            metadata: t.metadata,
         }
     }
 

@@ -56,6 +56,8 @@
 extern crate alloc;
 
 mod convert;
+#[doc(hidden)]
+pub mod encoding;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 mod rule;
@@ -74,7 +76,7 @@ pub use types::{Account, AccountStatus, HistoryStats, LogLevel, Timestamp, Trans
 pub mod wit {
     wit_bindgen::generate!({
         world: "rule-world",
-        path: "../wit",
+        path: "../wit/rulehost.wit",
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "rulehost_guest::wit",
@@ -97,17 +99,19 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
-    pub use crate::libc_alloc::{LibcAlloc, cabi_realloc};
+    pub use crate::libc_alloc::{RuleAlloc, cabi_realloc};
     #[cfg(target_arch = "wasm32")]
     pub use crate::rule::wasm::{describe, evaluate_risk, evaluate_validation, report_panic};
+    pub use alloc::vec::Vec;
 }
 
 /// Inside Wasm the SDK links wasi-libc, as `std` does: it provides
-/// `memcpy`/`memcmp` and the `malloc` a `no_std` rule allocates with; none
+/// `memcpy`/`memcmp` and the `malloc` a `no_std` rule falls back on; none
 /// of these use WASI.
 #[cfg(target_arch = "wasm32")]
 mod libc_alloc {
     use core::alloc::{GlobalAlloc, Layout};
+    use core::cell::{Cell, UnsafeCell};
 
     #[link(name = "c")]
     unsafe extern "C" {
@@ -143,26 +147,102 @@ mod libc_alloc {
     /// The alignment wasi-libc's `malloc` guarantees.
     const MALLOC_ALIGN: usize = 8;
 
-    /// A global allocator over wasi-libc's `malloc` (what `std` uses on Wasm).
-    pub struct LibcAlloc;
+    /// Bytes of the bump arena that serves a call's allocations before
+    /// `malloc` does.
+    pub const ARENA_BYTES: usize = 32 * 1024;
 
-    // SAFETY: forwards to the C allocator, honouring alignment as std's
-    // System allocator does on wasm32-wasip2.
-    unsafe impl GlobalAlloc for LibcAlloc {
+    #[repr(C, align(16))]
+    struct ArenaBytes(UnsafeCell<[u8; ARENA_BYTES]>);
+
+    /// A bump arena in the module's own memory. The host gives every call an
+    /// instance in its post-instantiation state (a fresh one, or one reset to
+    /// it), so the arena starts empty on every call; a call's allocations
+    /// cost a pointer bump and its frees nothing. What does not fit goes to
+    /// `malloc`, so a rule that allocates more still works.
+    struct Arena {
+        bytes: ArenaBytes,
+        /// Offset of the first free byte.
+        next: Cell<usize>,
+    }
+
+    // SAFETY: a Wasm rule instance is single-threaded (no shared memory).
+    unsafe impl Sync for Arena {}
+
+    static ARENA: Arena = Arena { bytes: ArenaBytes(UnsafeCell::new([0; ARENA_BYTES])), next: Cell::new(0) };
+
+    impl Arena {
+        fn base(&self) -> usize {
+            self.bytes.0.get() as usize
+        }
+
+        fn contains(&self, ptr: *mut u8) -> bool {
+            let p = ptr as usize;
+            p >= self.base() && p < self.base() + ARENA_BYTES
+        }
+
+        fn alloc(&self, layout: Layout) -> Option<*mut u8> {
+            let base = self.base();
+            let start = (base + self.next.get()).checked_next_multiple_of(layout.align())?;
+            let end = start.checked_add(layout.size())?;
+            if end > base + ARENA_BYTES {
+                return None;
+            }
+            self.next.set(end - base);
+            Some(start as *mut u8)
+        }
+
+        /// Whether `ptr` with `size` bytes is the latest allocation.
+        fn is_last(&self, ptr: *mut u8, size: usize) -> bool {
+            ptr as usize + size == self.base() + self.next.get()
+        }
+    }
+
+    /// The global allocator of a `no_std` rule: the bump arena first, then
+    /// wasi-libc's `malloc` (what `std` uses on Wasm).
+    pub struct RuleAlloc;
+
+    unsafe fn libc_alloc(layout: Layout) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size() {
+            unsafe { malloc(layout.size()) }
+        } else {
+            unsafe { aligned_alloc(layout.align(), layout.size().next_multiple_of(layout.align())) }
+        }
+    }
+
+    // SAFETY: arena blocks are disjoint, aligned and inside the arena; the
+    // rest forwards to the C allocator, honouring alignment as std's System
+    // allocator does on wasm32-wasip2.
+    unsafe impl GlobalAlloc for RuleAlloc {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            if layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size() {
-                unsafe { malloc(layout.size()) }
-            } else {
-                unsafe { aligned_alloc(layout.align(), layout.size().next_multiple_of(layout.align())) }
+            match ARENA.alloc(layout) {
+                Some(ptr) => ptr,
+                None => unsafe { libc_alloc(layout) },
             }
         }
 
-        unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-            unsafe { free(ptr) }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if ARENA.contains(ptr) {
+                // Only the latest block is given back (a stack discipline
+                // covers temporaries); the rest is freed with the instance.
+                if ARENA.is_last(ptr, layout.size()) {
+                    ARENA.next.set(ptr as usize - ARENA.base());
+                }
+            } else {
+                unsafe { free(ptr) }
+            }
         }
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if layout.align() <= MALLOC_ALIGN && layout.align() <= new_size {
+            if ARENA.contains(ptr) {
+                let offset = ptr as usize - ARENA.base();
+                if ARENA.is_last(ptr, layout.size()) && new_size <= ARENA_BYTES - offset {
+                    ARENA.next.set(offset + new_size);
+                    return ptr;
+                }
+                if new_size <= layout.size() {
+                    return ptr;
+                }
+            } else if layout.align() <= MALLOC_ALIGN && layout.align() <= new_size {
                 return unsafe { realloc(ptr, new_size) };
             }
             let new = unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, layout.align())) };
@@ -178,7 +258,8 @@ mod libc_alloc {
 }
 
 /// Supplies what a `no_std` rule crate needs inside Wasm: a global allocator
-/// (wasi-libc's `malloc`, as Rust's `std` uses on Wasm) and a panic handler that records
+/// (a per-call bump arena, then wasi-libc's `malloc` as Rust's `std` uses on
+/// Wasm) and a panic handler that records
 /// the panic message in the decision trace (a `log` line at `error` level)
 /// and then traps, so the host applies the rule's `on_error`. Expands to
 /// nothing outside Wasm. Use it once, at the crate root, in a crate marked
@@ -188,7 +269,7 @@ macro_rules! no_std_runtime {
     () => {
         #[cfg(target_arch = "wasm32")]
         #[global_allocator]
-        static __RULEHOST_ALLOCATOR: $crate::__private::LibcAlloc = $crate::__private::LibcAlloc;
+        static __RULEHOST_ALLOCATOR: $crate::__private::RuleAlloc = $crate::__private::RuleAlloc;
 
         #[cfg(target_arch = "wasm32")]
         #[unsafe(export_name = "cabi_realloc")]

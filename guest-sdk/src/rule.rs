@@ -154,10 +154,8 @@ macro_rules! export_validation_rule {
                         <$rule as $crate::ValidationRule>::declare(),
                     )
                 }
-                fn evaluate(
-                    tx: $crate::wit::rulehost::rules::types::Transaction,
-                ) -> $crate::wit::exports::rulehost::rules::rule::Verdict {
-                    $crate::__private::evaluate_validation::<$rule>(tx)
+                fn evaluate(tx: $crate::__private::Vec<u8>) -> $crate::wit::exports::rulehost::rules::rule::Verdict {
+                    $crate::__private::evaluate_validation::<$rule>(&tx)
                 }
             }
     $crate::wit::export_world!(__RulehostExport with_types_in $crate::wit);
@@ -187,10 +185,8 @@ macro_rules! export_risk_rule {
                         <$rule as $crate::RiskRule>::declare(),
                     )
                 }
-                fn evaluate(
-                    tx: $crate::wit::rulehost::rules::types::Transaction,
-                ) -> $crate::wit::exports::rulehost::rules::rule::Verdict {
-                    $crate::__private::evaluate_risk::<$rule>(tx)
+                fn evaluate(tx: $crate::__private::Vec<u8>) -> $crate::wit::exports::rulehost::rules::rule::Verdict {
+                    $crate::__private::evaluate_risk::<$rule>(&tx)
                 }
             }
     $crate::wit::export_world!(__RulehostExport with_types_in $crate::wit);
@@ -201,7 +197,7 @@ macro_rules! export_risk_rule {
 #[cfg(target_arch = "wasm32")]
 pub mod wasm {
     use super::{ParamType, RiskRule, RuleInfo, Validation, ValidationRule};
-    use crate::convert::from_wit_transaction;
+    use crate::Transaction;
     use crate::wit::exports::rulehost::rules::rule as r;
     use crate::wit::rulehost::rules::types as w;
 
@@ -230,17 +226,26 @@ pub mod wasm {
         }
     }
 
+    /// Decodes the host's transaction encoding. The host only sends
+    /// well-formed bytes; anything else is a broken host, and the call traps.
+    fn decode(bytes: &[u8]) -> Transaction {
+        match crate::encoding::decode(bytes) {
+            Some(tx) => tx,
+            None => panic!("the host sent a transaction that does not follow rulehost:rules@2.0.0"),
+        }
+    }
+
     /// The `evaluate` export of a validation rule.
-    pub fn evaluate_validation<R: ValidationRule>(tx: w::Transaction) -> r::Verdict {
-        match R::validate(&from_wit_transaction(tx)) {
+    pub fn evaluate_validation<R: ValidationRule>(tx: &[u8]) -> r::Verdict {
+        match R::validate(&decode(tx)) {
             Validation::Accept => r::Verdict::Accept,
             Validation::Reject { code, message } => r::Verdict::Reject(r::Rejection { code, message }),
         }
     }
 
     /// The `evaluate` export of a risk rule.
-    pub fn evaluate_risk<R: RiskRule>(tx: w::Transaction) -> r::Verdict {
-        let s = R::score(&from_wit_transaction(tx));
+    pub fn evaluate_risk<R: RiskRule>(tx: &[u8]) -> r::Verdict {
+        let s = R::score(&decode(tx));
         r::Verdict::Score(r::RiskScore { score: s.score, reasons: s.reasons })
     }
 

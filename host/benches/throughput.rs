@@ -20,7 +20,7 @@ use rulehost::model::{AccountStatus, NANOS_PER_SECOND, Transaction, TransactionK
 use rulehost::params::ParamValue;
 use rulehost::pipeline::{Pipeline, RuleCalls, RuleExecutor, SharedLedger};
 use rulehost::ruleset::{LoadedRule, RuleSet};
-use rulehost::sandbox::{CallContext, CallOutcome, Sandbox, SandboxConfig, Verdict, WitTransaction};
+use rulehost::sandbox::{CallContext, CallOutcome, Sandbox, SandboxConfig, Verdict};
 use rulehost_guest::native::{self, NativeHost};
 use rulehost_guest::{RiskRule, Score, Validation, ValidationRule};
 
@@ -132,7 +132,7 @@ fn risk<R: RiskRule>(tx: &rulehost_guest::Transaction) -> Verdict {
 }
 
 impl RuleExecutor for Native {
-    fn begin<'a>(&'a self, tx: &'a Transaction, _wit: &'a WitTransaction) -> Box<dyn RuleCalls + 'a> {
+    fn begin<'a>(&'a self, tx: &'a Transaction) -> Box<dyn RuleCalls + 'a> {
         Box::new(NativeCalls { sdk_tx: to_sdk_tx(tx), now: tx.timestamp })
     }
 }

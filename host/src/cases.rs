@@ -35,7 +35,7 @@ use crate::manifest::{Budget, DEADLINE_MS_DEFAULT, FUEL_MAX_DEFAULT, MEMORY_BYTE
 use crate::model::{AccountStatus, Transaction};
 use crate::params::Params;
 use crate::ruleset::Lists;
-use crate::sandbox::{CallContext, CompiledRule, FailureKind, LoadError, Sandbox, Verdict, WitTransaction};
+use crate::sandbox::{CallContext, CompiledRule, FailureKind, LoadError, Sandbox, Verdict};
 
 /// Earlier transactions one history entry may stand for.
 pub const HISTORY_COUNT_MAX: u64 = 100_000;
@@ -400,9 +400,8 @@ pub fn run_cases(
             facts: Arc::new(CaseFacts { accounts: case.accounts.clone(), history }),
             budget,
         };
-        let wit = WitTransaction::new(&case.transaction);
         let started = std::time::Instant::now();
-        let out = sandbox.session(&wit).evaluate(rule, declared.kind, ctx);
+        let out = sandbox.evaluate(rule, declared.kind, ctx, &case.transaction);
         let elapsed_us = started.elapsed().as_micros() as u64;
         let actual = match &out.result {
             Ok(Verdict::Accept) => Expect::Accept,

@@ -15,7 +15,7 @@ use crate::ledger::{Commit, Effect, Ledger, LedgerError};
 use crate::manifest::{OnError, RuleKind};
 use crate::model::Transaction;
 use crate::ruleset::{LoadedRule, RuleSet};
-use crate::sandbox::{CallContext, CallOutcome, Failure, Sandbox, TxSession, Verdict, WitTransaction};
+use crate::sandbox::{CallContext, CallOutcome, Failure, Sandbox, TxSession, Verdict};
 
 /// Reason of a failed rule under `on_error = review|reject`.
 pub const RULE_FAILED: &str = "RULE_FAILED";
@@ -137,8 +137,8 @@ enum Speculated {
 /// benchmark supplies one that runs the same rule crates compiled natively,
 /// as the reference limit.
 pub trait RuleExecutor: Send + Sync {
-    /// Starts the rule calls on one transaction (given also in WIT form).
-    fn begin<'a>(&'a self, tx: &'a Transaction, wit: &'a WitTransaction) -> Box<dyn RuleCalls + 'a>;
+    /// Starts the rule calls on one transaction.
+    fn begin<'a>(&'a self, tx: &'a Transaction) -> Box<dyn RuleCalls + 'a>;
 }
 
 /// The rule calls on one transaction.
@@ -148,8 +148,8 @@ pub trait RuleCalls {
 }
 
 impl RuleExecutor for Sandbox {
-    fn begin<'a>(&'a self, _tx: &'a Transaction, wit: &'a WitTransaction) -> Box<dyn RuleCalls + 'a> {
-        Box::new(self.session(wit))
+    fn begin<'a>(&'a self, tx: &'a Transaction) -> Box<dyn RuleCalls + 'a> {
+        Box::new(self.session(tx))
     }
 }
 
@@ -352,8 +352,7 @@ impl Pipeline {
 
     /// Runs validation then risk rules and aggregates (steps 2–4).
     fn evaluate(&self, ruleset: &RuleSet, tx: &Transaction, facts: &Arc<dyn Facts>) -> Evaluation {
-        let wit_tx = WitTransaction::new(tx);
-        let mut calls = self.executor.begin(tx, &wit_tx);
+        let mut calls = self.executor.begin(tx);
         let mut traces = Vec::with_capacity(ruleset.rules.len());
         let mut reasons = Reasons::default();
         let mut forced_review = false;

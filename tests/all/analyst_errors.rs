@@ -29,9 +29,9 @@ fn assert_says(message: &str, needles: &[&str]) {
 #[test]
 fn module_built_against_another_wit_version() {
     let e = load_error(&rule("future", "risk", "modules/future.wasm", ""), |dir| {
-        std::fs::copy(module("guest-wit-v2"), dir.join("modules/future.wasm")).unwrap();
+        std::fs::copy(module("guest-wit-future"), dir.join("modules/future.wasm")).unwrap();
     });
-    assert_says(&e, &["rule `future`", "rulehost:rules/host@2.0.0", "rulehost:rules@1.0.0", "rebuild the rule"]);
+    assert_says(&e, &["rule `future`", "rulehost:rules/host@3.0.0", "rulehost:rules@2.0.0", "rebuild the rule"]);
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn module_without_the_rule_export() {
     let e = load_error(&rule("plain", "risk", "modules/plain.wasm", ""), |dir| {
         std::fs::copy(module("guest-no-export"), dir.join("modules/plain.wasm")).unwrap();
     });
-    assert_says(&e, &["rule `plain`", "does not export `rulehost:rules/rule@1.0.0`", "export_risk_rule!"]);
+    assert_says(&e, &["rule `plain`", "does not export `rulehost:rules/rule@2.0.0`", "export_risk_rule!"]);
 }
 
 #[test]

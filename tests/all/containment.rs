@@ -156,17 +156,34 @@ fn on_error_ignore_skips_the_rule() {
 fn global_counter_never_leaks_between_evaluations() {
     for r in scenario("counter", "", "review") {
         let v = value(&r);
-        assert_eq!(v["rules"][0]["score"], 1, "a fresh instance per call: {v}");
+        assert_eq!(v["rules"][0]["score"], 1, "every call starts from the post-instantiation state: {v}");
     }
 }
 
 #[test]
 fn ambient_authority_is_denied_deterministically() {
     // Clock reads the epoch, no environment, no files; randomness is fixed.
-    for r in scenario("ambient", "", "review") {
+    // The rule is `std` (it imports WASI), so it runs in a fresh component
+    // instance per call: its static counter stays at 1.
+    let set = TempRuleSet::new(
+        r#"
+[[rule]]
+name = "ambient"
+kind = "risk"
+module = "modules/ambient.wasm"
+"#,
+    );
+    let ruleset = set.load();
+    let why = match ruleset.rules[0].compiled.isolation() {
+        rulehost::sandbox::Isolation::Fresh(why) => why,
+        other => panic!("a std rule is not resettable: {other:?}"),
+    };
+    assert!(why.contains("wasi"), "{why}");
+    for r in run(&ruleset, ACCOUNTS, &transactions(3)).0 {
         let v = value(&r);
         assert_eq!(v["rules"][0]["result"], "score", "{v}");
         assert_eq!(v["rules"][0]["score"], 1, "{v}");
+        assert_eq!(v["rules"][0]["reasons"], serde_json::json!(["AMBIENT"]), "{v}");
     }
 }
 

@@ -1,16 +1,11 @@
 //! Determinism: the same input and rule set give byte-identical output, fuel
 //! included, run after run — on generated traffic with every pattern.
 
-use rulehost::generate::{GenConfig, generate};
-
-use crate::support::{TempRuleSet, jsonl, run};
+use crate::support::{TempRuleSet, generated, jsonl, run};
 
 #[test]
 fn same_input_twice_gives_identical_bytes() {
-    let config = GenConfig { seed: 11, accounts: 300, transactions: 4_000, ..GenConfig::default() };
-    let (mut accounts, mut transactions) = (Vec::new(), Vec::new());
-    generate(&config, &mut accounts, &mut transactions).unwrap();
-    let (accounts, transactions) = (String::from_utf8(accounts).unwrap(), String::from_utf8(transactions).unwrap());
+    let (accounts, transactions) = generated(11, 300, 4_000);
     let set = TempRuleSet::example();
     let first = jsonl(&run(&set.load(), &accounts, &transactions).0);
     // A second load of the same folder: a fresh compile, same bytes out.
@@ -24,20 +19,17 @@ fn same_input_twice_gives_identical_bytes() {
 fn parallel_run_equals_one_by_one() {
     // Few accounts, so concurrent evaluations often read what an earlier
     // transaction writes and must be redone: the output must not show it.
-    let config = GenConfig { seed: 5, accounts: 40, transactions: 3_000, ..GenConfig::default() };
-    let (mut accounts, mut transactions) = (Vec::new(), Vec::new());
-    generate(&config, &mut accounts, &mut transactions).unwrap();
-    let accounts = String::from_utf8(accounts).unwrap();
+    let (accounts, transactions) = generated(5, 40, 3_000);
     let set = TempRuleSet::example();
     let ruleset = std::sync::Arc::new(set.load());
-    let one_by_one = jsonl(&run(&ruleset, &accounts, std::str::from_utf8(&transactions).unwrap()).0);
+    let one_by_one = jsonl(&run(&ruleset, &accounts, &transactions).0);
     for threads in [1, 2, 4] {
         let pipeline =
             rulehost::pipeline::Pipeline::new(crate::support::sandbox(), crate::support::ledger(&accounts, &ruleset));
         let options = rulehost::run::RunOptions { threads, window_per_thread: 8 };
         let mut out = Vec::new();
         let summary =
-            rulehost::run::run_stream(&pipeline, &ruleset, &transactions[..], &mut out, &options, None).unwrap();
+            rulehost::run::run_stream(&pipeline, &ruleset, transactions.as_bytes(), &mut out, &options, None).unwrap();
         assert_eq!(summary.lines, 3_000);
         assert!(String::from_utf8(out).unwrap() == one_by_one, "{threads} threads differ from one by one");
     }

@@ -6,9 +6,11 @@
 mod analyst_errors;
 mod cli_test;
 mod containment;
+mod contracts;
 mod determinism;
 mod guide;
 mod input_errors;
+mod isolation;
 mod ledger;
 mod ledger_cli;
 mod pipeline;

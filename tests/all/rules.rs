@@ -19,7 +19,7 @@ fn every_shipped_rule_passes_its_cases() {
         let file = CaseFile::parse(&cases_path.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
         assert!(!file.cases.is_empty(), "{rule} has no cases");
         let bytes = std::fs::read(module(&format!("rule-{rule}"))).unwrap();
-        let compiled = sandbox.link(&sandbox.compile(&bytes).unwrap()).unwrap();
+        let compiled = sandbox.load(&bytes).unwrap();
         for outcome in run_cases(&sandbox, &compiled, &file, &Default::default(), file.budget)
             .unwrap_or_else(|e| panic!("{rule}: {e}"))
         {
@@ -48,7 +48,7 @@ expect = { score = 100 }
     let file = CaseFile::parse("inline", text).unwrap();
     let bytes = std::fs::read(module("rule-merchant-category")).unwrap();
     let sandbox = sandbox();
-    let compiled = sandbox.link(&sandbox.compile(&bytes).unwrap()).unwrap();
+    let compiled = sandbox.load(&bytes).unwrap();
     let outcome = &run_cases(&sandbox, &compiled, &file, &Default::default(), file.budget).unwrap()[0];
     assert!(!outcome.passed);
     assert_eq!(outcome.expected, "score 100");

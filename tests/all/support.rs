@@ -32,7 +32,8 @@ pub fn sandbox() -> Arc<Sandbox> {
 
 /// A rule-set folder in a temp dir: `manifest` plus modules copied from the
 /// build under the names the manifest uses (`modules/<rule>.wasm` for the
-/// shipped rules, `modules/hostile.wasm` for the hostile guest).
+/// shipped rules, `modules/hostile.wasm` and `modules/ambient.wasm` for the
+/// test guests).
 pub struct TempRuleSet {
     pub dir: tempfile::TempDir,
 }
@@ -47,6 +48,8 @@ impl TempRuleSet {
             std::fs::copy(module(&format!("rule-{name}")), dir.path().join(format!("modules/{name}.wasm"))).unwrap();
         }
         std::fs::copy(module("guest-hostile"), dir.path().join("modules/hostile.wasm")).unwrap();
+        std::fs::copy(module("guest-ambient"), dir.path().join("modules/ambient.wasm")).unwrap();
+        std::fs::copy(module("guest-contract-v1"), dir.path().join("modules/contract-v1.wasm")).unwrap();
         std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
         std::fs::write(dir.path().join("lists/blocked-accounts.txt"), "acc-000666\nacc-001313\n").unwrap();
         TempRuleSet { dir }
@@ -60,6 +63,14 @@ impl TempRuleSet {
     pub fn load(&self) -> RuleSet {
         RuleSet::load(&sandbox(), self.dir.path()).unwrap_or_else(|e| panic!("loading rule set: {e}"))
     }
+}
+
+/// `rulehost gen` traffic: (accounts, transactions) as JSON Lines.
+pub fn generated(seed: u64, accounts: usize, transactions: usize) -> (String, String) {
+    let config = rulehost::generate::GenConfig { seed, accounts, transactions, ..Default::default() };
+    let (mut a, mut t) = (Vec::new(), Vec::new());
+    rulehost::generate::generate(&config, &mut a, &mut t).expect("generate");
+    (String::from_utf8(a).expect("utf-8"), String::from_utf8(t).expect("utf-8"))
 }
 
 /// A fresh in-memory ledger holding `accounts` (JSON Lines).

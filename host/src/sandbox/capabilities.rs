@@ -1,90 +1,64 @@
 //! What a rule call can reach: the `host` capabilities answered from the
-//! call's context, the per-call store data (memory cap, bounded log, lazily
-//! built deny-all WASI), and the conversions between host types and WIT.
+//! call's context, the memory cap, and the bounded log. Both execution paths
+//! (a component instance, or a reset core instance) answer through these, so
+//! a capability behaves the same whichever path runs the rule.
 
 use rust_decimal::Decimal;
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::rulehost::rules::{host as wit_host, types as wit};
-use super::{
-    CallContext, LOG_BYTES_PER_CALL_MAX, LOG_BYTES_PER_EVALUATION_MAX, LogLine, STDERR_BYTES_MAX, TABLE_ELEMENTS_MAX,
-};
-use crate::facts::HistoryQuery;
-use crate::model::{AccountStatus, NANOS_PER_SECOND, Nanos, Transaction, TransactionKind};
+use super::{CallContext, LOG_BYTES_PER_CALL_MAX, LOG_BYTES_PER_EVALUATION_MAX, LogLine, TABLE_ELEMENTS_MAX};
+use crate::facts::{AccountFacts, HistoryQuery, HistoryStats};
+use crate::model::{NANOS_PER_SECOND, Nanos};
 use crate::params::ParamValue;
 
-/// A transaction converted once for all the calls on it.
-pub struct WitTransaction(pub(super) wit::Transaction);
-
-impl WitTransaction {
-    /// Converts a transaction to its WIT form.
-    pub fn new(tx: &Transaction) -> Self {
-        WitTransaction(wit::Transaction {
-            id: tx.id.clone(),
-            timestamp: to_wit_instant(tx.timestamp),
-            kind: match tx.kind {
-                TransactionKind::Payment => wit::TransactionKind::Payment,
-                TransactionKind::Transfer => wit::TransactionKind::Transfer,
-                TransactionKind::Deposit => wit::TransactionKind::Deposit,
-                TransactionKind::Withdrawal => wit::TransactionKind::Withdrawal,
-            },
-            source: tx.source.clone(),
-            destination: tx.destination.clone(),
-            amount: to_wit_decimal(tx.amount),
-            currency: tx.currency.clone(),
-            country: tx.country.clone(),
-            merchant_category: tx.merchant_category.clone(),
-            channel: tx.channel.clone(),
-            metadata: tx.metadata.clone(),
-        })
-    }
-
-    pub(super) fn timestamp(&self) -> Nanos {
-        let t = &self.0.timestamp;
-        i128::from(t.seconds) * NANOS_PER_SECOND + i128::from(t.nanos)
-    }
+/// A capability call the guest may not make: it traps.
+pub(super) fn guest_error(message: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::msg(message.into())
 }
 
-fn to_wit_decimal(d: Decimal) -> wit::Decimal {
-    let m = d.mantissa();
-    wit::Decimal { mantissa_hi: (m >> 64) as i64, mantissa_lo: m as u64, scale: d.scale() as u8 }
-}
-
-fn from_wit_decimal(d: &wit::Decimal) -> Option<Decimal> {
-    let m = (i128::from(d.mantissa_hi) << 64) | i128::from(d.mantissa_lo);
-    Decimal::try_from_i128_with_scale(m, u32::from(d.scale)).ok()
-}
-
-fn to_wit_instant(n: Nanos) -> wit::Instant {
-    wit::Instant { seconds: n.div_euclid(NANOS_PER_SECOND) as i64, nanos: n.rem_euclid(NANOS_PER_SECOND) as u32 }
-}
-
-/// The per-call store data: the capability context, the memory cap, and a
-/// lazily built deny-all WASI context.
-pub struct CallState {
-    pub(super) ctx: Option<CallContext>,
-    pub(super) now: Nanos,
-    pub(super) memory: MemoryCap,
-    pub(super) logs: Vec<LogLine>,
-    pub(super) log_bytes: usize,
-    pub(super) wasi: Option<(WasiCtx, ResourceTable)>,
-    pub(super) stderr: Option<MemoryOutputPipe>,
-}
-
+/// Memory the instance may hold, enforced on every growth.
 pub(super) struct MemoryCap {
+    /// The rule's budget, in bytes.
     pub(super) memory_bytes_max: usize,
+    /// Bytes the host itself adds to the instance (the dirty map of a
+    /// resettable instance), allowed on top of the budget.
+    pub(super) allowance_bytes: usize,
+    /// Bytes of all memories of the instance now.
     pub(super) total_bytes: usize,
+    /// The most `total_bytes` reached during the current call.
     pub(super) peak_bytes: usize,
+    /// Whether a growth was refused.
     pub(super) exceeded: bool,
+}
+
+impl MemoryCap {
+    pub(super) fn new(memory_bytes_max: u64, allowance_bytes: usize) -> Self {
+        MemoryCap {
+            memory_bytes_max: usize::try_from(memory_bytes_max).unwrap_or(usize::MAX),
+            allowance_bytes,
+            total_bytes: 0,
+            peak_bytes: 0,
+            exceeded: false,
+        }
+    }
+
+    /// Peak of the guest's own memory during the call, in bytes.
+    pub(super) fn peak_guest_bytes(&self) -> u64 {
+        self.peak_bytes.saturating_sub(self.allowance_bytes) as u64
+    }
+
+    /// Starts a call on an instance that already holds `total_bytes`.
+    pub(super) fn begin_call(&mut self, memory_bytes_max: u64) {
+        self.memory_bytes_max = usize::try_from(memory_bytes_max).unwrap_or(usize::MAX);
+        self.peak_bytes = self.total_bytes;
+        self.exceeded = false;
+    }
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let total = self.total_bytes - current.min(self.total_bytes) + desired;
-        if total > self.memory_bytes_max {
+        let total = self.total_bytes.saturating_sub(current.min(self.total_bytes)).saturating_add(desired);
+        if total > self.memory_bytes_max.saturating_add(self.allowance_bytes) {
             self.exceeded = true;
             return Ok(false);
         }
@@ -98,171 +72,126 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Deterministic stand-ins for WASI's clocks and randomness: time stands at
-/// the Unix epoch and "random" bytes are a fixed pattern. Stateless, so
-/// nothing carries over between calls.
-mod deny_all {
-    use std::convert::Infallible;
-    use std::time::Duration;
-    use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
-
-    pub struct FrozenClock;
-    impl HostWallClock for FrozenClock {
-        fn resolution(&self) -> Duration {
-            Duration::from_nanos(1)
-        }
-        fn now(&self) -> Duration {
-            Duration::ZERO
-        }
-    }
-    impl HostMonotonicClock for FrozenClock {
-        fn resolution(&self) -> u64 {
-            1
-        }
-        fn now(&self) -> u64 {
-            0
-        }
-    }
-
-    pub struct FixedBytes;
-    impl rand_core::TryRng for FixedBytes {
-        type Error = Infallible;
-        fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-            Ok(0x5eed_5eed)
-        }
-        fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-            Ok(0x5eed_5eed_5eed_5eed)
-        }
-        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-            dst.fill(0x5e);
-            Ok(())
-        }
-    }
+/// The per-call data both paths keep in their store: the capability
+/// context, the memory cap and the bounded log.
+pub(super) struct CallData {
+    /// The context of the `evaluate` call in progress; `None` outside one
+    /// (during instantiation and `describe`), when capabilities trap.
+    pub(super) ctx: Option<CallContext>,
+    /// The transaction's timestamp.
+    pub(super) now: Nanos,
+    pub(super) memory: MemoryCap,
+    pub(super) logs: Vec<LogLine>,
+    pub(super) log_bytes: usize,
 }
 
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        let stderr = &mut self.stderr;
-        let (ctx, table) = self.wasi.get_or_insert_with(|| {
-            let pipe = MemoryOutputPipe::new(STDERR_BYTES_MAX);
-            *stderr = Some(pipe.clone());
-            let mut b = WasiCtx::builder();
-            b.stderr(pipe)
-                .wall_clock(deny_all::FrozenClock)
-                .monotonic_clock(deny_all::FrozenClock)
-                .secure_random(deny_all::FixedBytes)
-                .insecure_random(deny_all::FixedBytes)
-                .insecure_random_seed(0);
-            (b.build(), ResourceTable::new())
-        });
-        WasiCtxView { ctx, table }
-    }
-}
+/// The name of a log level in decision traces.
+pub(super) const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
-impl wit::Host for CallState {}
-
-fn guest_error(message: String) -> wasmtime::Error {
-    wasmtime::Error::msg(message)
-}
-
-impl CallState {
-    fn call_ctx(&self) -> &CallContext {
-        self.ctx.as_ref().expect("capabilities are only linked into evaluation calls")
-    }
-}
-
-impl wit_host::Host for CallState {
-    fn param(&mut self, name: String) -> wasmtime::Result<Option<wit::ParamValue>> {
-        Ok(self.call_ctx().params.get(&name).and_then(to_wit_param))
+impl CallData {
+    pub(super) fn new(memory: MemoryCap) -> Self {
+        CallData { ctx: None, now: 0, memory, logs: Vec::new(), log_bytes: 0 }
     }
 
-    fn param_entry(&mut self, name: String, key: String) -> wasmtime::Result<Option<wit::ParamValue>> {
-        Ok(self.call_ctx().params.entry(&name, &key).as_ref().and_then(to_wit_param))
+    /// Starts an `evaluate` call.
+    pub(super) fn begin(&mut self, ctx: CallContext, now: Nanos) {
+        self.memory.begin_call(ctx.budget.memory_bytes_max);
+        self.ctx = Some(ctx);
+        self.now = now;
+        self.logs.clear();
+        self.log_bytes = 0;
     }
 
-    fn history(
-        &mut self,
-        account: String,
+    /// Ends the call: drops the context, returns the logs.
+    pub(super) fn finish(&mut self) -> Vec<LogLine> {
+        self.ctx = None;
+        std::mem::take(&mut self.logs)
+    }
+
+    pub(super) fn ctx(&self) -> wasmtime::Result<&CallContext> {
+        self.ctx.as_ref().ok_or_else(|| {
+            guest_error(
+                "host capabilities are only available during `evaluate` (not at instantiation or in `describe`)",
+            )
+        })
+    }
+
+    /// `param`: a whole scalar or list parameter (maps are read by entry).
+    pub(super) fn param<'p>(params: &'p crate::params::Params, name: &str) -> Option<&'p ParamValue> {
+        params.get(name).filter(|v| {
+            matches!(v, ParamValue::Text(_) | ParamValue::Integer(_) | ParamValue::Decimal(_) | ParamValue::TextList(_))
+        })
+    }
+
+    /// `history`, with the window checked against the rule's declaration.
+    pub(super) fn history(
+        &self,
+        account: &str,
         window_seconds: u64,
-        min: Option<wit::Decimal>,
-        max: Option<wit::Decimal>,
-    ) -> wasmtime::Result<wit::HistoryStats> {
-        let ctx = self.call_ctx();
+        min: Option<Decimal>,
+        max: Option<Decimal>,
+    ) -> wasmtime::Result<HistoryStats> {
+        let ctx = self.ctx()?;
         if window_seconds > ctx.history_window_seconds_max {
             return Err(guest_error(format!(
                 "history window {window_seconds}s exceeds the rule's declared maximum {}s",
                 ctx.history_window_seconds_max
             )));
         }
-        let bound = |d: Option<wit::Decimal>| -> wasmtime::Result<Option<Decimal>> {
-            d.map(|d| from_wit_decimal(&d).ok_or_else(|| guest_error("history bound is not a valid decimal".into())))
-                .transpose()
-        };
         let query = HistoryQuery {
-            account: &account,
+            account,
             from_exclusive: self.now - i128::from(window_seconds) * NANOS_PER_SECOND,
             to_inclusive: self.now,
-            min: bound(min)?,
-            max: bound(max)?,
+            min,
+            max,
         };
-        let stats = ctx.facts.history(&query);
-        Ok(wit::HistoryStats { count: stats.count, sum: to_wit_decimal(stats.sum) })
+        Ok(ctx.facts.history(&query))
     }
 
-    fn account(&mut self, id: String) -> wasmtime::Result<Option<wit::AccountFacts>> {
-        Ok(self.call_ctx().facts.account(&id).map(|a| wit::AccountFacts {
-            id: a.id,
-            currency: a.currency,
-            country: a.country,
-            opened_at: to_wit_instant(a.opened_at),
-            status: match a.status {
-                AccountStatus::Active => wit::AccountStatus::Active,
-                AccountStatus::Frozen => wit::AccountStatus::Frozen,
-                AccountStatus::Closed => wit::AccountStatus::Closed,
-            },
-            available: to_wit_decimal(a.available),
-        }))
+    /// `account`.
+    pub(super) fn account(&self, id: &str) -> wasmtime::Result<Option<AccountFacts>> {
+        Ok(self.ctx()?.facts.account(id))
     }
 
-    fn list_contains(&mut self, name: String, value: String) -> wasmtime::Result<bool> {
-        let ctx = self.call_ctx();
-        if !ctx.declared_lists.contains(&name) {
+    /// `list-contains`, for a list the rule declared.
+    pub(super) fn list_contains(&self, name: &str, value: &str) -> wasmtime::Result<bool> {
+        let ctx = self.ctx()?;
+        if !ctx.declared_lists.iter().any(|l| l == name) {
             return Err(guest_error(format!("list `{name}` is not declared by the rule")));
         }
-        Ok(ctx.lists.contains(&name, &value))
+        Ok(ctx.lists.contains(name, value))
     }
 
-    fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
+    /// `log`: records what fits in the per-call and per-evaluation caps.
+    pub(super) fn log(&mut self, level: usize, message: &str) {
         let room = LOG_BYTES_PER_EVALUATION_MAX.saturating_sub(self.log_bytes).min(LOG_BYTES_PER_CALL_MAX);
         if room == 0 {
-            return Ok(());
+            return;
         }
         let mut cut = message.len().min(room);
         while !message.is_char_boundary(cut) {
             cut -= 1;
         }
         self.log_bytes += cut;
-        let level = match level {
-            wit::LogLevel::Trace => "trace",
-            wit::LogLevel::Debug => "debug",
-            wit::LogLevel::Info => "info",
-            wit::LogLevel::Warn => "warn",
-            wit::LogLevel::Error => "error",
-        };
+        let level = LOG_LEVELS.get(level).copied().unwrap_or("error");
         self.logs.push(LogLine { level, message: message[..cut].to_owned() });
-        Ok(())
     }
 }
 
-fn to_wit_param(v: &ParamValue) -> Option<wit::ParamValue> {
-    Some(match v {
-        ParamValue::Text(s) => wit::ParamValue::Text(s.clone()),
-        ParamValue::Integer(i) => wit::ParamValue::Integer(*i),
-        ParamValue::Decimal(d) => wit::ParamValue::Decimal(to_wit_decimal(*d)),
-        ParamValue::TextList(l) => wit::ParamValue::TextList(l.clone()),
-        // Maps are read entry by entry through `param-entry`.
-        ParamValue::IntegerMap(_) | ParamValue::DecimalMap(_) | ParamValue::TextMap(_) => {
-            return None;
-        }
-    })
+/// Splits a decimal into the WIT encoding: (mantissa-hi, mantissa-lo, scale).
+pub(super) fn decimal_parts(d: Decimal) -> (i64, u64, u8) {
+    let m = d.mantissa();
+    ((m >> 64) as i64, m as u64, d.scale() as u8)
+}
+
+/// Rebuilds a decimal from the WIT encoding; `None` outside rust_decimal's
+/// range.
+pub(super) fn decimal_from_parts(hi: i64, lo: u64, scale: u8) -> Option<Decimal> {
+    let m = (i128::from(hi) << 64) | i128::from(lo);
+    Decimal::try_from_i128_with_scale(m, u32::from(scale)).ok()
+}
+
+/// An instant as (seconds, nanos) since the epoch.
+pub(super) fn instant_parts(n: Nanos) -> (i64, u32) {
+    (n.div_euclid(NANOS_PER_SECOND) as i64, n.rem_euclid(NANOS_PER_SECOND) as u32)
 }

@@ -1,44 +1,39 @@
 //! The Wasm sandbox: the one place that knows wasmtime. It configures the
 //! engine (fuel, epoch deadlines, pooling allocator), links the `host`
-//! capabilities and deny-all WASI, and runs one rule call under its budget,
-//! classifying every way a call can fail.
+//! capabilities, and runs one rule call under its budget, classifying every
+//! way a call can fail.
 //!
-//! Isolation model: a fresh component instance in a fresh `Store` for every
-//! call, instantiated from a pre-linked `InstancePre` with the pooling
-//! allocator and copy-on-write memory images. No guest state survives a call,
-//! so a decision never depends on what a rule saw before. ARCHITECTURE.md
-//! records the measurements behind this choice.
+//! Isolation model: every call sees its rule in the state right after
+//! instantiation, so a decision never depends on what a rule saw before.
+//! A rule whose core module is *resettable* (`reset/`: the shipped rules and
+//! any `no_std` rule of contract 2.0.0) keeps one instance per evaluating
+//! thread and rule-set version, put back into its post-instantiation state
+//! after every call; any other rule (`component.rs`) gets a fresh component
+//! instance per call. ARCHITECTURE.md ("Isolation model") says why the reset
+//! is complete and records the measurements behind the design.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::facts::Facts;
 use crate::manifest::{Budget, RuleKind};
-use crate::model::Nanos;
+use crate::model::Transaction;
 use crate::params::Params;
 
 mod capabilities;
+mod component;
 mod outcome;
+mod reset;
 
-use capabilities::MemoryCap;
-pub use capabilities::{CallState, WitTransaction};
-pub use outcome::is_valid_code;
+use capabilities::{CallData, MemoryCap};
+use component::{CallState, ComponentRule, PreparedTx};
+pub use outcome::{CODE_BYTES_MAX, is_valid_code};
 use outcome::{check_output, classify};
-
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "rule-world",
-        imports: { default: trappable },
-    });
-}
-
-use bindings::exports::rulehost::rules::rule as wit_rule;
-use bindings::rulehost::rules::types as wit;
+pub use reset::{InstanceState, val_bits};
 
 /// How often the epoch ticks, in milliseconds: the resolution of deadlines.
 pub const EPOCH_TICK_MS: u64 = 1;
@@ -55,7 +50,7 @@ pub const STDERR_BYTES_MAX: usize = 2048;
 /// Table elements an instance may grow to.
 pub const TABLE_ELEMENTS_MAX: usize = 100_000;
 /// Concurrent instances the pooling allocator reserves slots for.
-pub const POOLED_INSTANCES_MAX: u32 = 256;
+pub const POOLED_INSTANCES_MAX: u32 = 1024;
 /// Bytes of each pooled memory and table reset in place (not decommitted)
 /// when a slot is freed.
 pub const POOLED_KEEP_RESIDENT_BYTES: usize = 2 << 20;
@@ -161,18 +156,64 @@ pub struct RuleDeclaration {
     pub history_window_seconds_max: u64,
 }
 
-/// A compiled, linked rule module, ready to instantiate cheaply.
-#[derive(Clone)]
-pub struct CompiledRule {
-    pre: bindings::RuleWorldPre<CallState>,
+/// The contract versions this host provides.
+pub const CONTRACTS: [&str; 2] = ["2.0.0", "1.0.0"];
+
+/// A compiled, linked module, shared by every rule set that loads it.
+struct RuleModule {
+    component: ComponentRule,
+    /// The direct path, when the module is resettable.
+    resettable: Option<reset::ResettableModule>,
+    /// Why the module is not resettable, when it is not.
+    fresh_reason: Option<String>,
     imports: Vec<String>,
+    contract: &'static str,
+}
+
+/// A compiled, linked rule module, with its own instances: every rule set
+/// that loads a module gets a `CompiledRule` of its own, so instances are
+/// kept per rule-set version (and per evaluating thread).
+pub struct CompiledRule {
+    module: Arc<RuleModule>,
+    instances: reset::InstancePool,
+}
+
+/// How a rule's calls are isolated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// One instance per evaluating thread, reset to its post-instantiation
+    /// state after every call.
+    Reset,
+    /// A fresh component instance for every call, and why.
+    Fresh(String),
 }
 
 impl CompiledRule {
-    /// The component's imports (interface names), e.g. `rulehost:rules/host@1.0.0`
+    /// The component's imports (interface names), e.g. `rulehost:rules/host@2.0.0`
     /// and any WASI interfaces its toolchain pulled in.
     pub fn imports(&self) -> &[String] {
-        &self.imports
+        &self.module.imports
+    }
+
+    /// The contract version it was built against (`2.0.0` or `1.0.0`).
+    pub fn contract(&self) -> &'static str {
+        self.module.contract
+    }
+
+    /// How its calls are isolated.
+    pub fn isolation(&self) -> Isolation {
+        match &self.module.fresh_reason {
+            None => Isolation::Reset,
+            Some(why) => Isolation::Fresh(why.clone()),
+        }
+    }
+
+    /// For the isolation tests: this thread's reused instance's state and a
+    /// fresh instance's, when the rule is resettable and has run on this
+    /// thread.
+    pub fn compare_with_fresh(&self, sandbox: &Sandbox, budget: &Budget) -> Option<(InstanceState, InstanceState)> {
+        let module = self.module.resettable.as_ref()?;
+        self.instances.compare_with_fresh(module, &sandbox.engine, budget)
     }
 }
 
@@ -198,23 +239,26 @@ pub enum LoadError {
     /// The bytes are not a valid component (or a core module was given).
     #[error("not a valid Wasm component: {0}")]
     Compile(String),
-    /// The component's imports or exports do not match `rulehost:rules@1.0.0`.
-    #[error("incompatible with the rulehost WIT contract rulehost:rules@1.0.0: {0}")]
+    /// The component's imports or exports do not match a `rulehost:rules` contract.
+    #[error("incompatible with the rulehost WIT contract: {0}")]
     Incompatible(String),
     /// Calling `describe` failed.
     #[error("its `describe` export failed ({}): {}", .0.kind.as_str(), .0.message)]
     Describe(Failure),
 }
 
-/// The engine and linker shared by every rule; one per process.
+/// The engine and linkers shared by every rule; one per process.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<CallState>,
+    reset_linker: wasmtime::Linker<reset::ResetState>,
     ticker_stop: Arc<AtomicBool>,
     cache: Option<wasmtime::Cache>,
     /// Linked modules by content hash: a reload never compiles an unchanged
     /// module again in this process.
-    linked: std::sync::Mutex<std::collections::HashMap<String, CompiledRule>>,
+    linked: std::sync::Mutex<std::collections::HashMap<String, Arc<RuleModule>>>,
+    /// Whether resettable modules reuse instances.
+    reuse: bool,
 }
 
 /// Linked modules kept in memory for reuse across reloads.
@@ -231,6 +275,10 @@ impl Drop for Sandbox {
 pub struct SandboxConfig {
     /// Use the pooling instance allocator (fast instantiation). By default on.
     pub pooling: bool,
+    /// Reuse resettable instances across calls (by default on). Off, every
+    /// call of every rule gets a fresh component instance — the reference
+    /// the isolation tests and benchmarks compare with.
+    pub reuse_instances: bool,
     /// Keep compiled modules in this folder, keyed by the module's content
     /// and the engine's configuration, so an unchanged module is never
     /// compiled twice (across reloads and restarts). By default off.
@@ -239,14 +287,23 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { pooling: true, cache_dir: None }
+        SandboxConfig { pooling: true, reuse_instances: true, cache_dir: None }
     }
+}
+
+fn set_budget<T>(store: &mut Store<T>, budget: &Budget) {
+    // Fuel is enabled in the engine configuration, so this cannot fail.
+    let _ = store.set_fuel(budget.fuel_max);
+    // One extra tick: the next tick may come at once, so a deadline of N ms
+    // is N..N+1 ms of wall time.
+    store.set_epoch_deadline(budget.deadline_ms.div_ceil(EPOCH_TICK_MS) + 1);
 }
 
 impl Sandbox {
     /// Builds the engine (fuel metering, epoch interruption, deterministic
-    /// floats, pooling allocator) and the linker (the `host` capabilities and
-    /// deny-all WASI), and starts the epoch ticker thread.
+    /// floats, pooling allocator), the linkers (the `host` capabilities of
+    /// both contract versions and deny-all WASI), and starts the epoch
+    /// ticker thread.
     pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
         let mut cfg = Config::new();
         cfg.consume_fuel(true)
@@ -262,6 +319,7 @@ impl Sandbox {
                 .total_tables(POOLED_INSTANCES_MAX * 4)
                 .max_memory_size(POOLED_MEMORY_BYTES_MAX)
                 .max_memories_per_component(4)
+                .max_memories_per_module(2)
                 .max_tables_per_component(8)
                 // Reset slots with memset of the pages actually dirtied
                 // (PAGEMAP_SCAN, Linux ≥ 6.7) instead of madvise: a rule call
@@ -285,9 +343,8 @@ impl Sandbox {
         };
         let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("configuring the Wasm engine: {e}"))?;
         let mut linker = Linker::<CallState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        bindings::RuleWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("linking host: {e}"))?;
+        component::add_to_linker(&mut linker)?;
+        let reset_linker = reset::linker(&engine)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -302,12 +359,22 @@ impl Sandbox {
                 })
                 .map_err(|e| anyhow::anyhow!("starting the epoch ticker: {e}"))?;
         }
-        Ok(Sandbox { engine, linker, ticker_stop, cache, linked: Default::default() })
+        Ok(Sandbox {
+            engine,
+            linker,
+            reset_linker,
+            ticker_stop,
+            cache,
+            linked: Default::default(),
+            reuse: config.reuse_instances,
+        })
     }
 
-    /// The wasmtime engine (for compiling and caching).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// For the isolation tests: the state of a fresh resettable instance of
+    /// `component`'s main module, right after instantiation.
+    #[doc(hidden)]
+    pub fn fresh_state(&self, component: &[u8], budget: &Budget) -> Result<InstanceState, String> {
+        reset::fresh_state(&self.engine, &self.reset_linker, component, budget)
     }
 
     /// Compiled-module cache (hits, misses) since start, when a cache is set.
@@ -315,172 +382,175 @@ impl Sandbox {
         self.cache.as_ref().map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
-    /// Compiles component bytes.
-    pub fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
-        Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))
-    }
-
-    /// Compiles and links `bytes`, or returns the module linked earlier for
-    /// the same content hash `sha256`.
+    /// Compiles and links `bytes`, or takes the module linked earlier for the
+    /// same content hash `sha256`; the result has instances of its own.
     pub fn load_module(&self, sha256: &str, bytes: &[u8]) -> Result<CompiledRule, LoadError> {
-        if let Some(rule) = self.linked.lock().expect("linked modules lock").get(sha256) {
-            return Ok(rule.clone());
-        }
-        let rule = self.link(&self.compile(bytes)?)?;
-        let mut linked = self.linked.lock().expect("linked modules lock");
-        if linked.len() >= LINKED_MODULES_MAX {
-            linked.clear();
-        }
-        linked.insert(sha256.to_owned(), rule.clone());
-        Ok(rule)
+        let cached = self.linked.lock().ok().and_then(|linked| linked.get(sha256).cloned());
+        let module = match cached {
+            Some(module) => module,
+            None => {
+                let module = Arc::new(self.build(bytes)?);
+                if let Ok(mut linked) = self.linked.lock() {
+                    if linked.len() >= LINKED_MODULES_MAX {
+                        linked.clear();
+                    }
+                    linked.insert(sha256.to_owned(), module.clone());
+                }
+                module
+            }
+        };
+        Ok(CompiledRule { module, instances: Default::default() })
     }
 
-    /// Links a compiled component against the contract. Fails with a message
-    /// naming the missing or mismatched item when the module was built
-    /// against another WIT version or lacks an export.
-    pub fn link(&self, component: &Component) -> Result<CompiledRule, LoadError> {
+    /// Compiles and links `bytes` (not cached).
+    pub fn load(&self, bytes: &[u8]) -> Result<CompiledRule, LoadError> {
+        Ok(CompiledRule { module: Arc::new(self.build(bytes)?), instances: Default::default() })
+    }
+
+    /// Compiles a component, links it against the contract it was built
+    /// for, and prepares its resettable form when it has one. Fails with a
+    /// message naming the missing or mismatched item when the module was
+    /// built against another WIT version or lacks an export.
+    fn build(&self, bytes: &[u8]) -> Result<RuleModule, LoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let ty = component.component_type();
+        let contract_of = |name: &str| CONTRACTS.into_iter().find(|v| name.ends_with(&format!("@{v}")));
         for (name, _) in ty.imports(&self.engine) {
-            if name.starts_with("rulehost:rules/") && !name.ends_with("@1.0.0") {
+            if name.starts_with("rulehost:rules/") && contract_of(name).is_none() {
                 return Err(LoadError::Incompatible(format!(
-                    "it imports `{name}`; this host provides rulehost:rules@1.0.0 — rebuild the rule with a rulehost-guest SDK for 1.x"
+                    "it imports `{name}`; this host provides rulehost:rules@2.0.0 and @1.0.0 — rebuild the rule with a \
+                     rulehost-guest SDK for 2.x"
                 )));
             }
         }
-        if !ty.exports(&self.engine).any(|(name, _)| name == "rulehost:rules/rule@1.0.0") {
-            let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let Some(contract) =
+            CONTRACTS.into_iter().find(|v| exports.iter().any(|e| *e == format!("rulehost:rules/rule@{v}")))
+        else {
             return Err(LoadError::Incompatible(format!(
-                "it does not export `rulehost:rules/rule@1.0.0` (exports: [{}]) — export the rule with \
+                "it does not export `rulehost:rules/rule@2.0.0` (exports: [{}]) — export the rule with \
                  rulehost_guest::export_risk_rule! or export_validation_rule!",
                 exports.join(", ")
             )));
-        }
-        let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
-        let pre = bindings::RuleWorldPre::new(pre).map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
+        let incompatible = |e: wasmtime::Error| LoadError::Incompatible(format!("{e:#}"));
+        let component_rule = match contract {
+            "1.0.0" => ComponentRule::V1(component::v1::RuleWorldPre::new(pre).map_err(incompatible)?),
+            _ => ComponentRule::V2(component::v2::RuleWorldPre::new(pre).map_err(incompatible)?),
+        };
         let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        Ok(CompiledRule { pre, imports })
+        let (resettable, fresh_reason) = if !self.reuse {
+            (None, Some("instance reuse is switched off".to_string()))
+        } else if contract != "2.0.0" {
+            (None, Some(format!("it was built against contract {contract}")))
+        } else {
+            match reset::ResettableModule::prepare(&self.engine, &self.reset_linker, bytes) {
+                Ok(m) => (Some(m), None),
+                Err(why) => (None, Some(why)),
+            }
+        };
+        Ok(RuleModule { component: component_rule, resettable, fresh_reason, imports, contract })
     }
 
-    fn store(&self, ctx: Option<CallContext>, now: Nanos, budget: &Budget) -> Store<CallState> {
-        let state = CallState {
-            ctx,
-            now,
-            memory: MemoryCap {
-                memory_bytes_max: budget.memory_bytes_max as usize,
-                total_bytes: 0,
-                peak_bytes: 0,
-                exceeded: false,
-            },
-            logs: Vec::new(),
-            log_bytes: 0,
-            wasi: None,
-            stderr: None,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.memory);
-        store.set_fuel(budget.fuel_max).expect("fuel is enabled in the engine config");
-        // One extra tick: the next tick may come at once, so a deadline of
-        // N ms is N..N+1 ms of wall time.
-        store.set_epoch_deadline(budget.deadline_ms.div_ceil(EPOCH_TICK_MS) + 1);
+    fn store(&self, budget: &Budget) -> Store<CallState> {
+        let mut store =
+            Store::new(&self.engine, CallState::new(CallData::new(MemoryCap::new(budget.memory_bytes_max, 0))));
+        store.limiter(|s| &mut s.data.memory);
+        set_budget(&mut store, budget);
         store
     }
 
-    /// Calls the rule's `describe` export under `budget`.
+    /// Calls the rule's `describe` export under `budget`, in a fresh
+    /// component instance.
     pub fn describe(&self, rule: &CompiledRule, budget: &Budget) -> Result<RuleDeclaration, LoadError> {
-        let mut store = self.store(None, 0, budget);
-        let result = rule.pre.instantiate(&mut store).and_then(|w| w.rulehost_rules_rule().call_describe(&mut store));
-        let info = result.map_err(|e| LoadError::Describe(classify(&store, e)))?;
-        use crate::params::ParamType as P;
-        Ok(RuleDeclaration {
-            kind: match info.kind {
-                wit_rule::RuleKind::Validation => RuleKind::Validation,
-                wit_rule::RuleKind::Risk => RuleKind::Risk,
-            },
-            params: info
-                .params
-                .into_iter()
-                .map(|p| {
-                    let ty = match p.type_ {
-                        wit::ParamType::Text => P::Text,
-                        wit::ParamType::Integer => P::Integer,
-                        wit::ParamType::Decimal => P::Decimal,
-                        wit::ParamType::TextList => P::TextList,
-                        wit::ParamType::IntegerMap => P::IntegerMap,
-                        wit::ParamType::DecimalMap => P::DecimalMap,
-                        wit::ParamType::TextMap => P::TextMap,
-                    };
-                    (p.name, ty)
-                })
-                .collect(),
-            lists: info.lists,
-            history_window_seconds_max: info.history_window_seconds_max,
-        })
+        let mut store = self.store(budget);
+        rule.module
+            .component
+            .describe(&mut store)
+            .map_err(|e| LoadError::Describe(classify(&e, &store.data().data.memory, store.data().stderr_text())))
     }
 
-    /// Runs one `evaluate` call of `rule` on `tx` in a fresh instance under
-    /// `ctx.budget`. Never panics and never returns an error: every failure of
-    /// the guest becomes a [`Failure`] in the outcome.
-    pub fn evaluate(&self, rule: &CompiledRule, kind: RuleKind, ctx: CallContext, tx: &WitTransaction) -> CallOutcome {
+    /// Runs one `evaluate` call of `rule` on `tx` under `ctx.budget`. Never
+    /// panics and never returns an error: every failure of the guest becomes
+    /// a [`Failure`] in the outcome.
+    pub fn evaluate(&self, rule: &CompiledRule, kind: RuleKind, ctx: CallContext, tx: &Transaction) -> CallOutcome {
         self.session(tx).evaluate(rule, kind, ctx)
     }
 
-    /// Starts the calls on one transaction. They share a `Store` (saving its
-    /// set-up and tear-down per call), but each call still instantiates the
-    /// rule afresh, with its own fuel, deadline, memory cap and WASI context:
-    /// component instances share no state, so isolation is unchanged.
-    pub fn session<'a>(&'a self, tx: &'a WitTransaction) -> TxSession<'a> {
-        TxSession { sandbox: self, store: self.store(None, tx.timestamp(), &Budget::default()), tx }
+    /// Starts the calls on one transaction: its encoding is made once for
+    /// all of them.
+    pub fn session<'a>(&'a self, tx: &'a Transaction) -> TxSession<'a> {
+        TxSession { sandbox: self, tx: PreparedTx::new(tx), store: None }
     }
+}
+
+/// A `no_std` rule's panic handler logs the panic and then traps: the trap
+/// message names the panic, as a `std` rule's stderr does.
+fn with_panic_message(mut failure: Failure, logs: &[LogLine]) -> Failure {
+    if failure.kind == FailureKind::Trap
+        && let Some(panic) = logs.iter().rev().find(|l| l.level == "error" && l.message.starts_with("panic: "))
+    {
+        failure.message.push_str(": ");
+        failure.message.push_str(&panic.message);
+    }
+    failure
 }
 
 /// The calls of one transaction (see [`Sandbox::session`]).
 pub struct TxSession<'a> {
     sandbox: &'a Sandbox,
-    store: Store<CallState>,
-    tx: &'a WitTransaction,
+    tx: PreparedTx<'a>,
+    /// The store fresh component instances are made in, shared by the
+    /// transaction's calls (each still instantiates afresh).
+    store: Option<Store<CallState>>,
 }
 
 impl TxSession<'_> {
-    /// Runs one `evaluate` call of `rule` in a fresh instance under
-    /// `ctx.budget`. Never panics and never returns an error: every failure of
-    /// the guest becomes a [`Failure`] in the outcome.
+    /// Runs one `evaluate` call of `rule` under `ctx.budget`. Never panics
+    /// and never returns an error: every failure of the guest becomes a
+    /// [`Failure`] in the outcome.
     pub fn evaluate(&mut self, rule: &CompiledRule, kind: RuleKind, ctx: CallContext) -> CallOutcome {
-        let budget = ctx.budget;
-        let store = &mut self.store;
-        {
-            let state = store.data_mut();
-            state.ctx = Some(ctx);
-            state.memory = MemoryCap {
-                memory_bytes_max: budget.memory_bytes_max as usize,
-                total_bytes: 0,
-                peak_bytes: 0,
-                exceeded: false,
-            };
-            state.logs.clear();
-            state.log_bytes = 0;
-            state.wasi = None;
-            state.stderr = None;
+        match &rule.module.resettable {
+            Some(module) => {
+                let call =
+                    rule.instances.call(module, &self.sandbox.engine, ctx, self.tx.tx.timestamp, self.tx.encoded());
+                let logs = call.logs;
+                let result = call.result.map_err(|f| with_panic_message(f, &logs));
+                CallOutcome {
+                    result: result.and_then(|raw| check_output(kind, raw)),
+                    fuel: call.fuel,
+                    memory_bytes: call.memory_bytes,
+                    logs,
+                }
+            }
+            None => self.evaluate_fresh(rule, kind, ctx),
         }
-        store.set_fuel(budget.fuel_max).expect("fuel is enabled in the engine config");
-        store.set_epoch_deadline(budget.deadline_ms.div_ceil(EPOCH_TICK_MS) + 1);
-        let result = rule
-            .pre
-            .instantiate(&mut *store)
-            .and_then(|w| w.rulehost_rules_rule().call_evaluate(&mut *store, &self.tx.0));
-        let fuel = budget.fuel_max - store.get_fuel().unwrap_or(0);
+    }
+
+    fn evaluate_fresh(&mut self, rule: &CompiledRule, kind: RuleKind, ctx: CallContext) -> CallOutcome {
+        let budget = ctx.budget;
+        let store = self.store.get_or_insert_with(|| self.sandbox.store(&budget));
+        store.data_mut().data.begin(ctx, self.tx.tx.timestamp);
+        store.data_mut().data.memory.total_bytes = 0;
+        store.data_mut().stderr = None;
+        set_budget(store, &budget);
+        let result = rule.module.component.evaluate(store, &self.tx);
+        let fuel = budget.fuel_max.saturating_sub(store.get_fuel().unwrap_or(0));
+        let logs = store.data_mut().data.finish();
         let (result, trapped) = match result {
             Ok(v) => (check_output(kind, v), false),
-            Err(e) => (Err(classify(store, e)), true),
+            Err(e) => {
+                let failure = classify(&e, &store.data().data.memory, store.data().stderr_text());
+                (Err(with_panic_message(failure, &logs)), true)
+            }
         };
-        let state = store.data_mut();
-        state.ctx = None;
-        let logs = std::mem::take(&mut state.logs);
-        let memory_bytes = state.memory.peak_bytes as u64;
+        let memory_bytes = store.data().data.memory.peak_guest_bytes();
         if trapped {
             // A trap leaves the store unable to enter component instances
             // ("cannot enter component instance"); the next call of this
             // transaction gets a fresh store.
-            self.store = self.sandbox.store(None, self.tx.timestamp(), &Budget::default());
+            self.store = None;
         }
         CallOutcome { result, fuel, memory_bytes, logs }
     }

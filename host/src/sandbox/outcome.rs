@@ -1,27 +1,33 @@
 //! How a call ended: a wasmtime error sorted into the failure kinds of
-//! RULES.md, or a raw result checked against the output contract.
+//! RULES.md, or a raw result checked against the output contract. One
+//! contract for both execution paths.
 
-use wasmtime::{Store, Trap};
+use wasmtime::Trap;
 
-use super::bindings::exports::rulehost::rules::rule as wit_rule;
-use super::capabilities::CallState;
+use super::capabilities::MemoryCap;
 use super::{Failure, FailureKind, MESSAGE_BYTES_MAX, REASONS_MAX, Verdict};
 use crate::manifest::RuleKind;
 
+/// Bytes of a reason or rejection code.
+pub const CODE_BYTES_MAX: usize = 32;
+
 /// Whether a code is `[A-Z0-9_]{1,32}`.
 pub fn is_valid_code(code: &str) -> bool {
-    (1..=32).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    (1..=CODE_BYTES_MAX).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A result as the guest returned it, before the output contract.
+#[derive(Debug)]
+pub(super) enum RawVerdict {
+    Accept,
+    Reject { code: String, message: String },
+    Score { score: u32, reasons: Vec<String> },
 }
 
 /// Sorts a wasmtime error into the failure kinds of RULES.md.
-pub(super) fn classify(store: &Store<CallState>, e: wasmtime::Error) -> Failure {
-    let state = store.data();
-    let stderr = state
-        .stderr
-        .as_ref()
-        .map(|p| String::from_utf8_lossy(&p.contents()).trim().to_string())
-        .filter(|s| !s.is_empty());
-    let kind = if state.memory.exceeded {
+pub(super) fn classify(e: &wasmtime::Error, memory: &MemoryCap, stderr: Option<String>) -> Failure {
+    let kind = if memory.exceeded {
         FailureKind::Memory
     } else {
         match e.downcast_ref::<Trap>() {
@@ -31,16 +37,13 @@ pub(super) fn classify(store: &Store<CallState>, e: wasmtime::Error) -> Failure 
         }
     };
     let mut message = match kind {
-        FailureKind::Memory => format!("memory cap of {} bytes reached", state.memory.memory_bytes_max),
+        FailureKind::Memory => format!("memory cap of {} bytes reached", memory.memory_bytes_max),
         FailureKind::Fuel => "fuel budget exhausted".to_string(),
         FailureKind::Deadline => "deadline exceeded".to_string(),
-        _ => {
-            let root = e.root_cause().to_string();
-            match e.downcast_ref::<Trap>() {
-                Some(t) => t.to_string(),
-                None => root,
-            }
-        }
+        _ => match e.downcast_ref::<Trap>() {
+            Some(t) => t.to_string(),
+            None => e.root_cause().to_string(),
+        },
     };
     if let Some(stderr) = stderr {
         message.push_str(": ");
@@ -49,41 +52,42 @@ pub(super) fn classify(store: &Store<CallState>, e: wasmtime::Error) -> Failure 
     Failure { kind, message }
 }
 
-fn invalid(message: String) -> Result<Verdict, Failure> {
+pub(super) fn invalid(message: String) -> Result<Verdict, Failure> {
     Err(Failure { kind: FailureKind::InvalidOutput, message })
 }
 
 /// Checks a raw result against the output contract.
-pub(super) fn check_output(kind: RuleKind, v: wit_rule::Verdict) -> Result<Verdict, Failure> {
+pub(super) fn check_output(kind: RuleKind, v: RawVerdict) -> Result<Verdict, Failure> {
     match (kind, v) {
-        (RuleKind::Validation, wit_rule::Verdict::Accept) => Ok(Verdict::Accept),
-        (RuleKind::Validation, wit_rule::Verdict::Reject(r)) => {
-            if !is_valid_code(&r.code) {
-                return invalid(format!("reject code {:?} is not [A-Z0-9_]{{1,32}}", truncate(&r.code)));
+        (RuleKind::Validation, RawVerdict::Accept) => Ok(Verdict::Accept),
+        (RuleKind::Validation, RawVerdict::Reject { code, message }) => {
+            if !is_valid_code(&code) {
+                return invalid(format!("reject code {:?} is not [A-Z0-9_]{{1,32}}", truncate(&code)));
             }
-            if r.message.len() > MESSAGE_BYTES_MAX {
-                return invalid(format!("reject message of {} bytes exceeds {MESSAGE_BYTES_MAX}", r.message.len()));
+            if message.len() > MESSAGE_BYTES_MAX {
+                return invalid(format!("reject message of {} bytes exceeds {MESSAGE_BYTES_MAX}", message.len()));
             }
-            Ok(Verdict::Reject { code: r.code, message: r.message })
+            Ok(Verdict::Reject { code, message })
         }
-        (RuleKind::Risk, wit_rule::Verdict::Score(s)) => {
-            if s.score > 1000 {
-                return invalid(format!("score {} is out of range 0..=1000", s.score));
+        (RuleKind::Risk, RawVerdict::Score { score, reasons }) => {
+            if score > 1000 {
+                return invalid(format!("score {score} is out of range 0..=1000"));
             }
-            if s.reasons.len() > REASONS_MAX {
-                return invalid(format!("{} reasons exceed the limit of {REASONS_MAX}", s.reasons.len()));
+            if reasons.len() > REASONS_MAX {
+                return invalid(format!("{} reasons exceed the limit of {REASONS_MAX}", reasons.len()));
             }
-            if let Some(bad) = s.reasons.iter().find(|r| !is_valid_code(r)) {
+            if let Some(bad) = reasons.iter().find(|r| !is_valid_code(r)) {
                 return invalid(format!("reason {:?} is not [A-Z0-9_]{{1,32}}", truncate(bad)));
             }
-            Ok(Verdict::Score { score: s.score, reasons: s.reasons })
+            Ok(Verdict::Score { score, reasons })
         }
-        (RuleKind::Validation, wit_rule::Verdict::Score(_)) => invalid("a validation rule returned a score".into()),
+        (RuleKind::Validation, RawVerdict::Score { .. }) => invalid("a validation rule returned a score".into()),
         (RuleKind::Risk, _) => invalid("a risk rule returned accept/reject instead of a score".into()),
     }
 }
 
-fn truncate(s: &str) -> &str {
+/// At most 40 bytes of `s`, cut at a character boundary (for messages).
+pub(super) fn truncate(s: &str) -> &str {
     let mut end = s.len().min(40);
     while !s.is_char_boundary(end) {
         end -= 1;

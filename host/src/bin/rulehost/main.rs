@@ -442,6 +442,14 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     r.module_bytes
                 );
                 println!("      imports: {}", r.compiled.imports().join(", "));
+                match r.compiled.isolation() {
+                    rulehost::sandbox::Isolation::Reset => {
+                        println!("      contract {}; instance reused, reset after every call", r.compiled.contract())
+                    }
+                    rulehost::sandbox::Isolation::Fresh(why) => {
+                        println!("      contract {}; fresh instance per call: {why}", r.compiled.contract())
+                    }
+                }
             }
             Ok(0)
         }

@@ -1,4 +1,4 @@
-//! A rule built against `rulehost:rules@2.0.0`, which this host does not
+//! A rule built against `rulehost:rules@3.0.0`, which this host does not
 //! provide (`tests/all/analyst_errors.rs`).
 
 #[cfg(target_arch = "wasm32")]

@@ -1,0 +1,483 @@
+//! Makes a rule's core module resettable: checks that everything a call can
+//! change is reachable by the host, and rewrites the module so that the host
+//! can put it back.
+//!
+//! What a call can change in a core instance, and how each is handled:
+//!
+//! | state | handled by |
+//! | --- | --- |
+//! | bytes of its linear memory | every store and bulk write is preceded by a mark in a *dirty map* (a second memory, one byte per [`CHUNK_BYTES`] of the first, that the guest's own code cannot address); the host copies the marked chunks back from the post-instantiation snapshot |
+//! | the memory's size (`memory.grow`) | the host compares it after the call and replaces the instance when it grew |
+//! | mutable globals | each is exported (`__rulehost_global_N`) and set back after the call |
+//! | tables, passive segments (`table.set/grow/fill/copy/init`, `elem.drop`, `data.drop`) | refused: such a module runs on the fresh-instance path |
+//! | anything of threads, GC, exceptions, memory64, several memories, stack switching | refused by validating with only the features listed in [`FEATURES`] |
+//!
+//! The checks run on the *whole* module before anything is rewritten, so a
+//! module is either entirely covered or not used this way at all.
+
+use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
+use wasm_encoder::{Instruction, ValType};
+use wasmparser::{Operator, Parser, Payload, WasmFeatures};
+
+/// Bytes of guest memory one byte of the dirty map covers.
+pub const CHUNK_BYTES: u64 = 256;
+/// `log2(CHUNK_BYTES)`, the shift from an address to its chunk.
+const CHUNK_SHIFT: i32 = 8;
+/// Export name of the dirty map.
+pub const DIRTY_MAP_EXPORT: &str = "__rulehost_dirty";
+/// Prefix of the export name of mutable global `N`.
+pub const GLOBAL_EXPORT_PREFIX: &str = "__rulehost_global_";
+/// Wasm page size in bytes.
+const PAGE_BYTES: u64 = 65_536;
+
+/// The only Wasm features a resettable module may use. Everything these
+/// allow that writes instance state is either instrumented (stores and bulk
+/// memory writes) or refused (table and segment mutation); see the module
+/// documentation.
+pub const FEATURES: WasmFeatures = WasmFeatures::MUTABLE_GLOBAL
+    .union(WasmFeatures::SATURATING_FLOAT_TO_INT)
+    .union(WasmFeatures::SIGN_EXTENSION)
+    .union(WasmFeatures::REFERENCE_TYPES)
+    .union(WasmFeatures::MULTI_VALUE)
+    .union(WasmFeatures::BULK_MEMORY)
+    .union(WasmFeatures::SIMD)
+    .union(WasmFeatures::RELAXED_SIMD)
+    .union(WasmFeatures::TAIL_CALL)
+    .union(WasmFeatures::FLOATS)
+    .union(WasmFeatures::EXTENDED_CONST);
+
+/// Why a module is not resettable (it then runs on the fresh-instance path).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotResettable {
+    /// It uses a Wasm feature outside [`FEATURES`].
+    #[error("it uses Wasm features a resettable module may not use: {0}")]
+    Features(String),
+    /// It has no memory, several, an imported or a shared one.
+    #[error("it must define exactly one unshared 32-bit memory (it has {0})")]
+    Memory(String),
+    /// It imports something other than functions.
+    #[error("it imports a {0}; only functions may be imported")]
+    Import(&'static str),
+    /// An instruction changes state the host cannot restore.
+    #[error("function {func} uses `{op}`, which changes state the host cannot restore")]
+    Instruction {
+        /// Index of the function in the module.
+        func: u32,
+        /// The instruction's name.
+        op: &'static str,
+    },
+    /// One of the host's export names is taken.
+    #[error("it already exports `{0}`")]
+    ExportName(String),
+    /// The rewritten module failed to encode.
+    #[error("rewriting it failed: {0}")]
+    Rewrite(String),
+}
+
+/// The rewritten module and what the host needs to reset it.
+#[derive(Debug, Clone)]
+pub struct Instrumented {
+    /// The rewritten module's bytes.
+    pub bytes: Vec<u8>,
+    /// Indices of the mutable globals (each exported as
+    /// `__rulehost_global_N`).
+    pub mutable_globals: Vec<u32>,
+    /// Bytes of the dirty map (covers the largest the guest memory can grow
+    /// to, plus one chunk).
+    pub dirty_map_bytes: u64,
+}
+
+/// Facts gathered in the checking pass.
+struct Survey {
+    /// Parameter count of each function type.
+    type_params: Vec<u32>,
+    /// Number of imported functions.
+    imported_funcs: u32,
+    /// Type index of each defined function.
+    func_types: Vec<u32>,
+    /// The memory's maximum size in bytes, if declared.
+    memory_max_bytes: Option<u64>,
+    mutable_globals: Vec<u32>,
+    /// Whether any function stores a `v128` (and so needs a `v128` temporary).
+    uses_v128: bool,
+    export_names: Vec<String>,
+}
+
+/// Checks `module` and, when it is resettable, rewrites it. The guest memory
+/// can never exceed `memory_bytes_limit` (the engine's per-memory maximum),
+/// which sizes the dirty map.
+pub fn instrument(module: &[u8], memory_bytes_limit: u64) -> Result<Instrumented, NotResettable> {
+    let mut validator = wasmparser::Validator::new_with_features(FEATURES);
+    validator.validate_all(module).map_err(|e| NotResettable::Features(e.message().to_string()))?;
+    let survey = survey(module)?;
+    for name in &survey.export_names {
+        if name == DIRTY_MAP_EXPORT || name.starts_with(GLOBAL_EXPORT_PREFIX) {
+            return Err(NotResettable::ExportName(name.clone()));
+        }
+    }
+    let memory_max = survey.memory_max_bytes.unwrap_or(u64::MAX).min(memory_bytes_limit);
+    // One byte per chunk, and one more: a store marks its chunk and the next
+    // (it may straddle them).
+    let dirty_map_bytes = memory_max.div_ceil(CHUNK_BYTES) + 2;
+    let dirty_map_pages = dirty_map_bytes.div_ceil(PAGE_BYTES);
+    let mut rewriter = Rewriter { survey: &survey, dirty_map_pages, defined_index: 0, error: None };
+    let mut out = wasm_encoder::Module::new();
+    let result = rewriter.parse_core_module(&mut out, Parser::new(0), module);
+    if let Some(e) = rewriter.error {
+        return Err(e);
+    }
+    result.map_err(|e| NotResettable::Rewrite(e.to_string()))?;
+    let bytes = out.finish();
+    // The rewrite must itself be a valid module of the same feature set.
+    wasmparser::Validator::new_with_features(FEATURES.union(WasmFeatures::MULTI_MEMORY))
+        .validate_all(&bytes)
+        .map_err(|e| NotResettable::Rewrite(e.message().to_string()))?;
+    Ok(Instrumented { bytes, mutable_globals: survey.mutable_globals, dirty_map_bytes })
+}
+
+fn survey(module: &[u8]) -> Result<Survey, NotResettable> {
+    let mut s = Survey {
+        type_params: Vec::new(),
+        imported_funcs: 0,
+        func_types: Vec::new(),
+        memory_max_bytes: None,
+        mutable_globals: Vec::new(),
+        uses_v128: false,
+        export_names: Vec::new(),
+    };
+    let mut memories = 0u32;
+    let bad = |e: wasmparser::BinaryReaderError| NotResettable::Features(e.message().to_string());
+    let mut defined_func = 0u32;
+    for payload in Parser::new(0).parse_all(module) {
+        match payload.map_err(bad)? {
+            Payload::TypeSection(reader) => {
+                for ty in reader.into_iter_err_on_gc_types() {
+                    let ty = ty.map_err(bad)?;
+                    s.type_params.push(ty.params().len() as u32);
+                }
+            }
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    match import.map_err(bad)?.ty {
+                        wasmparser::TypeRef::Func(_) => s.imported_funcs += 1,
+                        wasmparser::TypeRef::Memory(_) => return Err(NotResettable::Memory("an imported one".into())),
+                        wasmparser::TypeRef::Table(_) => return Err(NotResettable::Import("table")),
+                        wasmparser::TypeRef::Global(_) => return Err(NotResettable::Import("global")),
+                        _ => return Err(NotResettable::Import("tag or other item")),
+                    }
+                }
+            }
+            Payload::FunctionSection(reader) => {
+                for ty in reader {
+                    s.func_types.push(ty.map_err(bad)?);
+                }
+            }
+            Payload::MemorySection(reader) => {
+                for memory in reader {
+                    let memory = memory.map_err(bad)?;
+                    memories += 1;
+                    if memory.shared || memory.memory64 || memory.page_size_log2.is_some() {
+                        return Err(NotResettable::Memory("a shared, 64-bit or custom-page one".into()));
+                    }
+                    s.memory_max_bytes = memory.maximum.map(|pages| pages.saturating_mul(PAGE_BYTES));
+                }
+            }
+            Payload::GlobalSection(reader) => {
+                for (i, global) in reader.into_iter().enumerate() {
+                    let global = global.map_err(bad)?;
+                    if global.ty.mutable {
+                        s.mutable_globals.push(i as u32);
+                    }
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    s.export_names.push(export.map_err(bad)?.name.to_string());
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                let mut ops = body.get_operators_reader().map_err(bad)?;
+                while !ops.eof() {
+                    let op = ops.read().map_err(bad)?;
+                    if let Some(name) = forbidden(&op) {
+                        return Err(NotResettable::Instruction { func: s.imported_funcs + defined_func, op: name });
+                    }
+                    s.uses_v128 |= matches!(
+                        op,
+                        Operator::V128Store { .. }
+                            | Operator::V128Store8Lane { .. }
+                            | Operator::V128Store16Lane { .. }
+                            | Operator::V128Store32Lane { .. }
+                            | Operator::V128Store64Lane { .. }
+                    );
+                }
+                defined_func += 1;
+            }
+            _ => {}
+        }
+    }
+    if memories != 1 {
+        return Err(NotResettable::Memory(format!("{memories}")));
+    }
+    Ok(s)
+}
+
+/// The instructions of [`FEATURES`] that change state the host does not
+/// restore.
+fn forbidden(op: &Operator<'_>) -> Option<&'static str> {
+    Some(match op {
+        Operator::TableSet { .. } => "table.set",
+        Operator::TableGrow { .. } => "table.grow",
+        Operator::TableFill { .. } => "table.fill",
+        Operator::TableCopy { .. } => "table.copy",
+        Operator::TableInit { .. } => "table.init",
+        Operator::ElemDrop { .. } => "elem.drop",
+        Operator::DataDrop { .. } => "data.drop",
+        _ => return None,
+    })
+}
+
+/// The temporaries an instrumented function needs, as extra locals.
+#[derive(Clone, Copy)]
+struct Temps {
+    addr: u32,
+    i32: u32,
+    i64: u32,
+    f32: u32,
+    f64: u32,
+    v128: u32,
+    /// A second i32 (bulk operations take three operands).
+    src: u32,
+}
+
+struct Rewriter<'a> {
+    survey: &'a Survey,
+    dirty_map_pages: u64,
+    /// Index of the defined function being rewritten.
+    defined_index: u32,
+    error: Option<NotResettable>,
+}
+
+impl Rewriter<'_> {
+    /// Type index of `mark_range`, appended after the module's types.
+    fn mark_type(&self) -> u32 {
+        self.survey.type_params.len() as u32
+    }
+
+    /// Function index of `mark_range`, appended after the module's functions.
+    fn mark_func(&self) -> u32 {
+        self.survey.imported_funcs + self.survey.func_types.len() as u32
+    }
+
+    /// `mark_range(dst, len)`: marks every chunk of `[dst, dst + len)`.
+    fn mark_range_body(&self) -> wasm_encoder::Function {
+        let (dst, len, first) = (0, 1, 2);
+        let mut f = wasm_encoder::Function::new([(1, ValType::I32)]);
+        f.instructions()
+            .local_get(len)
+            .i32_eqz()
+            .if_(wasm_encoder::BlockType::Empty)
+            .return_()
+            .end()
+            .local_get(dst)
+            .i32_const(CHUNK_SHIFT)
+            .i32_shr_u()
+            .local_tee(first)
+            .i32_const(1)
+            // last = (dst + len - 1) >> shift, in 64 bits so it cannot wrap.
+            .local_get(dst)
+            .i64_extend_i32_u()
+            .local_get(len)
+            .i64_extend_i32_u()
+            .i64_add()
+            .i64_const(1)
+            .i64_sub()
+            .i64_const(i64::from(CHUNK_SHIFT))
+            .i64_shr_u()
+            .i32_wrap_i64()
+            .local_get(first)
+            .i32_sub()
+            .i32_const(1)
+            .i32_add()
+            .memory_fill(1)
+            .end();
+        f
+    }
+
+    /// Emits the mark for a store of the value on top of the stack (of type
+    /// `value`, in local `tmp`) to the address below it plus `offset`.
+    fn mark_store(&self, f: &mut wasm_encoder::Function, temps: Temps, tmp: u32, offset: u64) {
+        let mut i = f.instructions();
+        i.local_set(tmp).local_tee(temps.addr);
+        if offset != 0 {
+            // Offsets of 32-bit memories fit in u32; the sum may wrap, in
+            // which case the store itself traps (the address exceeds 4 GiB).
+            i.i32_const(offset as u32 as i32).i32_add();
+        }
+        i.i32_const(CHUNK_SHIFT)
+            .i32_shr_u()
+            .i32_const(0x0101)
+            .i32_store16(wasm_encoder::MemArg { offset: 0, align: 0, memory_index: 1 })
+            .local_get(temps.addr)
+            .local_get(tmp);
+    }
+
+    /// Emits the mark for a bulk write `(dst, x, len)` on the stack.
+    fn mark_bulk(&self, f: &mut wasm_encoder::Function, temps: Temps) {
+        // Stack: dst, x, len. Keep them in (addr, src, i32), mark, restore.
+        f.instructions()
+            .local_set(temps.i32)
+            .local_set(temps.src)
+            .local_tee(temps.addr)
+            .local_get(temps.i32)
+            .call(self.mark_func())
+            .local_get(temps.addr)
+            .local_get(temps.src)
+            .local_get(temps.i32);
+    }
+
+    fn rewrite_body(
+        &mut self,
+        body: &wasmparser::FunctionBody<'_>,
+    ) -> Result<wasm_encoder::Function, wasm_encoder::reencode::Error<std::convert::Infallible>> {
+        let ty = self.survey.func_types.get(self.defined_index as usize).copied().unwrap_or(0);
+        let params = self.survey.type_params.get(ty as usize).copied().unwrap_or(0);
+        let mut locals = Vec::new();
+        let mut declared = 0u32;
+        for pair in body.get_locals_reader()? {
+            let (count, ty) = pair?;
+            declared += count;
+            locals.push((count, RoundtripReencoder.val_type(ty)?));
+        }
+        let base = params + declared;
+        let temps = Temps {
+            addr: base,
+            i32: base + 1,
+            src: base + 2,
+            i64: base + 3,
+            f32: base + 4,
+            f64: base + 5,
+            v128: base + 6,
+        };
+        locals.push((3, ValType::I32));
+        locals.push((1, ValType::I64));
+        locals.push((1, ValType::F32));
+        locals.push((1, ValType::F64));
+        if self.survey.uses_v128 {
+            locals.push((1, ValType::V128));
+        }
+        let mut f = wasm_encoder::Function::new(locals);
+        let mut ops = body.get_operators_reader()?;
+        while !ops.eof() {
+            let op = ops.read()?;
+            let store = |m: &wasmparser::MemArg, tmp: u32| Some((m.offset, tmp));
+            let marked = match &op {
+                Operator::I32Store { memarg } | Operator::I32Store8 { memarg } | Operator::I32Store16 { memarg } => {
+                    store(memarg, temps.i32)
+                }
+                Operator::I64Store { memarg }
+                | Operator::I64Store8 { memarg }
+                | Operator::I64Store16 { memarg }
+                | Operator::I64Store32 { memarg } => store(memarg, temps.i64),
+                Operator::F32Store { memarg } => store(memarg, temps.f32),
+                Operator::F64Store { memarg } => store(memarg, temps.f64),
+                Operator::V128Store { memarg }
+                | Operator::V128Store8Lane { memarg, .. }
+                | Operator::V128Store16Lane { memarg, .. }
+                | Operator::V128Store32Lane { memarg, .. }
+                | Operator::V128Store64Lane { memarg, .. } => store(memarg, temps.v128),
+                Operator::MemoryFill { .. } | Operator::MemoryCopy { .. } | Operator::MemoryInit { .. } => {
+                    self.mark_bulk(&mut f, temps);
+                    None
+                }
+                _ => None,
+            };
+            if let Some((offset, tmp)) = marked {
+                self.mark_store(&mut f, temps, tmp, offset);
+            }
+            f.instruction(&RoundtripReencoder.instruction(op)?);
+        }
+        Ok(f)
+    }
+}
+
+impl Reencode for Rewriter<'_> {
+    type Error = std::convert::Infallible;
+
+    fn parse_type_section(
+        &mut self,
+        types: &mut wasm_encoder::TypeSection,
+        section: wasmparser::TypeSectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_type_section(self, types, section)?;
+        types.ty().function([ValType::I32, ValType::I32], []);
+        Ok(())
+    }
+
+    fn parse_function_section(
+        &mut self,
+        functions: &mut wasm_encoder::FunctionSection,
+        section: wasmparser::FunctionSectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_function_section(self, functions, section)?;
+        functions.function(self.mark_type());
+        Ok(())
+    }
+
+    fn parse_memory_section(
+        &mut self,
+        memories: &mut wasm_encoder::MemorySection,
+        section: wasmparser::MemorySectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_memory_section(self, memories, section)?;
+        memories.memory(wasm_encoder::MemoryType {
+            minimum: self.dirty_map_pages,
+            maximum: Some(self.dirty_map_pages),
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        Ok(())
+    }
+
+    fn parse_export_section(
+        &mut self,
+        exports: &mut wasm_encoder::ExportSection,
+        section: wasmparser::ExportSectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_export_section(self, exports, section)?;
+        exports.export(DIRTY_MAP_EXPORT, wasm_encoder::ExportKind::Memory, 1);
+        for g in &self.survey.mutable_globals {
+            exports.export(&format!("{GLOBAL_EXPORT_PREFIX}{g}"), wasm_encoder::ExportKind::Global, *g);
+        }
+        Ok(())
+    }
+
+    fn parse_code_section(
+        &mut self,
+        code: &mut wasm_encoder::CodeSection,
+        section: wasmparser::CodeSectionReader<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        for body in section {
+            let f = self.rewrite_body(&body?)?;
+            code.function(&f);
+            self.defined_index += 1;
+        }
+        code.function(&self.mark_range_body());
+        Ok(())
+    }
+
+    fn instruction<'a>(
+        &mut self,
+        op: Operator<'a>,
+    ) -> Result<Instruction<'a>, wasm_encoder::reencode::Error<Self::Error>> {
+        // Only reached for constant expressions (globals, segments), which
+        // cannot write memory.
+        if self.error.is_none()
+            && let Some(name) = forbidden(&op)
+        {
+            self.error = Some(NotResettable::Instruction { func: u32::MAX, op: name });
+        }
+        RoundtripReencoder.instruction(op)
+    }
+}
