@@ -19,41 +19,68 @@ pub const HAS_MERCHANT_CATEGORY: u8 = 2;
 /// Bit of the presence byte: `channel` is present.
 pub const HAS_CHANNEL: u8 = 4;
 
-struct Reader<'a> {
-    bytes: &'a [u8],
+/// The string at `*pos` (a `u32` length, then the bytes); advances `pos`.
+/// Strings from the host are UTF-8 by contract (`wit/rulehost.wit`,
+/// `rule.evaluate`: the host encodes Rust strings), as the canonical ABI
+/// trusts a caller's strings; only untrusted bytes are checked.
+#[inline(always)]
+fn string(bytes: &[u8], pos: &mut usize, trusted: bool) -> Option<String> {
+    let len = u32::from_le_bytes(le(bytes.get(*pos..)?, 0)?) as usize;
+    let start = *pos + 4;
+    let text = bytes.get(start..start.checked_add(len)?)?;
+    *pos = start + len;
+    if !trusted {
+        core::str::from_utf8(text).ok()?;
+    }
+    Some(owned_utf8(text))
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.bytes.len() {
-            return None;
+/// A `String` holding `bytes`, which are UTF-8: one allocation of exactly
+/// their length and one copy (the shortest path through the allocator; this
+/// runs for every string of every call).
+#[inline(always)]
+fn owned_utf8(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return String::new();
+    }
+    let layout = core::alloc::Layout::from_size_align(bytes.len(), 1);
+    let Ok(layout) = layout else { return String::from_utf8_lossy(bytes).into_owned() };
+    // SAFETY: `layout` has a non-zero size; the block is checked for null,
+    // filled with `bytes.len()` bytes of UTF-8 (the caller's contract), and
+    // handed to `String` with the capacity it was allocated with.
+    unsafe {
+        let ptr = alloc::alloc::alloc(layout);
+        if ptr.is_null() {
+            alloc::alloc::handle_alloc_error(layout);
         }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Some(head)
-    }
-
-    fn string(&mut self) -> Option<String> {
-        let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
-        let bytes = self.take(len)?;
-        core::str::from_utf8(bytes).ok().map(String::from)
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
+        String::from_raw_parts(ptr, bytes.len(), bytes.len())
     }
 }
 
-fn le<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
-    let mut out = [0u8; N];
-    out.copy_from_slice(&bytes[at..at + N]);
-    out
+#[inline(always)]
+fn le<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
 }
 
-/// Decodes a transaction; `None` when the bytes do not follow the encoding
-/// (the host never sends such bytes; the SDK traps on them).
+/// Decodes a transaction; `None` when the bytes do not follow the encoding.
 pub fn decode(bytes: &[u8]) -> Option<Transaction> {
+    decode_with(bytes, false)
+}
+
+/// Decodes a transaction the host handed to `evaluate`: as [`decode`], but
+/// trusting the contract that its strings are UTF-8 (checking them would be
+/// most of the cost of a call).
+pub fn decode_from_host(bytes: &[u8]) -> Option<Transaction> {
+    decode_with(bytes, true)
+}
+
+fn decode_with(bytes: &[u8], trusted: bool) -> Option<Transaction> {
     if bytes.len() < HEADER_BYTES {
         return None;
     }
-    let seconds = i64::from_le_bytes(le(bytes, 0));
-    let nanos = u32::from_le_bytes(le(bytes, 8));
+    let seconds = i64::from_le_bytes(le(bytes, 0)?);
+    let nanos = u32::from_le_bytes(le(bytes, 8)?);
     let kind = match bytes[12] {
         0 => TransactionKind::Payment,
         1 => TransactionKind::Transfer,
@@ -63,33 +90,34 @@ pub fn decode(bytes: &[u8]) -> Option<Transaction> {
     };
     let scale = u32::from(bytes[13]);
     let present = bytes[14];
-    let lo = u64::from_le_bytes(le(bytes, 16));
-    let hi = i64::from_le_bytes(le(bytes, 24));
+    let lo = u64::from_le_bytes(le(bytes, 16)?);
+    let hi = i64::from_le_bytes(le(bytes, 24)?);
     let mantissa = (i128::from(hi) << 64) | i128::from(lo);
     let amount = Decimal::try_from_i128_with_scale(mantissa, scale).ok()?;
-    let metadata_len = u32::from_le_bytes(le(bytes, 32)) as usize;
-    let mut r = Reader { bytes: &bytes[HEADER_BYTES..] };
-    let id = r.string()?;
-    let source = r.string()?;
-    let destination = r.string()?;
-    let currency = r.string()?;
-    let mut optional =
-        |bit: u8| -> Option<Option<String>> { if present & bit == 0 { Some(None) } else { r.string().map(Some) } };
+    let metadata_len = u32::from_le_bytes(le(bytes, 32)?) as usize;
+    let mut pos = HEADER_BYTES;
+    let id = string(bytes, &mut pos, trusted)?;
+    let source = string(bytes, &mut pos, trusted)?;
+    let destination = string(bytes, &mut pos, trusted)?;
+    let currency = string(bytes, &mut pos, trusted)?;
+    let mut optional = |bit: u8| -> Option<Option<String>> {
+        if present & bit == 0 { Some(None) } else { string(bytes, &mut pos, trusted).map(Some) }
+    };
     let country = optional(HAS_COUNTRY)?;
     let merchant_category = optional(HAS_MERCHANT_CATEGORY)?;
     let channel = optional(HAS_CHANNEL)?;
     // Each entry takes at least 8 bytes, so a count beyond that is malformed
     // and is refused before anything is allocated for it.
-    if metadata_len > r.bytes.len() / 8 {
+    if metadata_len > (bytes.len() - pos) / 8 {
         return None;
     }
     let mut metadata = Vec::with_capacity(metadata_len);
     for _ in 0..metadata_len {
-        let key = r.string()?;
-        let value = r.string()?;
+        let key = string(bytes, &mut pos, trusted)?;
+        let value = string(bytes, &mut pos, trusted)?;
         metadata.push((key, value));
     }
-    if !r.bytes.is_empty() {
+    if pos != bytes.len() {
         return None;
     }
     Some(Transaction {

@@ -171,15 +171,18 @@ mod libc_alloc {
     static ARENA: Arena = Arena { bytes: ArenaBytes(UnsafeCell::new([0; ARENA_BYTES])), next: Cell::new(0) };
 
     impl Arena {
+        #[inline]
         fn base(&self) -> usize {
             self.bytes.0.get() as usize
         }
 
+        #[inline]
         fn contains(&self, ptr: *mut u8) -> bool {
             let p = ptr as usize;
             p >= self.base() && p < self.base() + ARENA_BYTES
         }
 
+        #[inline]
         fn alloc(&self, layout: Layout) -> Option<*mut u8> {
             let base = self.base();
             let start = (base + self.next.get()).checked_next_multiple_of(layout.align())?;
@@ -192,6 +195,7 @@ mod libc_alloc {
         }
 
         /// Whether `ptr` with `size` bytes is the latest allocation.
+        #[inline]
         fn is_last(&self, ptr: *mut u8, size: usize) -> bool {
             ptr as usize + size == self.base() + self.next.get()
         }
@@ -213,6 +217,7 @@ mod libc_alloc {
     // rest forwards to the C allocator, honouring alignment as std's System
     // allocator does on wasm32-wasip2.
     unsafe impl GlobalAlloc for RuleAlloc {
+        #[inline]
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             match ARENA.alloc(layout) {
                 Some(ptr) => ptr,
@@ -220,6 +225,7 @@ mod libc_alloc {
             }
         }
 
+        #[inline]
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
             if ARENA.contains(ptr) {
                 // Only the latest block is given back (a stack discipline
@@ -232,6 +238,7 @@ mod libc_alloc {
             }
         }
 
+        #[inline]
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             if ARENA.contains(ptr) {
                 let offset = ptr as usize - ARENA.base();

@@ -155,7 +155,7 @@ macro_rules! export_validation_rule {
                     )
                 }
                 fn evaluate(tx: $crate::__private::Vec<u8>) -> $crate::wit::exports::rulehost::rules::rule::Verdict {
-                    $crate::__private::evaluate_validation::<$rule>(&tx)
+                    $crate::__private::evaluate_validation::<$rule>(tx)
                 }
             }
     $crate::wit::export_world!(__RulehostExport with_types_in $crate::wit);
@@ -186,7 +186,7 @@ macro_rules! export_risk_rule {
                     )
                 }
                 fn evaluate(tx: $crate::__private::Vec<u8>) -> $crate::wit::exports::rulehost::rules::rule::Verdict {
-                    $crate::__private::evaluate_risk::<$rule>(&tx)
+                    $crate::__private::evaluate_risk::<$rule>(tx)
                 }
             }
     $crate::wit::export_world!(__RulehostExport with_types_in $crate::wit);
@@ -196,6 +196,9 @@ macro_rules! export_risk_rule {
 
 #[cfg(target_arch = "wasm32")]
 pub mod wasm {
+    use alloc::vec::Vec;
+    use core::mem::ManuallyDrop;
+
     use super::{ParamType, RiskRule, RuleInfo, Validation, ValidationRule};
     use crate::Transaction;
     use crate::wit::exports::rulehost::rules::rule as r;
@@ -228,15 +231,20 @@ pub mod wasm {
 
     /// Decodes the host's transaction encoding. The host only sends
     /// well-formed bytes; anything else is a broken host, and the call traps.
-    fn decode(bytes: &[u8]) -> Transaction {
-        match crate::encoding::decode(bytes) {
-            Some(tx) => tx,
+    ///
+    /// Neither the bytes nor the transaction are freed: every call starts
+    /// from the instance's post-instantiation state (the contract), so
+    /// freeing what a call allocated would only cost the call time.
+    fn decode(bytes: Vec<u8>) -> ManuallyDrop<Transaction> {
+        let bytes = ManuallyDrop::new(bytes);
+        match crate::encoding::decode_from_host(&bytes) {
+            Some(tx) => ManuallyDrop::new(tx),
             None => panic!("the host sent a transaction that does not follow rulehost:rules@2.0.0"),
         }
     }
 
     /// The `evaluate` export of a validation rule.
-    pub fn evaluate_validation<R: ValidationRule>(tx: &[u8]) -> r::Verdict {
+    pub fn evaluate_validation<R: ValidationRule>(tx: Vec<u8>) -> r::Verdict {
         match R::validate(&decode(tx)) {
             Validation::Accept => r::Verdict::Accept,
             Validation::Reject { code, message } => r::Verdict::Reject(r::Rejection { code, message }),
@@ -244,7 +252,7 @@ pub mod wasm {
     }
 
     /// The `evaluate` export of a risk rule.
-    pub fn evaluate_risk<R: RiskRule>(tx: &[u8]) -> r::Verdict {
+    pub fn evaluate_risk<R: RiskRule>(tx: Vec<u8>) -> r::Verdict {
         let s = R::score(&decode(tx));
         r::Verdict::Score(r::RiskScore { score: s.score, reasons: s.reasons })
     }

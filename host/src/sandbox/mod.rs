@@ -279,6 +279,10 @@ pub struct SandboxConfig {
     /// call of every rule gets a fresh component instance — the reference
     /// the isolation tests and benchmarks compare with.
     pub reuse_instances: bool,
+    /// Write `/tmp/perf-<pid>.map` so that `perf` names the compiled guest
+    /// functions (by the names in each module's name section). By default
+    /// off; the command line turns it on with `RULEHOST_PERF_MAP=1`.
+    pub perf_map: bool,
     /// Keep compiled modules in this folder, keyed by the module's content
     /// and the engine's configuration, so an unchanged module is never
     /// compiled twice (across reloads and restarts). By default off.
@@ -287,7 +291,7 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { pooling: true, reuse_instances: true, cache_dir: None }
+        SandboxConfig { pooling: true, reuse_instances: true, perf_map: false, cache_dir: None }
     }
 }
 
@@ -311,15 +315,18 @@ impl Sandbox {
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
             .parallel_compilation(true);
+        if config.perf_map {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if config.pooling {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(POOLED_INSTANCES_MAX)
                 .total_core_instances(POOLED_INSTANCES_MAX * 4)
-                .total_memories(POOLED_INSTANCES_MAX * 2)
+                .total_memories(POOLED_INSTANCES_MAX * 3)
                 .total_tables(POOLED_INSTANCES_MAX * 4)
                 .max_memory_size(POOLED_MEMORY_BYTES_MAX)
                 .max_memories_per_component(4)
-                .max_memories_per_module(2)
+                .max_memories_per_module(3)
                 .max_tables_per_component(8)
                 // Reset slots with memset of the pages actually dirtied
                 // (PAGEMAP_SCAN, Linux ≥ 6.7) instead of madvise: a rule call

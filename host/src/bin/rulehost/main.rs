@@ -245,9 +245,16 @@ fn start<T>(r: Result<T>) -> Result<T, Failure> {
 }
 
 fn load(rules: &Path) -> Result<(Arc<Sandbox>, RuleSet)> {
-    let sandbox = Arc::new(Sandbox::new(&SandboxConfig::default())?);
+    let sandbox = Arc::new(Sandbox::new(&sandbox_config(None))?);
     let ruleset = RuleSet::load(&sandbox, rules).with_context(|| format!("loading rule set {}", rules.display()))?;
     Ok((sandbox, ruleset))
+}
+
+/// The sandbox options of the commands: the compiled-module cache, and
+/// `RULEHOST_PERF_MAP=1` to let `perf` name guest functions.
+fn sandbox_config(cache_dir: Option<PathBuf>) -> SandboxConfig {
+    let perf_map = std::env::var_os("RULEHOST_PERF_MAP").is_some_and(|v| v == "1");
+    SandboxConfig { cache_dir, perf_map, ..SandboxConfig::default() }
 }
 
 fn dispatch(command: Command) -> Result<u8, Failure> {
@@ -256,7 +263,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Serve(args) => serve::run(args),
         Command::Review { action } => ledger::review_command(action),
         Command::Run { rules, accounts, ledger, input, output, quiet, threads, watch, cache_dir } => {
-            let sandbox = Arc::new(start(Sandbox::new(&SandboxConfig { cache_dir, ..SandboxConfig::default() }))?);
+            let sandbox = Arc::new(start(Sandbox::new(&sandbox_config(cache_dir)))?);
             let ruleset = start(
                 RuleSet::load(&sandbox, &rules).with_context(|| format!("loading rule set {}", rules.display())),
             )?;
@@ -348,7 +355,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Test { module, cases, ruleset, junit, update } => {
-            let sandbox = Arc::new(start(Sandbox::new(&SandboxConfig::default()))?);
+            let sandbox = Arc::new(start(Sandbox::new(&sandbox_config(None)))?);
             let report = match (module, cases, ruleset) {
                 (Some(m), Some(c), None) => rulehost::testrun::test_module(&sandbox, &m, &c),
                 (None, None, Some(dir)) => rulehost::testrun::test_ruleset(&sandbox, &dir),

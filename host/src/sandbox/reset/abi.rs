@@ -28,20 +28,16 @@ pub(in crate::sandbox) const RULE: &str = "rulehost:rules/rule@2.0.0";
 /// The core export `evaluate` is lifted from.
 pub(super) const EVALUATE_EXPORT: &str = "rulehost:rules/rule@2.0.0#evaluate";
 
-/// What the host functions need of the instance they serve.
-#[derive(Clone)]
-pub(super) struct Guest {
-    pub(super) memory: Memory,
-    pub(super) realloc: TypedFunc<(u32, u32, u32, u32), u32>,
-}
-
 /// The store data of a resettable instance.
 pub(in crate::sandbox) struct ResetState {
     pub(super) data: CallData,
-    pub(super) guest: Option<Guest>,
-    /// Ranges of guest memory the host wrote during the call (reset with
-    /// the chunks the guest marked).
-    pub(super) host_writes: Vec<(u32, u32)>,
+    /// The guest's memory (set once the instance exists).
+    pub(super) memory: Option<Memory>,
+    /// The dirty map, where the host marks what it writes, as the guest's
+    /// instrumented stores do.
+    pub(super) dirty: Option<Memory>,
+    /// The guest's `cabi_realloc` (taken out while it runs).
+    pub(super) realloc: Option<TypedFunc<(u32, u32, u32, u32), u32>>,
 }
 
 fn trap(message: impl Into<String>) -> wasmtime::Error {
@@ -123,7 +119,16 @@ fn write(
         .filter(|&e| e <= mem.len())
         .ok_or_else(|| trap(format!("{what} pointer/length out of bounds of memory")))?;
     mem[start..end].copy_from_slice(bytes);
-    caller.data_mut().host_writes.push((at, bytes.len() as u32));
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let dirty = caller.data().dirty.ok_or_else(|| trap("internal: no dirty map"))?;
+    let map = dirty.data_mut(&mut *caller);
+    let chunk = super::CHUNK_BYTES as usize;
+    // The map covers every chunk the memory can have (`instrument.rs`); a
+    // write it could not record must not happen unrecorded.
+    let marks = map.get_mut(start / chunk..=(end - 1) / chunk).ok_or_else(|| trap("internal: dirty map too small"))?;
+    marks.fill(1);
     Ok(())
 }
 
@@ -143,12 +148,17 @@ fn write_fields(
 
 /// Allocates `size` bytes aligned to `align` in the guest with its
 /// `cabi_realloc`, as the canonical ABI does for every string and list.
-fn alloc(caller: &mut Caller<'_, ResetState>, guest: &Guest, align: u32, size: u32) -> wasmtime::Result<u32> {
-    let ptr = guest.realloc.call(&mut *caller, (0, 0, align, size))?;
+fn alloc(caller: &mut Caller<'_, ResetState>, memory: Memory, align: u32, size: u32) -> wasmtime::Result<u32> {
+    // Taken out of the store data for the call (the guest may call host
+    // functions again from inside it, which then find none and trap).
+    let realloc = caller.data_mut().realloc.take().ok_or_else(|| trap("cabi_realloc re-entered"))?;
+    let result = realloc.call(&mut *caller, (0, 0, align, size));
+    caller.data_mut().realloc = Some(realloc);
+    let ptr = result?;
     if !ptr.is_multiple_of(align) {
         return Err(trap("realloc return: result not aligned"));
     }
-    let mem_len = guest.memory.data_size(&*caller);
+    let mem_len = memory.data_size(&*caller);
     if (ptr as usize).checked_add(size as usize).is_none_or(|end| end > mem_len) {
         return Err(trap("realloc return: beyond end of memory"));
     }
@@ -156,40 +166,40 @@ fn alloc(caller: &mut Caller<'_, ResetState>, guest: &Guest, align: u32, size: u
 }
 
 /// A string stored in fresh guest memory: (pointer, length).
-fn store_string(caller: &mut Caller<'_, ResetState>, guest: &Guest, s: &str) -> wasmtime::Result<(u32, u32)> {
+fn store_string(caller: &mut Caller<'_, ResetState>, memory: Memory, s: &str) -> wasmtime::Result<(u32, u32)> {
     let len = u32::try_from(s.len()).map_err(|_| trap("string too long for the guest"))?;
-    let ptr = alloc(caller, guest, 1, len)?;
-    write(caller, guest.memory, ptr, s.as_bytes(), "string")?;
+    let ptr = alloc(caller, memory, 1, len)?;
+    write(caller, memory, ptr, s.as_bytes(), "string")?;
     Ok((ptr, len))
 }
 
 /// A `list<string>` stored in fresh guest memory: (pointer, length).
-fn store_strings(caller: &mut Caller<'_, ResetState>, guest: &Guest, list: &[String]) -> wasmtime::Result<(u32, u32)> {
+fn store_strings(caller: &mut Caller<'_, ResetState>, memory: Memory, list: &[String]) -> wasmtime::Result<(u32, u32)> {
     let len = u32::try_from(list.len()).map_err(|_| trap("list too long for the guest"))?;
     let bytes = len.checked_mul(8).ok_or_else(|| trap("list too long for the guest"))?;
-    let array = alloc(caller, guest, 4, bytes)?;
+    let array = alloc(caller, memory, 4, bytes)?;
     let mut pairs = Vec::with_capacity(bytes as usize);
     for s in list {
-        let (p, l) = store_string(caller, guest, s)?;
+        let (p, l) = store_string(caller, memory, s)?;
         pairs.extend_from_slice(&p.to_le_bytes());
         pairs.extend_from_slice(&l.to_le_bytes());
     }
-    write(caller, guest.memory, array, &pairs, "list")?;
+    write(caller, memory, array, &pairs, "list")?;
     Ok((array, len))
 }
 
-fn guest_of(caller: &Caller<'_, ResetState>) -> wasmtime::Result<Guest> {
-    caller.data().guest.clone().ok_or_else(|| trap("host capabilities are only available during `evaluate`"))
+fn guest_memory(caller: &Caller<'_, ResetState>) -> wasmtime::Result<Memory> {
+    caller.data().memory.ok_or_else(|| trap("host capabilities are only available during `evaluate`"))
 }
 
 /// Writes an `option<param-value>` at `ret`.
 fn lower_param(
     caller: &mut Caller<'_, ResetState>,
-    guest: &Guest,
+    memory: Memory,
     ret: u32,
     value: Option<&ParamValue>,
 ) -> wasmtime::Result<()> {
-    check_area(guest.memory.data(&*caller), ret, 40, 8, "return")?;
+    check_area(memory.data(&*caller), ret, 40, 8, "return")?;
     let mut out = Out::new(ret, 40);
     out.u8(0, 1);
     let fields: &[(usize, usize)] = match value {
@@ -198,7 +208,7 @@ fn lower_param(
             &[(0, 1)]
         }
         Some(ParamValue::Text(s)) => {
-            let (p, l) = store_string(caller, guest, s)?;
+            let (p, l) = store_string(caller, memory, s)?;
             out.u8(8, 0);
             out.u32(16, p);
             out.u32(20, l);
@@ -215,7 +225,7 @@ fn lower_param(
             &[(0, 1), (8, 1), (16, 17)]
         }
         Some(ParamValue::TextList(list)) => {
-            let (p, l) = store_strings(caller, guest, list)?;
+            let (p, l) = store_strings(caller, memory, list)?;
             out.u8(8, 3);
             out.u32(16, p);
             out.u32(20, l);
@@ -228,7 +238,7 @@ fn lower_param(
             &[(0, 1)]
         }
     };
-    write_fields(caller, guest.memory, &out, fields)
+    write_fields(caller, memory, &out, fields)
 }
 
 /// An `option<decimal>` argument, flattened.
@@ -247,10 +257,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<ResetState>) -> anyhow::Result<(
     let err = |e: wasmtime::Error| anyhow::anyhow!("linking the host interface: {e}");
     linker
         .func_wrap(HOST, "param", |mut caller: Caller<'_, ResetState>, name: u32, name_len: u32, ret: u32| {
-            let guest = guest_of(&caller)?;
+            let memory = guest_memory(&caller)?;
             let params = caller.data().data.ctx()?.params.clone();
-            let value = CallData::param(&params, read_str(guest.memory.data(&caller), name, name_len, "name")?);
-            lower_param(&mut caller, &guest, ret, value)
+            let value = CallData::param(&params, read_str(memory.data(&caller), name, name_len, "name")?);
+            lower_param(&mut caller, memory, ret, value)
         })
         .map_err(err)?;
     linker
@@ -258,16 +268,16 @@ pub(super) fn add_to_linker(linker: &mut Linker<ResetState>) -> anyhow::Result<(
             HOST,
             "param-entry",
             |mut caller: Caller<'_, ResetState>, name: u32, name_len: u32, key: u32, key_len: u32, ret: u32| {
-                let guest = guest_of(&caller)?;
+                let memory = guest_memory(&caller)?;
                 let value = {
-                    let mem = guest.memory.data(&caller);
+                    let mem = memory.data(&caller);
                     let name = read_str(mem, name, name_len, "name")?;
                     let key = read_str(mem, key, key_len, "key")?;
                     caller.data().data.ctx()?.params.entry(name, key)
                 };
                 let value = value
                     .filter(|v| matches!(v, ParamValue::Text(_) | ParamValue::Integer(_) | ParamValue::Decimal(_)));
-                lower_param(&mut caller, &guest, ret, value.as_ref())
+                lower_param(&mut caller, memory, ret, value.as_ref())
             },
         )
         .map_err(err)?;
@@ -288,11 +298,11 @@ pub(super) fn add_to_linker(linker: &mut Linker<ResetState>) -> anyhow::Result<(
              max_lo: i64,
              max_scale: u32,
              ret: u32| {
-                let guest = guest_of(&caller)?;
+                let memory = guest_memory(&caller)?;
                 let min = lift_option_decimal(min_tag, min_hi, min_lo, min_scale)?;
                 let max = lift_option_decimal(max_tag, max_hi, max_lo, max_scale)?;
                 let stats = {
-                    let mem = guest.memory.data(&caller);
+                    let mem = memory.data(&caller);
                     let account = read_str(mem, account, account_len, "account")?;
                     check_area(mem, ret, 32, 8, "return")?;
                     caller.data().data.history(account, window_seconds as u64, min, max)?
@@ -300,26 +310,26 @@ pub(super) fn add_to_linker(linker: &mut Linker<ResetState>) -> anyhow::Result<(
                 let mut out = Out::new(ret, 32);
                 out.u64(0, stats.count);
                 out.decimal(8, stats.sum);
-                write_fields(&mut caller, guest.memory, &out, &[(0, 25)])
+                write_fields(&mut caller, memory, &out, &[(0, 25)])
             },
         )
         .map_err(err)?;
     linker
         .func_wrap(HOST, "account", |mut caller: Caller<'_, ResetState>, id: u32, id_len: u32, ret: u32| {
-            let guest = guest_of(&caller)?;
+            let memory = guest_memory(&caller)?;
             let facts = {
-                let mem = guest.memory.data(&caller);
+                let mem = memory.data(&caller);
                 let id = read_str(mem, id, id_len, "id")?;
                 check_area(mem, ret, 80, 8, "return")?;
                 caller.data().data.account(id)?
             };
             let mut out = Out::new(ret, 80);
             let Some(a) = facts else {
-                return write_fields(&mut caller, guest.memory, &out, &[(0, 1)]);
+                return write_fields(&mut caller, memory, &out, &[(0, 1)]);
             };
-            let (id_p, id_l) = store_string(&mut caller, &guest, &a.id)?;
-            let (cur_p, cur_l) = store_string(&mut caller, &guest, &a.currency)?;
-            let (cty_p, cty_l) = store_string(&mut caller, &guest, &a.country)?;
+            let (id_p, id_l) = store_string(&mut caller, memory, &a.id)?;
+            let (cur_p, cur_l) = store_string(&mut caller, memory, &a.currency)?;
+            let (cty_p, cty_l) = store_string(&mut caller, memory, &a.country)?;
             let (seconds, nanos) = instant_parts(a.opened_at);
             out.u8(0, 1);
             out.u32(8, id_p);
@@ -339,7 +349,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<ResetState>) -> anyhow::Result<(
                 },
             );
             out.decimal(56, a.available);
-            write_fields(&mut caller, guest.memory, &out, &[(0, 1), (8, 36), (48, 1), (56, 17)])
+            write_fields(&mut caller, memory, &out, &[(0, 1), (8, 36), (48, 1), (56, 17)])
         })
         .map_err(err)?;
     linker
@@ -347,8 +357,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<ResetState>) -> anyhow::Result<(
             HOST,
             "list-contains",
             |caller: Caller<'_, ResetState>, name: u32, name_len: u32, value: u32, value_len: u32| {
-                let guest = guest_of(&caller)?;
-                let mem = guest.memory.data(&caller);
+                let memory = guest_memory(&caller)?;
+                let mem = memory.data(&caller);
                 let name = read_str(mem, name, name_len, "name")?;
                 let value = read_str(mem, value, value_len, "value")?;
                 Ok(u32::from(caller.data().data.list_contains(name, value)?))
@@ -360,8 +370,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<ResetState>) -> anyhow::Result<(
             if level as usize >= super::super::capabilities::LOG_LEVELS.len() {
                 return Err(trap("invalid enum discriminant"));
             }
-            let guest = guest_of(&caller)?;
-            let (mem, state) = guest.memory.data_and_store_mut(&mut caller);
+            let memory = guest_memory(&caller)?;
+            let (mem, state) = memory.data_and_store_mut(&mut caller);
             let message = read_str(mem, message, message_len, "message")?;
             state.data.log(level as usize, message);
             Ok(())

@@ -14,10 +14,20 @@
 //!
 //! The checks run on the *whole* module before anything is rewritten, so a
 //! module is either entirely covered or not used this way at all.
+//!
+//! The rewrite also adds the entry point the host calls, [`CALL_EXPORT`]:
+//! `(len) -> ret` allocates `len` bytes with the module's own
+//! `cabi_realloc`, copies the transaction there from a *staging memory* the
+//! host filled (a third memory, also unaddressable by the guest's code),
+//! marks them, calls `evaluate`, and — when the module has no start function,
+//! so its globals' post-instantiation values are their initialisers — sets
+//! every mutable global back, all in one call from the host.
 
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{Instruction, ValType};
 use wasmparser::{Operator, Parser, Payload, WasmFeatures};
+
+use super::abi::EVALUATE_EXPORT;
 
 /// Bytes of guest memory one byte of the dirty map covers.
 pub const CHUNK_BYTES: u64 = 256;
@@ -27,6 +37,13 @@ const CHUNK_SHIFT: i32 = 8;
 pub const DIRTY_MAP_EXPORT: &str = "__rulehost_dirty";
 /// Prefix of the export name of mutable global `N`.
 pub const GLOBAL_EXPORT_PREFIX: &str = "__rulehost_global_";
+/// Export name of the staging memory the host writes the transaction to.
+pub const STAGING_EXPORT: &str = "__rulehost_staging";
+/// Export name of the entry point the host calls.
+pub const CALL_EXPORT: &str = "__rulehost_call";
+/// Bytes of the staging memory: the largest transaction encoding the host
+/// hands over (an input line is at most 1 MiB, and its encoding is smaller).
+pub const STAGING_BYTES: u64 = (1 << 20) + PAGE_BYTES;
 /// Wasm page size in bytes.
 const PAGE_BYTES: u64 = 65_536;
 
@@ -66,6 +83,10 @@ pub enum NotResettable {
         /// The instruction's name.
         op: &'static str,
     },
+    /// It lacks `cabi_realloc` or `evaluate` (as core functions of the
+    /// canonical signatures).
+    #[error("its main module does not export `cabi_realloc` and `evaluate` with their canonical signatures")]
+    Exports,
     /// One of the host's export names is taken.
     #[error("it already exports `{0}`")]
     ExportName(String),
@@ -85,6 +106,9 @@ pub struct Instrumented {
     /// Bytes of the dirty map (covers the largest the guest memory can grow
     /// to, plus one chunk).
     pub dirty_map_bytes: u64,
+    /// Whether [`CALL_EXPORT`] sets the mutable globals back itself (the
+    /// module has no start function); otherwise the host must.
+    pub call_restores_globals: bool,
 }
 
 /// Facts gathered in the checking pass.
@@ -98,6 +122,12 @@ struct Survey {
     /// The memory's maximum size in bytes, if declared.
     memory_max_bytes: Option<u64>,
     mutable_globals: Vec<u32>,
+    /// Each mutable global's initialiser (without its `end`).
+    global_inits: Vec<Vec<u8>>,
+    /// Function indices of `cabi_realloc` and the `evaluate` export.
+    realloc: Option<u32>,
+    evaluate: Option<u32>,
+    has_start: bool,
     /// Whether any function stores a `v128` (and so needs a `v128` temporary).
     uses_v128: bool,
     export_names: Vec<String>,
@@ -111,7 +141,11 @@ pub fn instrument(module: &[u8], memory_bytes_limit: u64) -> Result<Instrumented
     validator.validate_all(module).map_err(|e| NotResettable::Features(e.message().to_string()))?;
     let survey = survey(module)?;
     for name in &survey.export_names {
-        if name == DIRTY_MAP_EXPORT || name.starts_with(GLOBAL_EXPORT_PREFIX) {
+        if name == DIRTY_MAP_EXPORT
+            || name == STAGING_EXPORT
+            || name == CALL_EXPORT
+            || name.starts_with(GLOBAL_EXPORT_PREFIX)
+        {
             return Err(NotResettable::ExportName(name.clone()));
         }
     }
@@ -132,7 +166,12 @@ pub fn instrument(module: &[u8], memory_bytes_limit: u64) -> Result<Instrumented
     wasmparser::Validator::new_with_features(FEATURES.union(WasmFeatures::MULTI_MEMORY))
         .validate_all(&bytes)
         .map_err(|e| NotResettable::Rewrite(e.message().to_string()))?;
-    Ok(Instrumented { bytes, mutable_globals: survey.mutable_globals, dirty_map_bytes })
+    Ok(Instrumented {
+        bytes,
+        mutable_globals: survey.mutable_globals,
+        dirty_map_bytes,
+        call_restores_globals: !survey.has_start,
+    })
 }
 
 fn survey(module: &[u8]) -> Result<Survey, NotResettable> {
@@ -142,6 +181,10 @@ fn survey(module: &[u8]) -> Result<Survey, NotResettable> {
         func_types: Vec::new(),
         memory_max_bytes: None,
         mutable_globals: Vec::new(),
+        global_inits: Vec::new(),
+        realloc: None,
+        evaluate: None,
+        has_start: false,
         uses_v128: false,
         export_names: Vec::new(),
     };
@@ -187,14 +230,38 @@ fn survey(module: &[u8]) -> Result<Survey, NotResettable> {
                     let global = global.map_err(bad)?;
                     if global.ty.mutable {
                         s.mutable_globals.push(i as u32);
+                        let mut ops = global.init_expr.get_operators_reader();
+                        let mut init = Vec::new();
+                        while !ops.eof() {
+                            match ops.read().map_err(bad)? {
+                                Operator::End => {}
+                                op => {
+                                    use wasm_encoder::Encode;
+                                    RoundtripReencoder
+                                        .instruction(op)
+                                        .map_err(|e| NotResettable::Rewrite(e.to_string()))?
+                                        .encode(&mut init);
+                                }
+                            }
+                        }
+                        s.global_inits.push(init);
                     }
                 }
             }
             Payload::ExportSection(reader) => {
                 for export in reader {
-                    s.export_names.push(export.map_err(bad)?.name.to_string());
+                    let export = export.map_err(bad)?;
+                    if export.kind == wasmparser::ExternalKind::Func {
+                        match export.name {
+                            "cabi_realloc" => s.realloc = Some(export.index),
+                            name if name == EVALUATE_EXPORT => s.evaluate = Some(export.index),
+                            _ => {}
+                        }
+                    }
+                    s.export_names.push(export.name.to_string());
                 }
             }
+            Payload::StartSection { .. } => s.has_start = true,
             Payload::CodeSectionEntry(body) => {
                 let mut ops = body.get_operators_reader().map_err(bad)?;
                 while !ops.eof() {
@@ -219,6 +286,15 @@ fn survey(module: &[u8]) -> Result<Survey, NotResettable> {
     if memories != 1 {
         return Err(NotResettable::Memory(format!("{memories}")));
     }
+    let signature = |f: Option<u32>, params: u32| {
+        f.and_then(|f| f.checked_sub(s.imported_funcs))
+            .and_then(|d| s.func_types.get(d as usize))
+            .and_then(|t| s.type_params.get(*t as usize))
+            .is_some_and(|p| *p == params)
+    };
+    if !signature(s.realloc, 4) || !signature(s.evaluate, 2) {
+        return Err(NotResettable::Exports);
+    }
     Ok(s)
 }
 
@@ -233,6 +309,161 @@ fn forbidden(op: &Operator<'_>) -> Option<&'static str> {
         Operator::TableInit { .. } => "table.init",
         Operator::ElemDrop { .. } => "elem.drop",
         Operator::DataDrop { .. } => "data.drop",
+        _ => return None,
+    })
+}
+
+/// The largest static offset a store may have for its mark to skip adding it
+/// (its two chunks still cover the written bytes; see `cheap_mark`).
+const CHEAP_OFFSET_MAX: u64 = CHUNK_BYTES - 16;
+/// Instructions remembered to find where a store's address came from.
+const RECENT_MAX: usize = 16;
+
+fn push_recent<'a>(recent: &mut std::collections::VecDeque<Operator<'a>>, op: Operator<'a>) {
+    if simple_arity(&op).is_none() {
+        // Control flow, calls and the like: values before them are not
+        // followed.
+        recent.clear();
+        return;
+    }
+    if recent.len() == RECENT_MAX {
+        recent.pop_front();
+    }
+    recent.push_back(op);
+}
+
+/// The local that holds, unchanged, the operand `depth` below the top of
+/// the stack (0 = top) after the `recent` instructions: it was pushed by
+/// `local.get L` (or `local.tee L`) and `L` was not written since.
+fn destination_local(recent: &std::collections::VecDeque<Operator<'_>>, depth: u32) -> Option<u32> {
+    let mut k = depth;
+    let mut written: Vec<u32> = Vec::new();
+    for op in recent.iter().rev() {
+        let (pops, pushes) = simple_arity(op)?;
+        if k < pushes {
+            return match op {
+                Operator::LocalGet { local_index } | Operator::LocalTee { local_index }
+                    if !written.contains(local_index) =>
+                {
+                    Some(*local_index)
+                }
+                _ => None,
+            };
+        }
+        if let Operator::LocalSet { local_index } | Operator::LocalTee { local_index } = op {
+            written.push(*local_index);
+        }
+        k = k - pushes + pops;
+    }
+    None
+}
+
+/// (values popped, values pushed) of the straight-line instructions the
+/// address search looks through; `None` for anything else.
+fn simple_arity(op: &Operator<'_>) -> Option<(u32, u32)> {
+    use Operator as O;
+    Some(match op {
+        O::Nop => (0, 0),
+        O::LocalGet { .. }
+        | O::GlobalGet { .. }
+        | O::I32Const { .. }
+        | O::I64Const { .. }
+        | O::F32Const { .. }
+        | O::F64Const { .. }
+        | O::MemorySize { .. } => (0, 1),
+        O::LocalSet { .. } | O::GlobalSet { .. } | O::Drop => (1, 0),
+        O::LocalTee { .. }
+        | O::I32Load { .. }
+        | O::I32Load8S { .. }
+        | O::I32Load8U { .. }
+        | O::I32Load16S { .. }
+        | O::I32Load16U { .. }
+        | O::I64Load { .. }
+        | O::I64Load8S { .. }
+        | O::I64Load8U { .. }
+        | O::I64Load16S { .. }
+        | O::I64Load16U { .. }
+        | O::I64Load32S { .. }
+        | O::I64Load32U { .. }
+        | O::F32Load { .. }
+        | O::F64Load { .. }
+        | O::I32Eqz
+        | O::I64Eqz
+        | O::I32Clz
+        | O::I32Ctz
+        | O::I32Popcnt
+        | O::I64Clz
+        | O::I64Ctz
+        | O::I64Popcnt
+        | O::I32WrapI64
+        | O::I64ExtendI32S
+        | O::I64ExtendI32U
+        | O::I32Extend8S
+        | O::I32Extend16S
+        | O::I64Extend8S
+        | O::I64Extend16S
+        | O::I64Extend32S => (1, 1),
+        O::I32Add
+        | O::I32Sub
+        | O::I32Mul
+        | O::I32DivS
+        | O::I32DivU
+        | O::I32RemS
+        | O::I32RemU
+        | O::I32And
+        | O::I32Or
+        | O::I32Xor
+        | O::I32Shl
+        | O::I32ShrS
+        | O::I32ShrU
+        | O::I32Rotl
+        | O::I32Rotr
+        | O::I32Eq
+        | O::I32Ne
+        | O::I32LtS
+        | O::I32LtU
+        | O::I32GtS
+        | O::I32GtU
+        | O::I32LeS
+        | O::I32LeU
+        | O::I32GeS
+        | O::I32GeU
+        | O::I64Add
+        | O::I64Sub
+        | O::I64Mul
+        | O::I64DivS
+        | O::I64DivU
+        | O::I64RemS
+        | O::I64RemU
+        | O::I64And
+        | O::I64Or
+        | O::I64Xor
+        | O::I64Shl
+        | O::I64ShrS
+        | O::I64ShrU
+        | O::I64Rotl
+        | O::I64Rotr
+        | O::I64Eq
+        | O::I64Ne
+        | O::I64LtS
+        | O::I64LtU
+        | O::I64GtS
+        | O::I64GtU
+        | O::I64LeS
+        | O::I64LeU
+        | O::I64GeS
+        | O::I64GeU => (2, 1),
+        O::Select => (3, 1),
+        O::I32Store { .. }
+        | O::I32Store8 { .. }
+        | O::I32Store16 { .. }
+        | O::I64Store { .. }
+        | O::I64Store8 { .. }
+        | O::I64Store16 { .. }
+        | O::I64Store32 { .. }
+        | O::F32Store { .. }
+        | O::F64Store { .. } => (2, 0),
+        O::MemoryFill { .. } | O::MemoryCopy { .. } => (3, 0),
         _ => return None,
     })
 }
@@ -304,6 +535,42 @@ impl Rewriter<'_> {
         f
     }
 
+    /// `call(len) -> ret`: allocate, copy in from staging, mark, evaluate,
+    /// and set the mutable globals back when that is the reset.
+    fn call_body(&self) -> wasm_encoder::Function {
+        let (len, ptr) = (0, 1);
+        let mut f = wasm_encoder::Function::new([(1, ValType::I32)]);
+        let (Some(realloc), Some(evaluate)) = (self.survey.realloc, self.survey.evaluate) else {
+            // `survey` refuses such modules; keep the body valid regardless.
+            f.instructions().unreachable().end();
+            return f;
+        };
+        f.instructions()
+            .i32_const(0)
+            .i32_const(0)
+            .i32_const(1)
+            .local_get(len)
+            .call(realloc)
+            .local_tee(ptr)
+            .i32_const(0)
+            .local_get(len)
+            .memory_copy(0, 2)
+            .local_get(ptr)
+            .local_get(len)
+            .call(self.mark_func())
+            .local_get(ptr)
+            .local_get(len)
+            .call(evaluate);
+        if !self.survey.has_start {
+            for (g, init) in self.survey.mutable_globals.iter().zip(&self.survey.global_inits) {
+                f.raw(init.iter().copied());
+                f.instructions().global_set(*g);
+            }
+        }
+        f.instructions().end();
+        f
+    }
+
     /// Emits the mark for a store of the value on top of the stack (of type
     /// `value`, in local `tmp`) to the address below it plus `offset`.
     fn mark_store(&self, f: &mut wasm_encoder::Function, temps: Temps, tmp: u32, offset: u64) {
@@ -334,6 +601,55 @@ impl Rewriter<'_> {
             .local_get(temps.addr)
             .local_get(temps.src)
             .local_get(temps.i32);
+    }
+
+    /// The mark for a store or a short bulk write whose destination is
+    /// still in a local (the common case): `local.get L; [offset; add];
+    /// shift; 0x0101; store16` before the instruction, with no temporaries.
+    /// `None` when the destination's origin is not that simple.
+    fn cheap_mark(&self, op: &Operator<'_>, recent: &std::collections::VecDeque<Operator<'_>>) -> Option<Vec<u8>> {
+        use wasm_encoder::Encode;
+        // (operand depth of the destination, offset to add, whether the
+        // instruction writes at most `CHEAP_SPAN_BYTES` past destination+offset)
+        let (depth, offset) = match op {
+            Operator::I32Store { memarg }
+            | Operator::I32Store8 { memarg }
+            | Operator::I32Store16 { memarg }
+            | Operator::I64Store { memarg }
+            | Operator::I64Store8 { memarg }
+            | Operator::I64Store16 { memarg }
+            | Operator::I64Store32 { memarg }
+            | Operator::F32Store { memarg }
+            | Operator::F64Store { memarg }
+            | Operator::V128Store { memarg }
+            | Operator::V128Store8Lane { memarg, .. }
+            | Operator::V128Store16Lane { memarg, .. }
+            | Operator::V128Store32Lane { memarg, .. }
+            | Operator::V128Store64Lane { memarg, .. } => (1, memarg.offset),
+            Operator::MemoryFill { .. } | Operator::MemoryCopy { .. } | Operator::MemoryInit { .. } => {
+                // Only a constant length of at most one chunk.
+                match recent.back() {
+                    Some(Operator::I32Const { value }) if (0..=CHUNK_BYTES as i32).contains(value) => (2, 0),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        let local = destination_local(recent, depth)?;
+        let mut bytes = Vec::new();
+        let mut put = |i: Instruction<'_>| i.encode(&mut bytes);
+        put(Instruction::LocalGet(local));
+        // Marking chunk c and c + 1 covers [c·256, c·256 + 512), which holds
+        // [dst + offset, dst + offset + 16) whenever offset ≤ 240.
+        if offset > CHEAP_OFFSET_MAX {
+            put(Instruction::I32Const(offset as u32 as i32));
+            put(Instruction::I32Add);
+        }
+        put(Instruction::I32Const(CHUNK_SHIFT));
+        put(Instruction::I32ShrU);
+        put(Instruction::I32Const(0x0101));
+        put(Instruction::I32Store16(wasm_encoder::MemArg { offset: 0, align: 0, memory_index: 1 }));
+        Some(bytes)
     }
 
     fn rewrite_body(
@@ -368,8 +684,16 @@ impl Rewriter<'_> {
         }
         let mut f = wasm_encoder::Function::new(locals);
         let mut ops = body.get_operators_reader()?;
+        let mut recent: std::collections::VecDeque<Operator<'_>> = std::collections::VecDeque::new();
         while !ops.eof() {
             let op = ops.read()?;
+            if let Some(cheap) = self.cheap_mark(&op, &recent) {
+                f.raw(cheap);
+                push_recent(&mut recent, op.clone());
+                f.instruction(&RoundtripReencoder.instruction(op)?);
+                continue;
+            }
+            push_recent(&mut recent, op.clone());
             let store = |m: &wasmparser::MemArg, tmp: u32| Some((m.offset, tmp));
             let marked = match &op {
                 Operator::I32Store { memarg } | Operator::I32Store8 { memarg } | Operator::I32Store16 { memarg } => {
@@ -411,6 +735,7 @@ impl Reencode for Rewriter<'_> {
     ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
         wasm_encoder::reencode::utils::parse_type_section(self, types, section)?;
         types.ty().function([ValType::I32, ValType::I32], []);
+        types.ty().function([ValType::I32], [ValType::I32]);
         Ok(())
     }
 
@@ -421,6 +746,7 @@ impl Reencode for Rewriter<'_> {
     ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
         wasm_encoder::reencode::utils::parse_function_section(self, functions, section)?;
         functions.function(self.mark_type());
+        functions.function(self.mark_type() + 1);
         Ok(())
     }
 
@@ -430,13 +756,15 @@ impl Reencode for Rewriter<'_> {
         section: wasmparser::MemorySectionReader<'_>,
     ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
         wasm_encoder::reencode::utils::parse_memory_section(self, memories, section)?;
-        memories.memory(wasm_encoder::MemoryType {
-            minimum: self.dirty_map_pages,
-            maximum: Some(self.dirty_map_pages),
-            memory64: false,
-            shared: false,
-            page_size_log2: None,
-        });
+        for pages in [self.dirty_map_pages, STAGING_BYTES / PAGE_BYTES] {
+            memories.memory(wasm_encoder::MemoryType {
+                minimum: pages,
+                maximum: Some(pages),
+                memory64: false,
+                shared: false,
+                page_size_log2: None,
+            });
+        }
         Ok(())
     }
 
@@ -447,6 +775,8 @@ impl Reencode for Rewriter<'_> {
     ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
         wasm_encoder::reencode::utils::parse_export_section(self, exports, section)?;
         exports.export(DIRTY_MAP_EXPORT, wasm_encoder::ExportKind::Memory, 1);
+        exports.export(STAGING_EXPORT, wasm_encoder::ExportKind::Memory, 2);
+        exports.export(CALL_EXPORT, wasm_encoder::ExportKind::Func, self.mark_func() + 1);
         for g in &self.survey.mutable_globals {
             exports.export(&format!("{GLOBAL_EXPORT_PREFIX}{g}"), wasm_encoder::ExportKind::Global, *g);
         }
@@ -464,6 +794,7 @@ impl Reencode for Rewriter<'_> {
             self.defined_index += 1;
         }
         code.function(&self.mark_range_body());
+        code.function(&self.call_body());
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 //!
 //! The reset restores exactly what a call can change (see
 //! `instrument.rs`): the chunks of memory the guest marked or the host
-//! wrote, copied back from the snapshot taken right after instantiation,
+//! wrote (the host marks its own writes in the same map), copied back from the snapshot taken right after instantiation,
 //! and every mutable global. An instance whose memory grew, or whose call
 //! failed in any way (trap, fuel, deadline, memory), is dropped instead and
 //! the next call gets a new one.
@@ -25,10 +25,10 @@ use std::cell::RefCell;
 use thread_local::ThreadLocal;
 use wasmtime::{Engine, Global, InstancePre, Linker, Memory, Module, Store, TypedFunc, Val};
 
-use abi::{EVALUATE_EXPORT, Guest};
+use abi::EVALUATE_EXPORT;
 pub(super) use abi::{HOST, RULE, ResetState, encode_transaction};
 pub use instrument::CHUNK_BYTES;
-use instrument::{DIRTY_MAP_EXPORT, GLOBAL_EXPORT_PREFIX};
+use instrument::{CALL_EXPORT, DIRTY_MAP_EXPORT, GLOBAL_EXPORT_PREFIX, STAGING_BYTES, STAGING_EXPORT};
 
 use super::capabilities::{CallData, MemoryCap};
 use super::outcome::{RawVerdict, classify};
@@ -41,8 +41,11 @@ pub(super) struct ResettableModule {
     pre: InstancePre<ResetState>,
     /// Indices and export names of the mutable globals.
     globals: Vec<(u32, String)>,
-    /// Bytes of the dirty map memory (allowed on top of the memory budget).
-    dirty_map_bytes: usize,
+    /// Bytes of the host's own memories in the instance (the dirty map and
+    /// the staging memory), allowed on top of the memory budget.
+    host_memory_bytes: usize,
+    /// Whether the module's call entry point sets the globals back itself.
+    call_restores_globals: bool,
 }
 
 /// Defines the host interface for resettable modules.
@@ -66,7 +69,7 @@ impl ResettableModule {
         let module = Module::new(engine, &instrumented.bytes).map_err(|e| format!("compiling it failed: {e:#}"))?;
         let pre = linker.instantiate_pre(&module).map_err(|e| format!("its imports do not match: {e:#}"))?;
         let has = |name: &str| module.get_export(name).is_some();
-        for name in ["memory", "cabi_realloc", EVALUATE_EXPORT, DIRTY_MAP_EXPORT] {
+        for name in ["memory", "cabi_realloc", EVALUATE_EXPORT, DIRTY_MAP_EXPORT, STAGING_EXPORT, CALL_EXPORT] {
             if !has(name) {
                 return Err(format!("its main module does not export `{name}`"));
             }
@@ -74,7 +77,8 @@ impl ResettableModule {
         Ok(ResettableModule {
             pre,
             globals: instrumented.mutable_globals.iter().map(|g| (*g, format!("{GLOBAL_EXPORT_PREFIX}{g}"))).collect(),
-            dirty_map_bytes: usize::try_from(instrumented.dirty_map_bytes).unwrap_or(usize::MAX),
+            host_memory_bytes: usize::try_from(instrumented.dirty_map_bytes + STAGING_BYTES).unwrap_or(usize::MAX),
+            call_restores_globals: instrumented.call_restores_globals,
         })
     }
 }
@@ -84,9 +88,12 @@ pub(super) struct RuleInstance {
     store: Store<ResetState>,
     memory: Memory,
     dirty: Memory,
-    realloc: TypedFunc<(u32, u32, u32, u32), u32>,
-    evaluate: TypedFunc<(u32, u32), u32>,
+    staging: Memory,
+    /// The entry point: allocate, copy the transaction in, evaluate.
+    call: TypedFunc<u32, u32>,
     globals: Vec<(Global, Val)>,
+    /// Whether `call` sets the globals back itself.
+    call_restores_globals: bool,
     global_indices: Vec<u32>,
     /// Guest memory right after instantiation.
     snapshot: Box<[u8]>,
@@ -107,8 +114,8 @@ fn set_budget<T>(store: &mut Store<T>, budget: &Budget) -> Result<(), Failure> {
 impl RuleInstance {
     /// Instantiates `module` under `budget` and takes its snapshot.
     fn new(module: &ResettableModule, engine: &Engine, budget: &Budget) -> Result<RuleInstance, Failure> {
-        let data = CallData::new(MemoryCap::new(budget.memory_bytes_max, module.dirty_map_bytes));
-        let mut store = Store::new(engine, ResetState { data, guest: None, host_writes: Vec::new() });
+        let data = CallData::new(MemoryCap::new(budget.memory_bytes_max, module.host_memory_bytes));
+        let mut store = Store::new(engine, ResetState { data, memory: None, dirty: None, realloc: None });
         store.limiter(|s| &mut s.data.memory);
         set_budget(&mut store, budget)?;
         let failed = |store: &Store<ResetState>, e: wasmtime::Error| {
@@ -126,11 +133,11 @@ impl RuleInstance {
         };
         let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| missing("memory"))?;
         let dirty = instance.get_memory(&mut store, DIRTY_MAP_EXPORT).ok_or_else(|| missing(DIRTY_MAP_EXPORT))?;
+        let staging = instance.get_memory(&mut store, STAGING_EXPORT).ok_or_else(|| missing(STAGING_EXPORT))?;
         let realloc = instance
             .get_typed_func::<(u32, u32, u32, u32), u32>(&mut store, "cabi_realloc")
             .map_err(|_| missing("cabi_realloc"))?;
-        let evaluate =
-            instance.get_typed_func::<(u32, u32), u32>(&mut store, EVALUATE_EXPORT).map_err(|_| missing("evaluate"))?;
+        let call = instance.get_typed_func::<u32, u32>(&mut store, CALL_EXPORT).map_err(|_| missing(CALL_EXPORT))?;
         let mut globals = Vec::with_capacity(module.globals.len());
         for (_, name) in &module.globals {
             let global = instance.get_global(&mut store, name).ok_or_else(|| missing(name))?;
@@ -141,14 +148,17 @@ impl RuleInstance {
         // A start function's stores marked the map; the snapshot includes them.
         let covered = (snapshot.len() / CHUNK_BYTES as usize + 2).min(dirty.data_size(&store));
         dirty.data_mut(&mut store)[..covered].fill(0);
-        store.data_mut().guest = Some(Guest { memory, realloc: realloc.clone() });
+        store.data_mut().memory = Some(memory);
+        store.data_mut().dirty = Some(dirty);
+        store.data_mut().realloc = Some(realloc);
         Ok(RuleInstance {
             store,
             memory,
             dirty,
-            realloc,
-            evaluate,
+            staging,
+            call,
             globals,
+            call_restores_globals: module.call_restores_globals,
             global_indices: module.globals.iter().map(|(i, _)| *i).collect(),
             snapshot,
             memory_bytes_max: budget.memory_bytes_max,
@@ -188,15 +198,17 @@ impl RuleInstance {
     }
 
     fn run(&mut self, tx: &[u8]) -> wasmtime::Result<Result<RawVerdict, Failure>> {
-        let len = u32::try_from(tx.len()).map_err(|_| wasmtime::Error::msg("transaction too large"))?;
-        let ptr = self.realloc.call(&mut self.store, (0, 0, 1, len))?;
-        let mem = self.memory.data_mut(&mut self.store);
-        let Some(dst) = (ptr as usize).checked_add(tx.len()).and_then(|end| mem.get_mut(ptr as usize..end)) else {
-            return Err(wasmtime::Error::msg("realloc return: beyond end of memory"));
+        let staging = self.staging.data_mut(&mut self.store);
+        let Some(dst) = staging.get_mut(..tx.len()) else {
+            return Err(wasmtime::Error::msg(format!(
+                "the transaction's encoding of {} bytes exceeds the {STAGING_BYTES} bytes a rule is handed",
+                tx.len()
+            )));
         };
         dst.copy_from_slice(tx);
-        self.store.data_mut().host_writes.push((ptr, len));
-        let ret = self.evaluate.call(&mut self.store, (ptr, len))?;
+        // `call` allocates with the guest's `cabi_realloc`, copies the
+        // transaction in (marking it), and calls `evaluate`.
+        let ret = self.call.call(&mut self.store, tx.len() as u32)?;
         abi::lift_verdict(self.memory.data(&self.store), ret)
     }
 
@@ -232,11 +244,6 @@ impl RuleInstance {
                 self.runs.push((start * chunk, i * chunk));
             }
         }
-        for (at, len) in self.store.data_mut().host_writes.drain(..) {
-            let start = at as usize / chunk * chunk;
-            let end = (at as usize + len as usize).div_ceil(chunk) * chunk;
-            self.runs.push((start, end));
-        }
         let mem = self.memory.data_mut(&mut self.store);
         for &(start, end) in &self.runs {
             let end = end.min(size);
@@ -244,9 +251,11 @@ impl RuleInstance {
                 mem[start..end].copy_from_slice(&self.snapshot[start..end]);
             }
         }
-        for (global, value) in &self.globals {
-            if global.set(&mut self.store, *value).is_err() {
-                return false;
+        if !self.call_restores_globals {
+            for (global, value) in &self.globals {
+                if global.set(&mut self.store, *value).is_err() {
+                    return false;
+                }
             }
         }
         true
