@@ -23,6 +23,37 @@ pub struct AccountFacts {
     pub available: Decimal,
 }
 
+/// [`AccountFacts`] borrowed from wherever they are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountView<'a> {
+    /// Account id.
+    pub id: &'a str,
+    /// Currency.
+    pub currency: &'a str,
+    /// Home country.
+    pub country: &'a str,
+    /// When it was opened.
+    pub opened_at: Nanos,
+    /// Status.
+    pub status: AccountStatus,
+    /// Posted balance minus pending holds.
+    pub available: Decimal,
+}
+
+impl AccountFacts {
+    /// The facts, borrowed.
+    pub fn view(&self) -> AccountView<'_> {
+        AccountView {
+            id: &self.id,
+            currency: &self.currency,
+            country: &self.country,
+            opened_at: self.opened_at,
+            status: self.status,
+            available: self.available,
+        }
+    }
+}
+
 /// A history question: transactions of `account` as source with timestamp in
 /// `(from_exclusive, to_inclusive]` and amount in `[min, max)` when given.
 #[derive(Clone, Debug)]
@@ -52,6 +83,12 @@ pub struct HistoryStats {
 pub trait Facts: Send + Sync {
     /// Facts about an account; `None` when unknown.
     fn account(&self, id: &str) -> Option<AccountFacts>;
+    /// The same facts handed to `f` borrowed, with no copy made (the rule
+    /// path's form). `f` must not block: implementations may hold a lock
+    /// while it runs.
+    fn with_account(&self, id: &str, f: &mut dyn FnMut(Option<AccountView<'_>>)) {
+        f(self.account(id).as_ref().map(AccountFacts::view))
+    }
     /// Answers a history query.
     fn history(&self, query: &HistoryQuery<'_>) -> HistoryStats;
 }

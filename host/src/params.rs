@@ -74,7 +74,7 @@ pub enum ParamValue {
 /// A rule's parameters, exactly the declared ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Params {
-    values: HashMap<String, ParamValue>,
+    values: foldhash::HashMap<String, ParamValue>,
 }
 
 impl Params {
@@ -104,7 +104,7 @@ impl Params {
                 return Err(format!("unknown parameter `{key}` (the rule declares: [{}])", known.join(", ")));
             }
         }
-        let mut values = HashMap::new();
+        let mut values = foldhash::HashMap::default();
         for (name, ty) in declared {
             let Some(value) = table.get(name) else {
                 return Err(format!(

@@ -2,14 +2,14 @@
 //! rules, weighted aggregation, the ledger step, and the decision record —
 //! RULES.md "Order of evaluation and aggregation", top to bottom.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::decision::{Decision, LedgerEffect, Outcome, Record, RuleResult, RuleTrace};
-use crate::facts::{AccountFacts, Facts, HistoryQuery, HistoryStats};
+use crate::facts::{AccountFacts, AccountView, Facts, HistoryQuery, HistoryStats};
 use crate::input::{ErrorCode, InputError, ParsedTransaction, parse_transaction};
 use crate::ledger::{Commit, Effect, Ledger, LedgerError};
 use crate::manifest::{OnError, RuleKind};
@@ -41,12 +41,20 @@ pub fn lock(ledger: &SharedLedger) -> MutexGuard<'_, Box<dyn Ledger>> {
 }
 
 /// What a speculative evaluation read from the ledger: accounts (their
-/// `available` balance can change) and source histories. Checked against
-/// [`Versions`] when the transaction commits.
+/// `available` balance can change) and source histories, each by a hash of
+/// its id. Checked against [`Versions`] when the transaction commits; two
+/// ids with the same hash only make a speculation look stale, and it is
+/// evaluated again.
 #[derive(Default)]
 struct ReadSet {
-    accounts: Vec<String>,
-    histories: Vec<String>,
+    accounts: Vec<u64>,
+    histories: Vec<u64>,
+}
+
+/// The hash an id is tracked by in [`ReadSet`] and [`Versions`].
+fn key(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(id)
 }
 
 /// Answers one transaction's rule calls from the shared ledger, recording
@@ -64,7 +72,7 @@ impl RecordingFacts {
 
 impl Facts for RecordingFacts {
     fn account(&self, id: &str) -> Option<AccountFacts> {
-        self.reads().accounts.push(id.to_owned());
+        self.reads().accounts.push(key(id));
         let ledger = lock(&self.ledger);
         let a = ledger.account(id)?;
         let balances = ledger.balances(id)?;
@@ -78,8 +86,22 @@ impl Facts for RecordingFacts {
         })
     }
 
+    fn with_account(&self, id: &str, f: &mut dyn FnMut(Option<AccountView<'_>>)) {
+        self.reads().accounts.push(key(id));
+        let ledger = lock(&self.ledger);
+        let view = ledger.account(id).zip(ledger.balances(id)).map(|(a, balances)| AccountView {
+            id: &a.id,
+            currency: &a.currency,
+            country: &a.country,
+            opened_at: a.opened_at,
+            status: a.status,
+            available: balances.available,
+        });
+        f(view)
+    }
+
     fn history(&self, query: &HistoryQuery<'_>) -> HistoryStats {
-        self.reads().histories.push(query.account.to_owned());
+        self.reads().histories.push(key(query.account));
         lock(&self.ledger).history(query)
     }
 }
@@ -90,14 +112,14 @@ impl Facts for RecordingFacts {
 struct Versions {
     /// Commits so far.
     seq: u64,
-    accounts: HashMap<String, u64>,
-    histories: HashMap<String, u64>,
+    accounts: HashMap<u64, u64>,
+    histories: HashMap<u64, u64>,
 }
 
 impl Versions {
     /// Whether nothing `reads` saw was written after commit `start`.
     fn unchanged_since(&self, start: u64, reads: &ReadSet) -> bool {
-        let after = |m: &HashMap<String, u64>, k: &String| m.get(k).is_some_and(|&v| v > start);
+        let after = |m: &HashMap<u64, u64>, k: &u64| m.get(k).is_some_and(|&v| v > start);
         !reads.accounts.iter().any(|k| after(&self.accounts, k))
             && !reads.histories.iter().any(|k| after(&self.histories, k))
     }
@@ -107,16 +129,16 @@ impl Versions {
         let seq = self.seq;
         match effect {
             Effect::Post => {
-                self.accounts.insert(tx.source.clone(), seq);
-                self.accounts.insert(tx.destination.clone(), seq);
+                self.accounts.insert(key(&tx.source), seq);
+                self.accounts.insert(key(&tx.destination), seq);
             }
             Effect::Hold => {
-                self.accounts.insert(tx.source.clone(), seq);
+                self.accounts.insert(key(&tx.source), seq);
             }
             Effect::Nothing => {}
         }
         if counted {
-            self.histories.insert(tx.source.clone(), seq);
+            self.histories.insert(key(&tx.source), seq);
         }
     }
 }
@@ -226,18 +248,52 @@ impl Pipeline {
     ) -> Vec<Record> {
         use rayon::prelude::*;
         let mut records = Vec::with_capacity(lines.len());
-        for chunk in lines.chunks(window.max(1)) {
-            let speculations: Vec<Option<Speculation>> = pool.install(|| {
-                chunk.par_iter().map(|(_, parsed)| parsed.as_ref().ok().map(|p| self.speculate(ruleset, p))).collect()
-            });
-            for ((line, parsed), speculation) in chunk.iter().zip(speculations) {
-                records.push(match (parsed, speculation) {
-                    (Ok(p), Some(s)) => self.commit(ruleset, *line, p, s),
-                    (Err(e), _) => Record::Error(e.clone()),
-                    (Ok(_), None) => unreachable!("every well-formed line is speculated"),
+        if pool.current_num_threads() <= 1 {
+            // One evaluating thread: nothing to overlap, so decide each line
+            // in turn on this thread (no hand-offs, nothing evaluated twice).
+            for (line, parsed) in lines {
+                records.push(match parsed {
+                    Ok(p) => self.decide(ruleset, line, &p),
+                    Err(e) => Record::Error(e),
                 });
             }
+            return records;
         }
+        // Commits of one window overlap the evaluation of the next: while
+        // one thread commits window k in order, the others evaluate window
+        // k + 1 (whose reads a commit of window k makes stale are evaluated
+        // again at their turn).
+        let speculate = |chunk: &[(u64, Result<ParsedTransaction, InputError>)]| -> Vec<Option<Speculation>> {
+            chunk.par_iter().map(|(_, parsed)| parsed.as_ref().ok().map(|p| self.speculate(ruleset, p))).collect()
+        };
+        let commit = |chunk: &[(u64, Result<ParsedTransaction, InputError>)],
+                      speculations: Vec<Option<Speculation>>| {
+            let mut done = Vec::with_capacity(chunk.len());
+            let speculations = speculations.into_iter().chain(std::iter::repeat_with(|| None));
+            for ((line, parsed), speculation) in chunk.iter().zip(speculations) {
+                done.push(match (parsed, speculation) {
+                    (Ok(p), Some(s)) => self.commit(ruleset, *line, p, s),
+                    (Ok(p), None) => self.decide(ruleset, *line, p),
+                    (Err(e), _) => Record::Error(e.clone()),
+                });
+            }
+            done
+        };
+        let chunks: Vec<_> = lines.chunks(window.max(1)).collect();
+        pool.install(|| {
+            let mut next = chunks.first().map(|c| speculate(c));
+            for (i, chunk) in chunks.iter().enumerate() {
+                let speculations = next.take().unwrap_or_default();
+                match chunks.get(i + 1) {
+                    Some(following) => {
+                        let (done, ahead) = rayon::join(|| commit(chunk, speculations), || speculate(following));
+                        records.extend(done);
+                        next = Some(ahead);
+                    }
+                    None => records.extend(commit(chunk, speculations)),
+                }
+            }
+        });
         records
     }
 

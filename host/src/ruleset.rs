@@ -97,7 +97,7 @@ pub enum RuleSetError {
 /// The operator lists of a rule set, by name.
 #[derive(Debug, Default)]
 pub struct Lists {
-    lists: HashMap<String, HashSet<String>>,
+    lists: foldhash::HashMap<String, foldhash::HashSet<String>>,
 }
 
 impl Lists {
@@ -113,7 +113,7 @@ impl Lists {
 
     /// Lists from ready sets (used by rule-level test cases).
     pub fn from_sets(lists: HashMap<String, HashSet<String>>) -> Self {
-        Lists { lists }
+        Lists { lists: lists.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect() }
     }
 
     /// Parses list text: one value per line, trimmed; blank lines and lines
@@ -302,7 +302,7 @@ fn load_lists(dir: &Path) -> Result<(Lists, BTreeMap<String, String>), RuleSetEr
             return Err(RuleSetError::ListTooLarge { path });
         }
         hashes.insert(name.clone(), hex_sha256(&bytes));
-        lists.lists.insert(name, values);
+        lists.lists.insert(name, values.into_iter().collect());
     }
     Ok((lists, hashes))
 }

@@ -46,7 +46,7 @@ impl Default for RunOptions {
 }
 
 /// Default transactions in flight per evaluating thread.
-pub const WINDOW_PER_THREAD_DEFAULT: usize = 4;
+pub const WINDOW_PER_THREAD_DEFAULT: usize = 32;
 
 /// Reports progress (lines done) while a run goes on.
 pub trait Progress: Send {
@@ -85,55 +85,61 @@ pub fn run_stream(
     let (decided_tx, decided_rx) = bounded::<(Vec<Record>, SyncPoint)>(BATCHES_IN_FLIGHT_MAX);
 
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || -> io::Result<()> {
-            let mut input = input;
-            let mut batch = Vec::with_capacity(BATCH_LINES_MAX);
-            let mut buf = Vec::new();
-            let mut line_no = 0u64;
-            loop {
-                buf.clear();
-                let n = input.read_until(b'\n', &mut buf)?;
-                if n == 0 {
-                    break;
+        let reader = std::thread::Builder::new().name("rulehost-read".into()).spawn_scoped(
+            scope,
+            move || -> io::Result<()> {
+                let mut input = input;
+                let mut batch = Vec::with_capacity(BATCH_LINES_MAX);
+                let mut buf = Vec::new();
+                let mut line_no = 0u64;
+                loop {
+                    buf.clear();
+                    let n = input.read_until(b'\n', &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    line_no += 1;
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                    }
+                    let parsed = parse_bytes(line_no, &buf);
+                    batch.push((line_no, parsed));
+                    if batch.len() == BATCH_LINES_MAX
+                        && parsed_tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES_MAX))).is_err()
+                    {
+                        return Ok(());
+                    }
                 }
-                line_no += 1;
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
+                if !batch.is_empty() {
+                    let _ = parsed_tx.send(batch);
                 }
-                let parsed = parse_bytes(line_no, &buf);
-                batch.push((line_no, parsed));
-                if batch.len() == BATCH_LINES_MAX
-                    && parsed_tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES_MAX))).is_err()
-                {
-                    return Ok(());
-                }
-            }
-            if !batch.is_empty() {
-                let _ = parsed_tx.send(batch);
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        )?;
 
-        let writer = scope.spawn(move || -> io::Result<Summary> {
-            let mut output = io::BufWriter::with_capacity(1 << 16, output);
-            let mut summary = Summary::default();
-            let mut buf = Vec::with_capacity(1 << 16);
-            for (batch, durable) in decided_rx {
-                // Acknowledge (write) a decision only once the ledger made it durable.
-                durable.wait().map_err(io::Error::other)?;
-                buf.clear();
-                for record in &batch {
-                    summary.add(record);
-                    record.write_json(&mut buf);
+        let writer = std::thread::Builder::new().name("rulehost-write".into()).spawn_scoped(
+            scope,
+            move || -> io::Result<Summary> {
+                let mut output = io::BufWriter::with_capacity(1 << 16, output);
+                let mut summary = Summary::default();
+                let mut buf = Vec::with_capacity(1 << 16);
+                for (batch, durable) in decided_rx {
+                    // Acknowledge (write) a decision only once the ledger made it durable.
+                    durable.wait().map_err(io::Error::other)?;
+                    buf.clear();
+                    for record in &batch {
+                        summary.add(record);
+                        record.write_json(&mut buf);
+                    }
+                    output.write_all(&buf)?;
+                    if let Some(p) = progress.as_mut() {
+                        p.advance(summary.lines);
+                    }
                 }
-                output.write_all(&buf)?;
-                if let Some(p) = progress.as_mut() {
-                    p.advance(summary.lines);
-                }
-            }
-            output.flush()?;
-            Ok(summary)
-        });
+                output.flush()?;
+                Ok(summary)
+            },
+        )?;
 
         for batch in parsed_rx {
             // One version per batch: every transaction is evaluated wholly

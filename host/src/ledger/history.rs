@@ -2,7 +2,9 @@
 //! by timestamp, pruned behind the source's newest timestamp by the longest
 //! window any loaded rule declares plus a lateness allowance.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use rust_decimal::Decimal;
 
@@ -30,7 +32,7 @@ impl History {
     /// source's newest timestamp.
     pub fn new(window_seconds_max: u64, lateness_seconds: u64) -> Self {
         History {
-            sources: HashMap::new(),
+            sources: HashMap::default(),
             retention_nanos: i128::from(window_seconds_max.saturating_add(lateness_seconds)) * NANOS_PER_SECOND,
         }
     }

@@ -1,6 +1,8 @@
 //! The in-memory ledger: the reference implementation of [`Ledger`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use rust_decimal::Decimal;
 
@@ -39,10 +41,10 @@ impl MemoryLedger {
     /// An empty ledger with the given history lateness allowance.
     pub fn new(lateness_seconds: u64) -> Self {
         MemoryLedger {
-            accounts: HashMap::new(),
+            accounts: HashMap::default(),
             system: BTreeMap::new(),
-            holds: HashMap::new(),
-            decisions: HashMap::new(),
+            holds: HashMap::default(),
+            decisions: HashMap::default(),
             journal: Vec::new(),
             history: History::new(0, lateness_seconds),
             lateness_seconds,

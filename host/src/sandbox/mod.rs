@@ -33,7 +33,7 @@ use capabilities::{CallData, MemoryCap};
 use component::{CallState, ComponentRule, PreparedTx};
 pub use outcome::{CODE_BYTES_MAX, is_valid_code};
 use outcome::{check_output, classify};
-pub use reset::{InstanceState, val_bits};
+pub use reset::{DECLARED_ITEMS_MAX, DECLARED_NAME_BYTES_MAX, InstanceState, val_bits};
 
 /// How often the epoch ticks, in milliseconds: the resolution of deadlines.
 pub const EPOCH_TICK_MS: u64 = 1;
@@ -161,7 +161,9 @@ pub const CONTRACTS: [&str; 2] = ["2.0.0", "1.0.0"];
 
 /// A compiled, linked module, shared by every rule set that loads it.
 struct RuleModule {
-    component: ComponentRule,
+    /// The component path (absent for a resettable rule, whose component is
+    /// never compiled).
+    component: Option<ComponentRule>,
     /// The direct path, when the module is resettable.
     resettable: Option<reset::ResettableModule>,
     /// Why the module is not resettable, when it is not.
@@ -414,11 +416,48 @@ impl Sandbox {
         Ok(CompiledRule { module: Arc::new(self.build(bytes)?), instances: Default::default() })
     }
 
-    /// Compiles a component, links it against the contract it was built
-    /// for, and prepares its resettable form when it has one. Fails with a
-    /// message naming the missing or mismatched item when the module was
-    /// built against another WIT version or lacks an export.
+    /// Compiles and links a rule. A resettable rule of contract 2.0.0 has
+    /// only its instrumented core module compiled; its component's types are
+    /// checked by linking the component's type stub (`reset/stub.rs`), which
+    /// costs a fraction of compiling it. Any other rule is compiled as a
+    /// component. Fails with a message naming the missing or mismatched item
+    /// when the module was built against another WIT version or lacks an
+    /// export.
     fn build(&self, bytes: &[u8]) -> Result<RuleModule, LoadError> {
+        let fresh_reason = if self.reuse {
+            match reset::ResettableModule::prepare_with_stub(&self.engine, &self.reset_linker, bytes) {
+                Ok((resettable, stub)) => {
+                    let (contract, imports, _) = self.link_component(&stub)?;
+                    return Ok(RuleModule {
+                        component: None,
+                        resettable: Some(resettable),
+                        fresh_reason: None,
+                        imports,
+                        contract,
+                    });
+                }
+                Err(why) => why,
+            }
+        } else {
+            "instance reuse is switched off".to_string()
+        };
+        let (contract, imports, component) = self.link_component(bytes)?;
+        let fresh_reason = match contract {
+            "2.0.0" => fresh_reason,
+            other => format!("it was built against contract {other}"),
+        };
+        Ok(RuleModule {
+            component: Some(component),
+            resettable: None,
+            fresh_reason: Some(fresh_reason),
+            imports,
+            contract,
+        })
+    }
+
+    /// Compiles a component and links it against the contract it was built
+    /// for: (contract version, imports, the linked component).
+    fn link_component(&self, bytes: &[u8]) -> Result<(&'static str, Vec<String>, ComponentRule), LoadError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let ty = component.component_type();
         let contract_of = |name: &str| CONTRACTS.into_iter().find(|v| name.ends_with(&format!("@{v}")));
@@ -442,22 +481,12 @@ impl Sandbox {
         };
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Incompatible(format!("{e:#}")))?;
         let incompatible = |e: wasmtime::Error| LoadError::Incompatible(format!("{e:#}"));
-        let component_rule = match contract {
+        let linked = match contract {
             "1.0.0" => ComponentRule::V1(component::v1::RuleWorldPre::new(pre).map_err(incompatible)?),
             _ => ComponentRule::V2(component::v2::RuleWorldPre::new(pre).map_err(incompatible)?),
         };
         let imports = ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        let (resettable, fresh_reason) = if !self.reuse {
-            (None, Some("instance reuse is switched off".to_string()))
-        } else if contract != "2.0.0" {
-            (None, Some(format!("it was built against contract {contract}")))
-        } else {
-            match reset::ResettableModule::prepare(&self.engine, &self.reset_linker, bytes) {
-                Ok(m) => (Some(m), None),
-                Err(why) => (None, Some(why)),
-            }
-        };
-        Ok(RuleModule { component: component_rule, resettable, fresh_reason, imports, contract })
+        Ok((contract, imports, linked))
     }
 
     fn store(&self, budget: &Budget) -> Store<CallState> {
@@ -469,11 +498,16 @@ impl Sandbox {
     }
 
     /// Calls the rule's `describe` export under `budget`, in a fresh
-    /// component instance.
+    /// instance.
     pub fn describe(&self, rule: &CompiledRule, budget: &Budget) -> Result<RuleDeclaration, LoadError> {
+        if let Some(module) = &rule.module.resettable {
+            return module.describe(&self.engine, budget);
+        }
+        let Some(component) = &rule.module.component else {
+            return Err(LoadError::Incompatible("internal: a rule with neither path".into()));
+        };
         let mut store = self.store(budget);
-        rule.module
-            .component
+        component
             .describe(&mut store)
             .map_err(|e| LoadError::Describe(classify(&e, &store.data().data.memory, store.data().stderr_text())))
     }
@@ -537,12 +571,21 @@ impl TxSession<'_> {
 
     fn evaluate_fresh(&mut self, rule: &CompiledRule, kind: RuleKind, ctx: CallContext) -> CallOutcome {
         let budget = ctx.budget;
+        let Some(component) = &rule.module.component else {
+            let message = "internal: a rule with neither path".to_string();
+            return CallOutcome {
+                result: Err(Failure { kind: FailureKind::Trap, message }),
+                fuel: 0,
+                memory_bytes: 0,
+                logs: Vec::new(),
+            };
+        };
         let store = self.store.get_or_insert_with(|| self.sandbox.store(&budget));
         store.data_mut().data.begin(ctx, self.tx.tx.timestamp);
         store.data_mut().data.memory.total_bytes = 0;
         store.data_mut().stderr = None;
         set_budget(store, &budget);
-        let result = rule.module.component.evaluate(store, &self.tx);
+        let result = component.evaluate(store, &self.tx);
         let fuel = budget.fuel_max.saturating_sub(store.get_fuel().unwrap_or(0));
         let logs = store.data_mut().data.finish();
         let (result, trapped) = match result {

@@ -65,6 +65,37 @@ enum LogFormat {
     Json,
 }
 
+/// Where compiled rule modules are kept between runs.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct CacheArg {
+    /// Folder of compiled modules, so that an unchanged module is never
+    /// compiled twice, across runs and restarts (default:
+    /// `$RULEHOST_CACHE_DIR`, else `$XDG_CACHE_HOME/rulehost`, else
+    /// `~/.cache/rulehost`). Entries are keyed by the module's content and
+    /// the engine's version and settings.
+    #[arg(long, conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every module afresh and keep nothing.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl CacheArg {
+    /// The folder to use, if any.
+    pub(crate) fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        env("RULEHOST_CACHE_DIR")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("rulehost")))
+            .or_else(|| env("HOME").map(|h| h.join(".cache/rulehost")))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Decide every transaction of a JSON Lines stream, in order.
@@ -95,10 +126,8 @@ enum Command {
         /// (each decision names the version that made it).
         #[arg(long)]
         watch: bool,
-        /// Folder of compiled modules, so unchanged modules are not compiled
-        /// again (default: none).
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArg,
     },
     /// Generate deterministic sample accounts and transactions.
     Gen {
@@ -132,6 +161,8 @@ enum Command {
         /// Rewrite failing expectations with the actual results.
         #[arg(long)]
         update: bool,
+        #[command(flatten)]
+        cache: CacheArg,
     },
     /// Scaffold a new rule crate that builds and passes its tests.
     NewRule {
@@ -169,6 +200,8 @@ enum Command {
         /// The rule-set folder.
         #[arg(long)]
         rules: PathBuf,
+        #[command(flatten)]
+        cache: CacheArg,
     },
 }
 
@@ -244,8 +277,8 @@ fn start<T>(r: Result<T>) -> Result<T, Failure> {
     r.map_err(Failure::CannotStart)
 }
 
-fn load(rules: &Path) -> Result<(Arc<Sandbox>, RuleSet)> {
-    let sandbox = Arc::new(Sandbox::new(&sandbox_config(None))?);
+fn load(rules: &Path, cache: &CacheArg) -> Result<(Arc<Sandbox>, RuleSet)> {
+    let sandbox = Arc::new(Sandbox::new(&sandbox_config(cache.dir()))?);
     let ruleset = RuleSet::load(&sandbox, rules).with_context(|| format!("loading rule set {}", rules.display()))?;
     Ok((sandbox, ruleset))
 }
@@ -262,8 +295,8 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Ledger { action } => ledger::ledger_command(action),
         Command::Serve(args) => serve::run(args),
         Command::Review { action } => ledger::review_command(action),
-        Command::Run { rules, accounts, ledger, input, output, quiet, threads, watch, cache_dir } => {
-            let sandbox = Arc::new(start(Sandbox::new(&sandbox_config(cache_dir)))?);
+        Command::Run { rules, accounts, ledger, input, output, quiet, threads, watch, cache } => {
+            let sandbox = Arc::new(start(Sandbox::new(&sandbox_config(cache.dir())))?);
             let ruleset = start(
                 RuleSet::load(&sandbox, &rules).with_context(|| format!("loading rule set {}", rules.display())),
             )?;
@@ -354,8 +387,8 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             );
             Ok(0)
         }
-        Command::Test { module, cases, ruleset, junit, update } => {
-            let sandbox = Arc::new(start(Sandbox::new(&sandbox_config(None)))?);
+        Command::Test { module, cases, ruleset, junit, update, cache } => {
+            let sandbox = Arc::new(start(Sandbox::new(&sandbox_config(cache.dir())))?);
             let report = match (module, cases, ruleset) {
                 (Some(m), Some(c), None) => rulehost::testrun::test_module(&sandbox, &m, &c),
                 (None, None, Some(dir)) => rulehost::testrun::test_ruleset(&sandbox, &dir),
@@ -431,8 +464,8 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 }
             }
         }
-        Command::Check { rules } => {
-            let (_, ruleset) = start(load(&rules))?;
+        Command::Check { rules, cache } => {
+            let (_, ruleset) = start(load(&rules, &cache))?;
             println!("rule set {} (sha256 {})", ruleset.version, ruleset.sha256);
             println!("review_at {}  decline_at {}", ruleset.review_at, ruleset.decline_at);
             for r in &ruleset.rules {

@@ -46,9 +46,8 @@ pub(crate) struct ServeArgs {
     /// Do not watch the rule-set folder (reload through the API only).
     #[arg(long)]
     no_watch: bool,
-    /// Folder of compiled modules kept across restarts.
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    cache: crate::CacheArg,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -65,8 +64,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
         in_flight_max,
         threads,
         no_watch,
-        cache_dir,
+        cache,
     } = args;
+    let cache_dir = cache.dir();
     let admin_token = match &admin_token_file {
         Some(p) => Some(start(
             std::fs::read_to_string(p)

@@ -38,6 +38,8 @@ pub(in crate::sandbox) struct ResetState {
     pub(super) dirty: Option<Memory>,
     /// The guest's `cabi_realloc` (taken out while it runs).
     pub(super) realloc: Option<TypedFunc<(u32, u32, u32, u32), u32>>,
+    /// A buffer host functions reuse for facts on their way to the guest.
+    pub(super) scratch: Vec<u8>,
 }
 
 fn trap(message: impl Into<String>) -> wasmtime::Error {
@@ -317,39 +319,62 @@ pub(super) fn add_to_linker(linker: &mut Linker<ResetState>) -> anyhow::Result<(
     linker
         .func_wrap(HOST, "account", |mut caller: Caller<'_, ResetState>, id: u32, id_len: u32, ret: u32| {
             let memory = guest_memory(&caller)?;
-            let facts = {
+            let facts = caller.data().data.ctx()?.facts.clone();
+            // The facts are copied into a reused buffer while the ledger is
+            // borrowed, then written to the guest: no guest code runs while
+            // the ledger is held.
+            let mut scratch = std::mem::take(&mut caller.data_mut().scratch);
+            scratch.clear();
+            let mut fixed = None;
+            {
                 let mem = memory.data(&caller);
                 let id = read_str(mem, id, id_len, "id")?;
                 check_area(mem, ret, 80, 8, "return")?;
-                caller.data().data.account(id)?
-            };
+                facts.with_account(id, &mut |a| {
+                    if let Some(a) = a {
+                        scratch.extend_from_slice(a.id.as_bytes());
+                        scratch.extend_from_slice(a.currency.as_bytes());
+                        scratch.extend_from_slice(a.country.as_bytes());
+                        fixed = Some((a.id.len(), a.currency.len(), a.opened_at, a.status, a.available));
+                    }
+                });
+            }
             let mut out = Out::new(ret, 80);
-            let Some(a) = facts else {
-                return write_fields(&mut caller, memory, &out, &[(0, 1)]);
+            let result = match fixed {
+                None => write_fields(&mut caller, memory, &out, &[(0, 1)]),
+                Some((id_len, currency_len, opened_at, status, available)) => (|| {
+                    let (id, rest) = scratch.split_at(id_len);
+                    let (currency, country) = rest.split_at(currency_len);
+                    fn text(b: &[u8]) -> wasmtime::Result<&str> {
+                        std::str::from_utf8(b).map_err(|_| trap("internal: account facts not UTF-8"))
+                    }
+                    let (id_p, id_l) = store_string(&mut caller, memory, text(id)?)?;
+                    let (cur_p, cur_l) = store_string(&mut caller, memory, text(currency)?)?;
+                    let (cty_p, cty_l) = store_string(&mut caller, memory, text(country)?)?;
+                    let (seconds, nanos) = instant_parts(opened_at);
+                    out.u8(0, 1);
+                    out.u32(8, id_p);
+                    out.u32(12, id_l);
+                    out.u32(16, cur_p);
+                    out.u32(20, cur_l);
+                    out.u32(24, cty_p);
+                    out.u32(28, cty_l);
+                    out.u64(32, seconds as u64);
+                    out.u32(40, nanos);
+                    out.u8(
+                        48,
+                        match status {
+                            AccountStatus::Active => 0,
+                            AccountStatus::Frozen => 1,
+                            AccountStatus::Closed => 2,
+                        },
+                    );
+                    out.decimal(56, available);
+                    write_fields(&mut caller, memory, &out, &[(0, 1), (8, 36), (48, 1), (56, 17)])
+                })(),
             };
-            let (id_p, id_l) = store_string(&mut caller, memory, &a.id)?;
-            let (cur_p, cur_l) = store_string(&mut caller, memory, &a.currency)?;
-            let (cty_p, cty_l) = store_string(&mut caller, memory, &a.country)?;
-            let (seconds, nanos) = instant_parts(a.opened_at);
-            out.u8(0, 1);
-            out.u32(8, id_p);
-            out.u32(12, id_l);
-            out.u32(16, cur_p);
-            out.u32(20, cur_l);
-            out.u32(24, cty_p);
-            out.u32(28, cty_l);
-            out.u64(32, seconds as u64);
-            out.u32(40, nanos);
-            out.u8(
-                48,
-                match a.status {
-                    AccountStatus::Active => 0,
-                    AccountStatus::Frozen => 1,
-                    AccountStatus::Closed => 2,
-                },
-            );
-            out.decimal(56, a.available);
-            write_fields(&mut caller, memory, &out, &[(0, 1), (8, 36), (48, 1), (56, 17)])
+            caller.data_mut().scratch = scratch;
+            result
         })
         .map_err(err)?;
     linker
@@ -436,6 +461,87 @@ pub(super) fn lift_verdict(mem: &[u8], ret: u32) -> wasmtime::Result<Result<RawV
         }
         _ => Err(trap("invalid variant discriminant")),
     }
+}
+
+/// The core export `describe` is lifted from.
+pub(super) const DESCRIBE_EXPORT: &str = "rulehost:rules/rule@2.0.0#describe";
+/// Parameters and lists a rule may declare, each.
+pub const DECLARED_ITEMS_MAX: u32 = 256;
+/// Bytes of a declared parameter or list name.
+pub const DECLARED_NAME_BYTES_MAX: u32 = 256;
+
+/// Lifts the `rule-info` `describe` returned at `ret` (`{kind: u8 @0,
+/// params: list @4, lists: list @12, history-window-seconds-max: u64 @24}`,
+/// a param-spec `{name: string @0, type: u8 @8}` of 12 bytes): traps as
+/// lifting does on bad pointers, discriminants and UTF-8, and refuses more
+/// than [`DECLARED_ITEMS_MAX`] items or names over
+/// [`DECLARED_NAME_BYTES_MAX`] bytes before copying anything.
+pub(super) fn lift_rule_info(mem: &[u8], ret: u32) -> wasmtime::Result<Result<super::super::RuleDeclaration, String>> {
+    use crate::manifest::RuleKind;
+    use crate::params::ParamType;
+    let at = check_area(mem, ret, 32, 8, "return")?;
+    let word = |base: usize, offset: usize| u32::from_le_bytes(load(mem, base + offset));
+    let kind = match mem[at] {
+        0 => RuleKind::Validation,
+        1 => RuleKind::Risk,
+        _ => return Err(trap("invalid enum discriminant")),
+    };
+    let list = |offset: usize, item: u32, what: &str| -> wasmtime::Result<Result<(usize, usize), String>> {
+        let (ptr, count) = (word(at, offset), word(at, offset + 4));
+        if !ptr.is_multiple_of(4) {
+            return Err(trap("list pointer is not aligned"));
+        }
+        let bytes = count.checked_mul(item).ok_or_else(|| trap("list pointer/length out of bounds of memory"))?;
+        slice(mem, ptr, bytes, "list")?;
+        if count > DECLARED_ITEMS_MAX {
+            return Ok(Err(format!("it declares {count} {what}, at most {DECLARED_ITEMS_MAX}")));
+        }
+        Ok(Ok((ptr as usize, count as usize)))
+    };
+    let name = |ptr: u32, len: u32, what: &str| -> wasmtime::Result<Result<String, String>> {
+        if len > DECLARED_NAME_BYTES_MAX {
+            slice(mem, ptr, len, what)?;
+            return Ok(Err(format!("a declared {what} name has {len} bytes, at most {DECLARED_NAME_BYTES_MAX}")));
+        }
+        Ok(Ok(read_str(mem, ptr, len, what)?.to_owned()))
+    };
+    let (params_at, params_count) = match list(4, 12, "parameters")? {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut params = Vec::with_capacity(params_count);
+    for i in 0..params_count {
+        let base = params_at + i * 12;
+        let name = match name(word(base, 0), word(base, 4), "parameter")? {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
+        let ty = match mem[base + 8] {
+            0 => ParamType::Text,
+            1 => ParamType::Integer,
+            2 => ParamType::Decimal,
+            3 => ParamType::TextList,
+            4 => ParamType::IntegerMap,
+            5 => ParamType::DecimalMap,
+            6 => ParamType::TextMap,
+            _ => return Err(trap("invalid enum discriminant")),
+        };
+        params.push((name, ty));
+    }
+    let (lists_at, lists_count) = match list(12, 8, "lists")? {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut lists = Vec::with_capacity(lists_count);
+    for i in 0..lists_count {
+        let base = lists_at + i * 8;
+        match name(word(base, 0), word(base, 4), "list")? {
+            Ok(n) => lists.push(n),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let history_window_seconds_max = u64::from_le_bytes(load(mem, at + 24));
+    Ok(Ok(super::super::RuleDeclaration { kind, params, lists, history_window_seconds_max }))
 }
 
 /// Encodes a transaction for `evaluate` (see `wit/rulehost.wit`).

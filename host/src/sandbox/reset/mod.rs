@@ -19,13 +19,15 @@
 mod abi;
 mod instrument;
 mod shape;
+mod stub;
 
 use std::cell::RefCell;
 
 use thread_local::ThreadLocal;
 use wasmtime::{Engine, Global, InstancePre, Linker, Memory, Module, Store, TypedFunc, Val};
 
-use abi::EVALUATE_EXPORT;
+pub use abi::{DECLARED_ITEMS_MAX, DECLARED_NAME_BYTES_MAX};
+use abi::{DESCRIBE_EXPORT, EVALUATE_EXPORT};
 pub(super) use abi::{HOST, RULE, ResetState, encode_transaction};
 pub use instrument::CHUNK_BYTES;
 use instrument::{CALL_EXPORT, DIRTY_MAP_EXPORT, GLOBAL_EXPORT_PREFIX, STAGING_BYTES, STAGING_EXPORT};
@@ -57,7 +59,20 @@ pub(super) fn linker(engine: &Engine) -> anyhow::Result<Linker<ResetState>> {
 
 impl ResettableModule {
     /// Prepares `component` for resettable instances, or says why it cannot
-    /// be (it then runs as a component).
+    /// be (it then runs as a component). Also returns the component's type
+    /// stub (`stub.rs`), which the caller links to check its types.
+    pub(super) fn prepare_with_stub(
+        engine: &Engine,
+        linker: &Linker<ResetState>,
+        component: &[u8],
+    ) -> Result<(ResettableModule, Vec<u8>), String> {
+        let shape = shape::analyze(component, HOST, RULE).map_err(|e| e.to_string())?;
+        let stub = stub::stub_component(component, shape.main_module.clone())?;
+        Ok((Self::prepare(engine, linker, component)?, stub))
+    }
+
+    /// Prepares `component` for resettable instances, or says why it cannot
+    /// be.
     pub(super) fn prepare(
         engine: &Engine,
         linker: &Linker<ResetState>,
@@ -69,7 +84,9 @@ impl ResettableModule {
         let module = Module::new(engine, &instrumented.bytes).map_err(|e| format!("compiling it failed: {e:#}"))?;
         let pre = linker.instantiate_pre(&module).map_err(|e| format!("its imports do not match: {e:#}"))?;
         let has = |name: &str| module.get_export(name).is_some();
-        for name in ["memory", "cabi_realloc", EVALUATE_EXPORT, DIRTY_MAP_EXPORT, STAGING_EXPORT, CALL_EXPORT] {
+        for name in
+            ["memory", "cabi_realloc", EVALUATE_EXPORT, DESCRIBE_EXPORT, DIRTY_MAP_EXPORT, STAGING_EXPORT, CALL_EXPORT]
+        {
             if !has(name) {
                 return Err(format!("its main module does not export `{name}`"));
             }
@@ -83,6 +100,33 @@ impl ResettableModule {
     }
 }
 
+impl ResettableModule {
+    /// Calls `describe` in a fresh instance under `budget` (the instance is
+    /// dropped after).
+    pub(super) fn describe(
+        &self,
+        engine: &Engine,
+        budget: &Budget,
+    ) -> Result<super::RuleDeclaration, super::LoadError> {
+        let mut instance = RuleInstance::new(self, engine, budget).map_err(super::LoadError::Describe)?;
+        set_budget(&mut instance.store, budget).map_err(super::LoadError::Describe)?;
+        let failed = |store: &Store<ResetState>, e: wasmtime::Error| {
+            super::LoadError::Describe(classify(&e, &store.data().data.memory, None))
+        };
+        let describe = match instance.describe.call(&mut instance.store, ()) {
+            Ok(ret) => ret,
+            Err(e) => return Err(failed(&instance.store, e)),
+        };
+        match abi::lift_rule_info(instance.memory.data(&instance.store), describe) {
+            Ok(Ok(declaration)) => Ok(declaration),
+            Ok(Err(message)) => {
+                Err(super::LoadError::Describe(Failure { kind: super::FailureKind::InvalidOutput, message }))
+            }
+            Err(e) => Err(failed(&instance.store, e)),
+        }
+    }
+}
+
 /// One instance, its snapshot, and the handles a call uses.
 pub(super) struct RuleInstance {
     store: Store<ResetState>,
@@ -91,6 +135,7 @@ pub(super) struct RuleInstance {
     staging: Memory,
     /// The entry point: allocate, copy the transaction in, evaluate.
     call: TypedFunc<u32, u32>,
+    describe: TypedFunc<(), u32>,
     globals: Vec<(Global, Val)>,
     /// Whether `call` sets the globals back itself.
     call_restores_globals: bool,
@@ -115,7 +160,8 @@ impl RuleInstance {
     /// Instantiates `module` under `budget` and takes its snapshot.
     fn new(module: &ResettableModule, engine: &Engine, budget: &Budget) -> Result<RuleInstance, Failure> {
         let data = CallData::new(MemoryCap::new(budget.memory_bytes_max, module.host_memory_bytes));
-        let mut store = Store::new(engine, ResetState { data, memory: None, dirty: None, realloc: None });
+        let mut store =
+            Store::new(engine, ResetState { data, memory: None, dirty: None, realloc: None, scratch: Vec::new() });
         store.limiter(|s| &mut s.data.memory);
         set_budget(&mut store, budget)?;
         let failed = |store: &Store<ResetState>, e: wasmtime::Error| {
@@ -138,6 +184,8 @@ impl RuleInstance {
             .get_typed_func::<(u32, u32, u32, u32), u32>(&mut store, "cabi_realloc")
             .map_err(|_| missing("cabi_realloc"))?;
         let call = instance.get_typed_func::<u32, u32>(&mut store, CALL_EXPORT).map_err(|_| missing(CALL_EXPORT))?;
+        let describe =
+            instance.get_typed_func::<(), u32>(&mut store, DESCRIBE_EXPORT).map_err(|_| missing(DESCRIBE_EXPORT))?;
         let mut globals = Vec::with_capacity(module.globals.len());
         for (_, name) in &module.globals {
             let global = instance.get_global(&mut store, name).ok_or_else(|| missing(name))?;
@@ -157,6 +205,7 @@ impl RuleInstance {
             dirty,
             staging,
             call,
+            describe,
             globals,
             call_restores_globals: module.call_restores_globals,
             global_indices: module.globals.iter().map(|(i, _)| *i).collect(),
