@@ -16,7 +16,8 @@ pub const MANIFEST_FILE: &str = "manifest.toml";
 pub const FUEL_MAX_DEFAULT: u64 = 1_000_000;
 /// Default linear-memory cap per rule instance, in bytes (16 MiB).
 pub const MEMORY_BYTES_MAX_DEFAULT: u64 = 16 << 20;
-/// Default wall-clock deadline per rule call, in milliseconds.
+/// Default deadline per rule call, in milliseconds of the evaluating
+/// thread's CPU time (time spent waiting or preempted does not count).
 pub const DEADLINE_MS_DEFAULT: u64 = 50;
 /// Largest fuel budget a manifest may ask for.
 pub const FUEL_MAX_LIMIT: u64 = 10_000_000_000;
@@ -105,7 +106,9 @@ pub struct Budget {
     pub fuel_max: u64,
     /// Cap on the instance's linear memory, in bytes.
     pub memory_bytes_max: u64,
-    /// Wall-clock deadline per call, in milliseconds.
+    /// Deadline per call, in milliseconds of the CPU time the call uses (the
+    /// evaluating thread's; waiting and preemption do not count). A safety
+    /// net behind fuel, checked every `sandbox::EPOCH_TICK_MS`.
     pub deadline_ms: u64,
 }
 

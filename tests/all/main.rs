@@ -7,6 +7,7 @@ mod analyst_errors;
 mod cli_test;
 mod containment;
 mod contracts;
+mod deadline;
 mod determinism;
 mod guide;
 mod input_errors;

@@ -72,8 +72,45 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// CPU time this thread has used, in nanoseconds.
+pub(super) fn thread_cpu_nanos() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec to write to; CLOCK_THREAD_CPUTIME_ID
+    // exists on every Linux this host supports. On failure `t` stays zero,
+    // and deadlines then never expire (fuel still bounds every call).
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    (t.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec as u64)
+}
+
+/// The store data that carries a [`CallData`].
+pub(super) trait HasCallData: 'static {
+    fn call_data_mut(&mut self) -> &mut CallData;
+}
+
+/// Makes the epoch ticks check the call's deadline against the CPU time the
+/// evaluating thread has spent on it: time the thread waits, is preempted
+/// or instantiates the rule does not count, so a healthy rule meets its
+/// deadline however busy the machine is. The ticks decide how often the
+/// check runs (every [`super::EPOCH_TICK_MS`]); the clock is first read at
+/// the first tick a call lives through, so calls shorter than a tick — all
+/// healthy ones — never read it, and a call may use up to one tick of CPU
+/// time beyond its deadline.
+pub(super) fn check_deadline_by_cpu_time<T: HasCallData>(store: &mut wasmtime::Store<T>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let now = thread_cpu_nanos();
+        let data = ctx.data_mut().call_data_mut();
+        let start = *data.cpu_start_nanos.get_or_insert(now);
+        Ok(if now.saturating_sub(start) >= data.deadline_nanos {
+            wasmtime::UpdateDeadline::Interrupt
+        } else {
+            wasmtime::UpdateDeadline::Continue(1)
+        })
+    });
+}
+
 /// The per-call data both paths keep in their store: the capability
-/// context, the memory cap and the bounded log.
+/// context, the memory cap, the bounded log and the deadline's clock.
 pub(super) struct CallData {
     /// The context of the `evaluate` call in progress; `None` outside one
     /// (during instantiation and `describe`), when capabilities trap.
@@ -83,19 +120,39 @@ pub(super) struct CallData {
     pub(super) memory: MemoryCap,
     pub(super) logs: Vec<LogLine>,
     pub(super) log_bytes: usize,
+    /// The thread's CPU time at the first epoch tick of the current call (or
+    /// instantiation, or `describe`), in nanoseconds; `None` before it.
+    pub(super) cpu_start_nanos: Option<u64>,
+    /// The CPU time the call may use, in nanoseconds.
+    pub(super) deadline_nanos: u64,
 }
 
 /// The name of a log level in decision traces.
 pub(super) const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
 impl CallData {
-    pub(super) fn new(memory: MemoryCap) -> Self {
-        CallData { ctx: None, now: 0, memory, logs: Vec::new(), log_bytes: 0 }
+    pub(super) fn new(memory: MemoryCap, deadline_ms: u64) -> Self {
+        CallData {
+            ctx: None,
+            now: 0,
+            memory,
+            logs: Vec::new(),
+            log_bytes: 0,
+            cpu_start_nanos: None,
+            deadline_nanos: deadline_ms.saturating_mul(1_000_000),
+        }
+    }
+
+    /// Starts the deadline's clock (of the work about to run).
+    pub(super) fn restart_clock(&mut self) {
+        self.cpu_start_nanos = None;
     }
 
     /// Starts an `evaluate` call.
     pub(super) fn begin(&mut self, ctx: CallContext, now: Nanos) {
         self.memory.begin_call(ctx.budget.memory_bytes_max);
+        self.deadline_nanos = ctx.budget.deadline_ms.saturating_mul(1_000_000);
+        self.cpu_start_nanos = None;
         self.ctx = Some(ctx);
         self.now = now;
         self.logs.clear();

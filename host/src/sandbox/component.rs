@@ -44,6 +44,12 @@ pub(super) struct CallState {
     pub(super) stderr: Option<MemoryOutputPipe>,
 }
 
+impl super::capabilities::HasCallData for CallState {
+    fn call_data_mut(&mut self) -> &mut CallData {
+        &mut self.data
+    }
+}
+
 impl CallState {
     pub(super) fn new(data: CallData) -> Self {
         CallState { data, wasi: None, stderr: None }
@@ -285,10 +291,12 @@ impl ComponentRule {
         Ok(match self {
             ComponentRule::V1(pre) => {
                 let w = pre.instantiate(&mut *store)?;
+                store.data_mut().data.restart_clock();
                 raw_verdict!(v1, w.rulehost_rules_rule().call_evaluate(&mut *store, tx.v1())?)
             }
             ComponentRule::V2(pre) => {
                 let w = pre.instantiate(&mut *store)?;
+                store.data_mut().data.restart_clock();
                 raw_verdict!(v2, w.rulehost_rules_rule().call_evaluate(&mut *store, tx.encoded())?)
             }
         })

@@ -65,7 +65,7 @@ pub enum FailureKind {
     Trap,
     /// The fuel budget ran out.
     Fuel,
-    /// The wall-clock deadline passed.
+    /// The call used more CPU time than its deadline allows.
     Deadline,
     /// The memory cap was hit.
     Memory,
@@ -297,12 +297,12 @@ impl Default for SandboxConfig {
     }
 }
 
-fn set_budget<T>(store: &mut Store<T>, budget: &Budget) {
+fn set_budget(store: &mut Store<CallState>, budget: &Budget) {
     // Fuel is enabled in the engine configuration, so this cannot fail.
     let _ = store.set_fuel(budget.fuel_max);
-    // One extra tick: the next tick may come at once, so a deadline of N ms
-    // is N..N+1 ms of wall time.
-    store.set_epoch_deadline(budget.deadline_ms.div_ceil(EPOCH_TICK_MS) + 1);
+    store.data_mut().data.deadline_nanos = budget.deadline_ms.saturating_mul(1_000_000);
+    store.data_mut().data.restart_clock();
+    store.set_epoch_deadline(1);
 }
 
 impl Sandbox {
@@ -490,9 +490,10 @@ impl Sandbox {
     }
 
     fn store(&self, budget: &Budget) -> Store<CallState> {
-        let mut store =
-            Store::new(&self.engine, CallState::new(CallData::new(MemoryCap::new(budget.memory_bytes_max, 0))));
+        let data = CallData::new(MemoryCap::new(budget.memory_bytes_max, 0), budget.deadline_ms);
+        let mut store = Store::new(&self.engine, CallState::new(data));
         store.limiter(|s| &mut s.data.memory);
+        capabilities::check_deadline_by_cpu_time(&mut store);
         set_budget(&mut store, budget);
         store
     }

@@ -28,6 +28,12 @@ pub(in crate::sandbox) const RULE: &str = "rulehost:rules/rule@2.0.0";
 /// The core export `evaluate` is lifted from.
 pub(super) const EVALUATE_EXPORT: &str = "rulehost:rules/rule@2.0.0#evaluate";
 
+impl super::super::capabilities::HasCallData for ResetState {
+    fn call_data_mut(&mut self) -> &mut CallData {
+        &mut self.data
+    }
+}
+
 /// The store data of a resettable instance.
 pub(in crate::sandbox) struct ResetState {
     pub(super) data: CallData,
@@ -78,12 +84,13 @@ fn check_area(mem: &[u8], ptr: u32, size: u32, align: u32, what: &str) -> wasmti
 /// Results written to guest memory, then copied in with one borrow.
 struct Out {
     at: u32,
-    bytes: Vec<u8>,
+    /// Room for the largest result (`option<account-facts>`, 80 bytes).
+    bytes: [u8; 80],
 }
 
 impl Out {
-    fn new(at: u32, size: usize) -> Self {
-        Out { at, bytes: vec![0; size] }
+    fn new(at: u32, _size: usize) -> Self {
+        Out { at, bytes: [0; 80] }
     }
     fn put(&mut self, offset: usize, bytes: &[u8]) {
         self.bytes[offset..offset + bytes.len()].copy_from_slice(bytes);
@@ -121,7 +128,12 @@ fn write(
         .filter(|&e| e <= mem.len())
         .ok_or_else(|| trap(format!("{what} pointer/length out of bounds of memory")))?;
     mem[start..end].copy_from_slice(bytes);
-    if bytes.is_empty() {
+    mark(caller, start, end)
+}
+
+/// Records that the host wrote guest memory `[start, end)`.
+fn mark(caller: &mut Caller<'_, ResetState>, start: usize, end: usize) -> wasmtime::Result<()> {
+    if start >= end {
         return Ok(());
     }
     let dirty = caller.data().dirty.ok_or_else(|| trap("internal: no dirty map"))?;
@@ -142,10 +154,19 @@ fn write_fields(
     out: &Out,
     fields: &[(usize, usize)],
 ) -> wasmtime::Result<()> {
+    // The area was bounds-checked by the caller (`check_area`); check again
+    // rather than trust it, then write every field and mark the area once.
+    let base = out.at as usize;
+    let span = fields.iter().map(|(o, l)| o + l).max().unwrap_or(0);
+    let mem = memory.data_mut(&mut *caller);
+    let area = base
+        .checked_add(span)
+        .and_then(|end| mem.get_mut(base..end))
+        .ok_or_else(|| trap("result pointer/length out of bounds of memory"))?;
     for &(offset, len) in fields {
-        write(caller, memory, out.at + offset as u32, &out.bytes[offset..offset + len], "result")?;
+        area[offset..offset + len].copy_from_slice(&out.bytes[offset..offset + len]);
     }
-    Ok(())
+    mark(caller, base, base + span)
 }
 
 /// Allocates `size` bytes aligned to `align` in the guest with its

@@ -34,7 +34,7 @@ use instrument::{CALL_EXPORT, DIRTY_MAP_EXPORT, GLOBAL_EXPORT_PREFIX, STAGING_BY
 
 use super::capabilities::{CallData, MemoryCap};
 use super::outcome::{RawVerdict, classify};
-use super::{CallContext, EPOCH_TICK_MS, Failure, POOLED_MEMORY_BYTES_MAX};
+use super::{CallContext, Failure, POOLED_MEMORY_BYTES_MAX};
 use crate::manifest::Budget;
 use crate::model::Nanos;
 
@@ -148,21 +148,22 @@ pub(super) struct RuleInstance {
     runs: Vec<(usize, usize)>,
 }
 
-fn set_budget<T>(store: &mut Store<T>, budget: &Budget) -> Result<(), Failure> {
+fn set_budget(store: &mut Store<ResetState>, budget: &Budget) -> Result<(), Failure> {
     store.set_fuel(budget.fuel_max).map_err(|e| Failure { kind: super::FailureKind::Trap, message: e.to_string() })?;
-    // One extra tick: the next tick may come at once, so a deadline of N ms
-    // is N..N+1 ms of wall time.
-    store.set_epoch_deadline(budget.deadline_ms.div_ceil(EPOCH_TICK_MS) + 1);
+    store.data_mut().data.deadline_nanos = budget.deadline_ms.saturating_mul(1_000_000);
+    store.data_mut().data.restart_clock();
+    store.set_epoch_deadline(1);
     Ok(())
 }
 
 impl RuleInstance {
     /// Instantiates `module` under `budget` and takes its snapshot.
     fn new(module: &ResettableModule, engine: &Engine, budget: &Budget) -> Result<RuleInstance, Failure> {
-        let data = CallData::new(MemoryCap::new(budget.memory_bytes_max, module.host_memory_bytes));
+        let data = CallData::new(MemoryCap::new(budget.memory_bytes_max, module.host_memory_bytes), budget.deadline_ms);
         let mut store =
             Store::new(engine, ResetState { data, memory: None, dirty: None, realloc: None, scratch: Vec::new() });
         store.limiter(|s| &mut s.data.memory);
+        super::capabilities::check_deadline_by_cpu_time(&mut store);
         set_budget(&mut store, budget)?;
         let failed = |store: &Store<ResetState>, e: wasmtime::Error| {
             let mut f = classify(&e, &store.data().data.memory, None);
@@ -274,23 +275,31 @@ impl RuleInstance {
             let map = self.dirty.data_mut(&mut self.store);
             let covered = (size / chunk + 2).min(map.len());
             let map = &mut map[..covered];
-            let mut i = 0;
-            while i < map.len() {
-                // Skip clean words quickly.
-                if i % 8 == 0 && i + 8 <= map.len() && map[i..i + 8] == [0; 8] {
-                    i += 8;
+            // Runs of marked chunks, found a word (8 chunks) at a time.
+            let mut run: Option<usize> = None;
+            for (w, word) in map.chunks_mut(8).enumerate() {
+                let clean = match <&[u8; 8]>::try_from(&*word) {
+                    Ok(w8) => u64::from_ne_bytes(*w8) == 0,
+                    Err(_) => word.iter().all(|b| *b == 0),
+                };
+                if run.is_none() && clean {
                     continue;
                 }
-                if map[i] == 0 {
-                    i += 1;
-                    continue;
+                for (j, mark) in word.iter_mut().enumerate() {
+                    let i = w * 8 + j;
+                    match (*mark != 0, run) {
+                        (true, None) => run = Some(i),
+                        (false, Some(start)) => {
+                            self.runs.push((start * chunk, i * chunk));
+                            run = None;
+                        }
+                        _ => {}
+                    }
+                    *mark = 0;
                 }
-                let start = i;
-                while i < map.len() && map[i] != 0 {
-                    map[i] = 0;
-                    i += 1;
-                }
-                self.runs.push((start * chunk, i * chunk));
+            }
+            if let Some(start) = run {
+                self.runs.push((start * chunk, map.len() * chunk));
             }
         }
         let mem = self.memory.data_mut(&mut self.store);
