@@ -528,7 +528,20 @@ impl Evaluation {
 fn replay(ledger: &dyn Ledger, line: u64, parsed: &ParsedTransaction) -> Option<Record> {
     let stored = ledger.decision(&parsed.tx.id)?;
     Some(if stored.fingerprint == parsed.fingerprint {
-        Record::Decision { line, decision: stored.decision.clone(), replayed: true }
+        match stored.decision() {
+            Ok(decision) => Record::Decision { line, decision, replayed: true },
+            // Not decided again (nothing may post twice), and said plainly.
+            Err(e) => Record::Error(InputError {
+                line,
+                id: Some(parsed.tx.id.clone()),
+                code: ErrorCode::IdempotencyConflict,
+                field: Some("id"),
+                message: format!(
+                    "transaction {:?} was decided before, but its stored decision is unreadable: {e}",
+                    parsed.tx.id
+                ),
+            }),
+        }
     } else {
         Record::Error(InputError {
             line,

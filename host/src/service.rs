@@ -319,7 +319,7 @@ impl Host {
 
     /// The recorded decision of a transaction.
     pub fn decision(&self, id: &str) -> Option<Arc<Decision>> {
-        lock(self.inner.pipeline.ledger()).decision(id).map(|d| d.decision.clone())
+        lock(self.inner.pipeline.ledger()).decision(id).and_then(|d| d.decision().ok())
     }
 
     /// An account's facts and balances.

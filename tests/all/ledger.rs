@@ -368,7 +368,7 @@ fn run_steps(openings: Vec<(u32, u32)>, steps: Vec<Step>) -> Result<(), TestCase
                     let again = store.commit(Commit {
                         tx: &parsed.tx,
                         fingerprint: parsed.fingerprint,
-                        decision: stored.decision,
+                        decision: stored.decision().unwrap(),
                         effect: Effect::Nothing,
                         count_in_history: false,
                     });

@@ -221,7 +221,7 @@ impl Ledger for MemoryLedger {
         if c.count_in_history {
             self.history.record(&tx.source, tx.timestamp, tx.amount);
         }
-        self.decisions.insert(tx.id.clone(), StoredDecision { fingerprint: c.fingerprint, decision: c.decision });
+        self.decisions.insert(tx.id.clone(), StoredDecision::of(c.fingerprint, &c.decision));
         Ok(())
     }
 

@@ -160,13 +160,28 @@ pub struct Hold {
     pub state: HoldState,
 }
 
-/// A decision kept for idempotency and audit.
+/// A decision kept for idempotency and audit: its JSON only, the compact
+/// form (the structured decision is rebuilt when a replay needs it).
 #[derive(Clone, Debug)]
 pub struct StoredDecision {
     /// Fingerprint of the transaction's content.
     pub fingerprint: [u8; 32],
-    /// The decision.
-    pub decision: Arc<Decision>,
+    /// The decision's JSON, as first written.
+    pub json: Arc<str>,
+}
+
+impl StoredDecision {
+    /// Keeps `decision` (its JSON is made now if it was not yet).
+    pub fn of(fingerprint: [u8; 32], decision: &Decision) -> Self {
+        StoredDecision { fingerprint, json: decision.shared_json().clone() }
+    }
+
+    /// The decision, rebuilt from its JSON. The JSON was made by this host
+    /// (checked when a durable ledger opens), so a failure here is a
+    /// corrupted store and reads as an error decision... never a panic.
+    pub fn decision(&self) -> Result<Arc<Decision>, String> {
+        Decision::from_stored_json(&self.json).map(Arc::new)
+    }
 }
 
 /// What the ledger does for a decision.

@@ -283,11 +283,18 @@ fn load(rules: &Path, cache: &CacheArg) -> Result<(Arc<Sandbox>, RuleSet)> {
     Ok((sandbox, ruleset))
 }
 
-/// The sandbox options of the commands: the compiled-module cache, and
-/// `RULEHOST_PERF_MAP=1` to let `perf` name guest functions.
+/// The sandbox options of the commands: the compiled-module cache;
+/// `RULEHOST_PERF_MAP=1` to let `perf` name guest functions;
+/// `RULEHOST_POOLING=0` for on-demand instance allocation, whose smaller
+/// address-space reservations let `valgrind` run the host.
 fn sandbox_config(cache_dir: Option<PathBuf>) -> SandboxConfig {
-    let perf_map = std::env::var_os("RULEHOST_PERF_MAP").is_some_and(|v| v == "1");
-    SandboxConfig { cache_dir, perf_map, ..SandboxConfig::default() }
+    let env_is = |name: &str, value: &str| std::env::var_os(name).is_some_and(|v| v == value);
+    SandboxConfig {
+        cache_dir,
+        perf_map: env_is("RULEHOST_PERF_MAP", "1"),
+        pooling: !env_is("RULEHOST_POOLING", "0"),
+        ..SandboxConfig::default()
+    }
 }
 
 fn dispatch(command: Command) -> Result<u8, Failure> {

@@ -2,7 +2,6 @@
 //! read-only access for the ledger commands.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use rusqlite::Connection;
 use rust_decimal::Decimal;
@@ -163,7 +162,9 @@ pub(super) fn load(conn: &Connection, memory: &mut MemoryLedger) -> Result<(), L
         let ts: Option<String> = r.get(3)?;
         let amount: Option<String> = r.get(4)?;
         let record: String = r.get(5)?;
-        let decision = Decision::from_json(&record).map_err(|e| format!("decision {id:?}: {e}"))?;
+        // Every record is parsed at open, so a corrupt one is found now,
+        // not when an old id is replayed.
+        Decision::from_json(&record).map_err(|e| format!("decision {id:?}: {e}"))?;
         let history = match (&source, ts, amount) {
             (Some(s), Some(t), Some(a)) => Some((
                 s.as_str(),
@@ -173,7 +174,7 @@ pub(super) fn load(conn: &Connection, memory: &mut MemoryLedger) -> Result<(), L
             (None, None, None) => None,
             _ => return Err(LoadError::Bad(format!("decision {id:?}: partial history columns"))),
         };
-        memory.restore_decision(id, StoredDecision { fingerprint, decision: Arc::new(decision) }, history);
+        memory.restore_decision(id, StoredDecision { fingerprint, json: record.into() }, history);
     }
     Ok(())
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+mod json;
+
 use crate::input::InputError;
 use crate::manifest::OnError;
 use crate::sandbox::{FailureKind, LogLine};
@@ -130,7 +132,7 @@ pub struct Decision {
 
 /// A lazily made JSON text; clones start empty, and it never affects equality.
 #[derive(Default)]
-pub struct JsonCache(std::sync::OnceLock<Box<str>>);
+pub struct JsonCache(std::sync::OnceLock<Arc<str>>);
 
 impl Clone for JsonCache {
     fn clone(&self) -> Self {
@@ -211,7 +213,9 @@ impl Record {
 }
 
 /// A decision's JSON; an output record puts `line` before it and
-/// `replayed` after it (see `Record::write_json`).
+/// `replayed` after it (see `Record::write_json`). The shape as serde writes
+/// it: `json.rs` writes the same bytes by hand, and the tests hold it to this.
+#[cfg(test)]
 #[derive(Serialize)]
 struct DecisionJson<'a> {
     id: &'a str,
@@ -223,6 +227,7 @@ struct DecisionJson<'a> {
     ledger: LedgerEffect,
 }
 
+#[cfg(test)]
 impl<'a> DecisionJson<'a> {
     fn new(d: &'a Decision) -> Self {
         DecisionJson {
@@ -241,11 +246,20 @@ impl Decision {
     /// The decision's JSON as stored and served: the output record without
     /// `line` and `replayed`. Made once, then shared.
     pub fn json(&self) -> &str {
-        self.json.0.get_or_init(|| {
-            serde_json::to_string(&DecisionJson::new(self))
-                .expect("serializing a decision cannot fail")
-                .into_boxed_str()
-        })
+        self.shared_json()
+    }
+
+    /// [`Decision::json`], as the shared text the ledger keeps.
+    pub fn shared_json(&self) -> &Arc<str> {
+        self.json.0.get_or_init(|| json::decision(self).into())
+    }
+
+    /// A decision read back from its stored JSON, with that JSON as its own
+    /// (so a replay writes exactly the stored bytes).
+    pub fn from_stored_json(text: &Arc<str>) -> Result<Decision, String> {
+        let decision = Decision::from_json(text)?;
+        let _ = decision.json.0.set(text.clone());
+        Ok(decision)
     }
 
     /// [`Decision::json`], owned.
@@ -354,6 +368,7 @@ impl TraceIn {
 /// The log levels a trace may carry.
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct TraceJson<'a> {
     rule: &'a str,
@@ -376,12 +391,14 @@ struct TraceJson<'a> {
     logs: Vec<LogJson<'a>>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct LogJson<'a> {
     level: &'static str,
     message: &'a str,
 }
 
+#[cfg(test)]
 impl<'a> TraceJson<'a> {
     fn new(t: &'a RuleTrace) -> Self {
         let mut j = TraceJson {
@@ -443,6 +460,48 @@ impl<'a> ErrorJson<'a> {
             id: e.id.as_deref(),
             outcome: Outcome::Error,
             error: ErrorBody { code: e.code.as_str(), field: e.field, message: &e.message },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::OnError;
+    use crate::sandbox::{FailureKind, LogLine};
+
+    fn trace(result: RuleResult, logs: Vec<LogLine>) -> RuleTrace {
+        RuleTrace { rule: "geo\"x".into(), version: "0123abcd".into(), result, fuel: 4242, logs }
+    }
+
+    #[test]
+    fn the_hand_written_json_is_what_serde_writes() {
+        let results = [
+            RuleResult::Accept,
+            RuleResult::Reject { code: "SANCTIONED".into(), message: "country \u{1} \"KP\" \\ é".into() },
+            RuleResult::Score { score: 200, reasons: vec!["A".into(), "B_2".into()] },
+            RuleResult::Score { score: 0, reasons: vec![] },
+            RuleResult::Failed {
+                kind: FailureKind::Deadline,
+                message: "deadline\nexceeded".into(),
+                on_error: OnError::Review,
+            },
+        ];
+        for (i, result) in results.into_iter().enumerate() {
+            let logs = if i % 2 == 0 { vec![] } else { vec![LogLine { level: "warn", message: "tab\there".into() }] };
+            let d = Decision {
+                id: format!("tx-\"{i}\""),
+                outcome: [Outcome::Approve, Outcome::Review, Outcome::Decline, Outcome::Reject][i % 4],
+                score: i as u32 * 100,
+                reasons: vec!["RULE_FAILED".into()],
+                ruleset: "abc".into(),
+                rules: vec![trace(result.clone(), logs.clone()), trace(RuleResult::Accept, vec![])],
+                ledger: [LedgerEffect::Posted, LedgerEffect::Held, LedgerEffect::None][i % 3],
+                json: JsonCache::default(),
+            };
+            let by_serde = serde_json::to_string(&DecisionJson::new(&d)).unwrap();
+            assert_eq!(json::decision(&d), by_serde);
+            assert_eq!(Decision::from_json(&by_serde).unwrap(), d);
         }
     }
 }
