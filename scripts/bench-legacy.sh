@@ -22,28 +22,27 @@ trap 'rm -rf "$work"' EXIT
 $bin gen --out "$work" --transactions "$transactions" 2>/dev/null
 cache="$work/cache"
 
-# Runs "$@" and prints "wall cpu" in seconds (CPU = user + system).
+# Runs the shell command $1 and prints "wall cpu" in seconds (CPU = user +
+# system of the command and its children).
 measure() {
-  /usr/bin/time -f "%e %U %S" -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || true
+  /usr/bin/time -f "%e %U %S" -o "$work/time" bash -c "$1" >/dev/null 2>"$work/stderr" \
+    || { echo "bench-legacy: failed: $1" >&2; cat "$work/stderr" >&2; exit 1; }
   awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$work/time"
 }
-rulehost_run() {
-  local store=":memory:"
-  if [ "$ledger" = durable ]; then store="$work/ledger.sqlite"; rm -f "$work"/ledger.sqlite*; fi
-  $bin run --rules examples/ruleset --accounts "$work/accounts.jsonl" --ledger "$store" \
-    --input "$work/transactions.jsonl" --output "$work/decisions.jsonl" --quiet --cache-dir "$cache" "$@"
-}
-legacy_run() {
-  python3 "$legacy" "$work/accounts.jsonl" examples/ruleset/lists/blocked-accounts.txt \
-    <"$work/transactions.jsonl" >"$work/legacy.jsonl"
-}
+store=":memory:"
+[ "$ledger" = durable ] && store="$work/ledger.sqlite"
+rulehost_run="rm -f $work/ledger.sqlite*; $bin run --rules examples/ruleset --accounts $work/accounts.jsonl \
+  --ledger $store --input $work/transactions.jsonl --output $work/decisions.jsonl --quiet --cache-dir $cache; \
+  test \$? -le 1"
+legacy_run="python3 $legacy $work/accounts.jsonl examples/ruleset/lists/blocked-accounts.txt \
+  <$work/transactions.jsonl >$work/legacy.jsonl"
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-cold=$(measure rulehost_run)
+cold=$(measure "$rulehost_run")
 : >"$work/r"; : >"$work/p"
 for _ in $(seq "$rounds"); do
-  measure rulehost_run >>"$work/r"
-  measure legacy_run >>"$work/p"
+  measure "$rulehost_run" >>"$work/r"
+  measure "$legacy_run" >>"$work/p"
 done
 r_wall=$(cut -d' ' -f1 "$work/r" | median); r_cpu=$(cut -d' ' -f2 "$work/r" | median)
 p_wall=$(cut -d' ' -f1 "$work/p" | median); p_cpu=$(cut -d' ' -f2 "$work/p" | median)

@@ -25,9 +25,15 @@
 
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{Instruction, ValType};
-use wasmparser::{Operator, Parser, Payload, WasmFeatures};
+use wasmparser::{Operator, Parser, WasmFeatures};
 
-use super::abi::EVALUATE_EXPORT;
+mod address;
+mod survey;
+#[cfg(test)]
+mod tests;
+
+use address::{CHEAP_OFFSET_MAX, destination_local, push_recent};
+use survey::{Survey, forbidden, survey};
 
 /// Bytes of guest memory one byte of the dirty map covers.
 pub const CHUNK_BYTES: u64 = 256;
@@ -45,7 +51,7 @@ pub const CALL_EXPORT: &str = "__rulehost_call";
 /// hands over (an input line is at most 1 MiB, and its encoding is smaller).
 pub const STAGING_BYTES: u64 = (1 << 20) + PAGE_BYTES;
 /// Wasm page size in bytes.
-const PAGE_BYTES: u64 = 65_536;
+pub(super) const PAGE_BYTES: u64 = 65_536;
 
 /// The only Wasm features a resettable module may use. Everything these
 /// allow that writes instance state is either instrumented (stores and bulk
@@ -111,28 +117,6 @@ pub struct Instrumented {
     pub call_restores_globals: bool,
 }
 
-/// Facts gathered in the checking pass.
-struct Survey {
-    /// Parameter count of each function type.
-    type_params: Vec<u32>,
-    /// Number of imported functions.
-    imported_funcs: u32,
-    /// Type index of each defined function.
-    func_types: Vec<u32>,
-    /// The memory's maximum size in bytes, if declared.
-    memory_max_bytes: Option<u64>,
-    mutable_globals: Vec<u32>,
-    /// Each mutable global's initialiser (without its `end`).
-    global_inits: Vec<Vec<u8>>,
-    /// Function indices of `cabi_realloc` and the `evaluate` export.
-    realloc: Option<u32>,
-    evaluate: Option<u32>,
-    has_start: bool,
-    /// Whether any function stores a `v128` (and so needs a `v128` temporary).
-    uses_v128: bool,
-    export_names: Vec<String>,
-}
-
 /// Checks `module` and, when it is resettable, rewrites it. The guest memory
 /// can never exceed `memory_bytes_limit` (the engine's per-memory maximum),
 /// which sizes the dirty map.
@@ -171,300 +155,6 @@ pub fn instrument(module: &[u8], memory_bytes_limit: u64) -> Result<Instrumented
         mutable_globals: survey.mutable_globals,
         dirty_map_bytes,
         call_restores_globals: !survey.has_start,
-    })
-}
-
-fn survey(module: &[u8]) -> Result<Survey, NotResettable> {
-    let mut s = Survey {
-        type_params: Vec::new(),
-        imported_funcs: 0,
-        func_types: Vec::new(),
-        memory_max_bytes: None,
-        mutable_globals: Vec::new(),
-        global_inits: Vec::new(),
-        realloc: None,
-        evaluate: None,
-        has_start: false,
-        uses_v128: false,
-        export_names: Vec::new(),
-    };
-    let mut memories = 0u32;
-    let bad = |e: wasmparser::BinaryReaderError| NotResettable::Features(e.message().to_string());
-    let mut defined_func = 0u32;
-    for payload in Parser::new(0).parse_all(module) {
-        match payload.map_err(bad)? {
-            Payload::TypeSection(reader) => {
-                for ty in reader.into_iter_err_on_gc_types() {
-                    let ty = ty.map_err(bad)?;
-                    s.type_params.push(ty.params().len() as u32);
-                }
-            }
-            Payload::ImportSection(reader) => {
-                for import in reader.into_imports() {
-                    match import.map_err(bad)?.ty {
-                        wasmparser::TypeRef::Func(_) => s.imported_funcs += 1,
-                        wasmparser::TypeRef::Memory(_) => return Err(NotResettable::Memory("an imported one".into())),
-                        wasmparser::TypeRef::Table(_) => return Err(NotResettable::Import("table")),
-                        wasmparser::TypeRef::Global(_) => return Err(NotResettable::Import("global")),
-                        _ => return Err(NotResettable::Import("tag or other item")),
-                    }
-                }
-            }
-            Payload::FunctionSection(reader) => {
-                for ty in reader {
-                    s.func_types.push(ty.map_err(bad)?);
-                }
-            }
-            Payload::MemorySection(reader) => {
-                for memory in reader {
-                    let memory = memory.map_err(bad)?;
-                    memories += 1;
-                    if memory.shared || memory.memory64 || memory.page_size_log2.is_some() {
-                        return Err(NotResettable::Memory("a shared, 64-bit or custom-page one".into()));
-                    }
-                    s.memory_max_bytes = memory.maximum.map(|pages| pages.saturating_mul(PAGE_BYTES));
-                }
-            }
-            Payload::GlobalSection(reader) => {
-                for (i, global) in reader.into_iter().enumerate() {
-                    let global = global.map_err(bad)?;
-                    if global.ty.mutable {
-                        s.mutable_globals.push(i as u32);
-                        let mut ops = global.init_expr.get_operators_reader();
-                        let mut init = Vec::new();
-                        while !ops.eof() {
-                            match ops.read().map_err(bad)? {
-                                Operator::End => {}
-                                op => {
-                                    use wasm_encoder::Encode;
-                                    RoundtripReencoder
-                                        .instruction(op)
-                                        .map_err(|e| NotResettable::Rewrite(e.to_string()))?
-                                        .encode(&mut init);
-                                }
-                            }
-                        }
-                        s.global_inits.push(init);
-                    }
-                }
-            }
-            Payload::ExportSection(reader) => {
-                for export in reader {
-                    let export = export.map_err(bad)?;
-                    if export.kind == wasmparser::ExternalKind::Func {
-                        match export.name {
-                            "cabi_realloc" => s.realloc = Some(export.index),
-                            name if name == EVALUATE_EXPORT => s.evaluate = Some(export.index),
-                            _ => {}
-                        }
-                    }
-                    s.export_names.push(export.name.to_string());
-                }
-            }
-            Payload::StartSection { .. } => s.has_start = true,
-            Payload::CodeSectionEntry(body) => {
-                let mut ops = body.get_operators_reader().map_err(bad)?;
-                while !ops.eof() {
-                    let op = ops.read().map_err(bad)?;
-                    if let Some(name) = forbidden(&op) {
-                        return Err(NotResettable::Instruction { func: s.imported_funcs + defined_func, op: name });
-                    }
-                    s.uses_v128 |= matches!(
-                        op,
-                        Operator::V128Store { .. }
-                            | Operator::V128Store8Lane { .. }
-                            | Operator::V128Store16Lane { .. }
-                            | Operator::V128Store32Lane { .. }
-                            | Operator::V128Store64Lane { .. }
-                    );
-                }
-                defined_func += 1;
-            }
-            _ => {}
-        }
-    }
-    if memories != 1 {
-        return Err(NotResettable::Memory(format!("{memories}")));
-    }
-    let signature = |f: Option<u32>, params: u32| {
-        f.and_then(|f| f.checked_sub(s.imported_funcs))
-            .and_then(|d| s.func_types.get(d as usize))
-            .and_then(|t| s.type_params.get(*t as usize))
-            .is_some_and(|p| *p == params)
-    };
-    if !signature(s.realloc, 4) || !signature(s.evaluate, 2) {
-        return Err(NotResettable::Exports);
-    }
-    Ok(s)
-}
-
-/// The instructions of [`FEATURES`] that change state the host does not
-/// restore.
-fn forbidden(op: &Operator<'_>) -> Option<&'static str> {
-    Some(match op {
-        Operator::TableSet { .. } => "table.set",
-        Operator::TableGrow { .. } => "table.grow",
-        Operator::TableFill { .. } => "table.fill",
-        Operator::TableCopy { .. } => "table.copy",
-        Operator::TableInit { .. } => "table.init",
-        Operator::ElemDrop { .. } => "elem.drop",
-        Operator::DataDrop { .. } => "data.drop",
-        _ => return None,
-    })
-}
-
-/// The largest static offset a store may have for its mark to skip adding it
-/// (its two chunks still cover the written bytes; see `cheap_mark`).
-const CHEAP_OFFSET_MAX: u64 = CHUNK_BYTES - 16;
-/// Instructions remembered to find where a store's address came from.
-const RECENT_MAX: usize = 16;
-
-fn push_recent<'a>(recent: &mut std::collections::VecDeque<Operator<'a>>, op: Operator<'a>) {
-    if simple_arity(&op).is_none() {
-        // Control flow, calls and the like: values before them are not
-        // followed.
-        recent.clear();
-        return;
-    }
-    if recent.len() == RECENT_MAX {
-        recent.pop_front();
-    }
-    recent.push_back(op);
-}
-
-/// The local that holds, unchanged, the operand `depth` below the top of
-/// the stack (0 = top) after the `recent` instructions: it was pushed by
-/// `local.get L` (or `local.tee L`) and `L` was not written since.
-fn destination_local(recent: &std::collections::VecDeque<Operator<'_>>, depth: u32) -> Option<u32> {
-    let mut k = depth;
-    let mut written: Vec<u32> = Vec::new();
-    for op in recent.iter().rev() {
-        let (pops, pushes) = simple_arity(op)?;
-        if k < pushes {
-            return match op {
-                Operator::LocalGet { local_index } | Operator::LocalTee { local_index }
-                    if !written.contains(local_index) =>
-                {
-                    Some(*local_index)
-                }
-                _ => None,
-            };
-        }
-        if let Operator::LocalSet { local_index } | Operator::LocalTee { local_index } = op {
-            written.push(*local_index);
-        }
-        k = k - pushes + pops;
-    }
-    None
-}
-
-/// (values popped, values pushed) of the straight-line instructions the
-/// address search looks through; `None` for anything else.
-fn simple_arity(op: &Operator<'_>) -> Option<(u32, u32)> {
-    use Operator as O;
-    Some(match op {
-        O::Nop => (0, 0),
-        O::LocalGet { .. }
-        | O::GlobalGet { .. }
-        | O::I32Const { .. }
-        | O::I64Const { .. }
-        | O::F32Const { .. }
-        | O::F64Const { .. }
-        | O::MemorySize { .. } => (0, 1),
-        O::LocalSet { .. } | O::GlobalSet { .. } | O::Drop => (1, 0),
-        O::LocalTee { .. }
-        | O::I32Load { .. }
-        | O::I32Load8S { .. }
-        | O::I32Load8U { .. }
-        | O::I32Load16S { .. }
-        | O::I32Load16U { .. }
-        | O::I64Load { .. }
-        | O::I64Load8S { .. }
-        | O::I64Load8U { .. }
-        | O::I64Load16S { .. }
-        | O::I64Load16U { .. }
-        | O::I64Load32S { .. }
-        | O::I64Load32U { .. }
-        | O::F32Load { .. }
-        | O::F64Load { .. }
-        | O::I32Eqz
-        | O::I64Eqz
-        | O::I32Clz
-        | O::I32Ctz
-        | O::I32Popcnt
-        | O::I64Clz
-        | O::I64Ctz
-        | O::I64Popcnt
-        | O::I32WrapI64
-        | O::I64ExtendI32S
-        | O::I64ExtendI32U
-        | O::I32Extend8S
-        | O::I32Extend16S
-        | O::I64Extend8S
-        | O::I64Extend16S
-        | O::I64Extend32S => (1, 1),
-        O::I32Add
-        | O::I32Sub
-        | O::I32Mul
-        | O::I32DivS
-        | O::I32DivU
-        | O::I32RemS
-        | O::I32RemU
-        | O::I32And
-        | O::I32Or
-        | O::I32Xor
-        | O::I32Shl
-        | O::I32ShrS
-        | O::I32ShrU
-        | O::I32Rotl
-        | O::I32Rotr
-        | O::I32Eq
-        | O::I32Ne
-        | O::I32LtS
-        | O::I32LtU
-        | O::I32GtS
-        | O::I32GtU
-        | O::I32LeS
-        | O::I32LeU
-        | O::I32GeS
-        | O::I32GeU
-        | O::I64Add
-        | O::I64Sub
-        | O::I64Mul
-        | O::I64DivS
-        | O::I64DivU
-        | O::I64RemS
-        | O::I64RemU
-        | O::I64And
-        | O::I64Or
-        | O::I64Xor
-        | O::I64Shl
-        | O::I64ShrS
-        | O::I64ShrU
-        | O::I64Rotl
-        | O::I64Rotr
-        | O::I64Eq
-        | O::I64Ne
-        | O::I64LtS
-        | O::I64LtU
-        | O::I64GtS
-        | O::I64GtU
-        | O::I64LeS
-        | O::I64LeU
-        | O::I64GeS
-        | O::I64GeU => (2, 1),
-        O::Select => (3, 1),
-        O::I32Store { .. }
-        | O::I32Store8 { .. }
-        | O::I32Store16 { .. }
-        | O::I64Store { .. }
-        | O::I64Store8 { .. }
-        | O::I64Store16 { .. }
-        | O::I64Store32 { .. }
-        | O::F32Store { .. }
-        | O::F64Store { .. } => (2, 0),
-        O::MemoryFill { .. } | O::MemoryCopy { .. } => (3, 0),
-        _ => return None,
     })
 }
 
