@@ -51,6 +51,16 @@ pub enum CaseError {
         /// Parser message.
         message: String,
     },
+    /// The `[defaults]` table is invalid.
+    #[error("{file}: [defaults] {field}: {message}")]
+    Defaults {
+        /// The file.
+        file: String,
+        /// The offending key.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A case is invalid.
     #[error("{file}: case #{index} `{name}`: {field}: {message}")]
     Invalid {
@@ -231,6 +241,11 @@ impl CaseFile {
             memory_bytes_max: d.budget.memory_bytes_max.unwrap_or(MEMORY_BYTES_MAX_DEFAULT),
             deadline_ms: d.budget.deadline_ms.unwrap_or(DEADLINE_MS_DEFAULT),
         };
+        budget.check().map_err(|(key, message)| CaseError::Defaults {
+            file: file.into(),
+            field: key.into(),
+            message,
+        })?;
         let mut cases = Vec::with_capacity(raw.cases.len());
         for (i, c) in raw.cases.into_iter().enumerate() {
             let invalid = |field: &str, message: String| CaseError::Invalid {
@@ -244,7 +259,7 @@ impl CaseFile {
             tx_table.extend(c.transaction.clone());
             let json = serde_json::to_string(&tx_table).map_err(|e| invalid("transaction", e.to_string()))?;
             let transaction = parse_transaction(1, &json)
-                .map_err(|e| invalid(&format!("transaction.{}", e.field.unwrap_or("?")), e.message))?
+                .map_err(|e| invalid(&format!("transaction.{}", e.field.as_deref().unwrap_or("?")), e.message))?
                 .tx;
             let mut params = d.params.clone();
             params.extend(c.params.clone());

@@ -16,7 +16,12 @@ use crate::model::{NANOS_PER_SECOND, Nanos};
 /// Accounts in the operator list `blocked-accounts` of the example rule set.
 pub const BLOCKED_ACCOUNTS: [&str; 2] = ["acc-000666", "acc-001313"];
 
-/// Generator settings.
+/// Most regular accounts `rulehost gen` makes (`--accounts`).
+pub const ACCOUNTS_MAX: usize = 10_000_000;
+/// Most transaction lines `rulehost gen` writes (`--transactions`).
+pub const TRANSACTIONS_MAX: usize = 1_000_000_000;
+
+/// Generator settings: what `rulehost gen` makes.
 #[derive(Clone, Debug)]
 pub struct GenConfig {
     /// Seed of the ChaCha8 stream.
@@ -87,7 +92,7 @@ pub fn generate(config: &GenConfig, accounts_out: &mut dyn Write, transactions_o
     let start: Nanos = 1_767_571_200 * NANOS_PER_SECOND; // 2026-01-05T00:00:00Z
     let day = 86_400 * NANOS_PER_SECOND;
 
-    let mut accounts = Vec::with_capacity(config.accounts);
+    let mut accounts = Vec::with_capacity(config.accounts.min(ACCOUNTS_MAX));
     for i in 1..=config.accounts.max(16) {
         let pick = rng.random_range(0..1000u32);
         let mut acc = 0;

@@ -2,6 +2,7 @@
 //! and accounts exactly as RULES.md "Settled details" specifies. Every error
 //! names the line and the field; nothing here panics on bad input.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
@@ -9,6 +10,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::model::{Account, AccountStatus, Nanos, Transaction, TransactionKind};
+
+pub mod strict;
 
 /// Significant digits an amount may have (the precision of `Decimal`).
 pub const AMOUNT_DIGITS_MAX: usize = 28;
@@ -42,7 +45,7 @@ impl ErrorCode {
 
 /// A line that could not be turned into a transaction (or account).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {} {}: {message}", code.as_str(), field.unwrap_or("-"))]
+#[error("line {line}: {} {}: {message}", code.as_str(), field.as_deref().unwrap_or("-"))]
 pub struct InputError {
     /// 1-based line number.
     pub line: u64,
@@ -50,8 +53,9 @@ pub struct InputError {
     pub id: Option<String>,
     /// What went wrong.
     pub code: ErrorCode,
-    /// The offending field, when there is one.
-    pub field: Option<&'static str>,
+    /// The offending field, when there is one (a path such as
+    /// `metadata.channel` for a duplicate key below the top level).
+    pub field: Option<Cow<'static, str>>,
     /// A human-readable explanation.
     pub message: String,
 }
@@ -80,7 +84,13 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn err(&self, code: ErrorCode, field: &'static str, message: impl Into<String>) -> InputError {
-        InputError { line: self.line, id: self.id.clone(), code, field: Some(field), message: message.into() }
+        InputError {
+            line: self.line,
+            id: self.id.clone(),
+            code,
+            field: Some(Cow::Borrowed(field)),
+            message: message.into(),
+        }
     }
 
     /// A required string; null counts as missing.
@@ -235,10 +245,17 @@ fn parse_object(line_no: u64, text: &str) -> Result<Map<String, Value>, InputErr
     if text.trim().is_empty() {
         return Err(malformed("empty line".into()));
     }
-    match serde_json::from_str::<Value>(text) {
+    match strict::from_str(text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(malformed(format!("expected a JSON object, got {}", kind_of(&other)))),
-        Err(e) => Err(malformed(format!("malformed JSON: {e}"))),
+        Err(strict::StrictError::Malformed(e)) => Err(malformed(format!("malformed JSON: {e}"))),
+        Err(strict::StrictError::DuplicateKey(path)) => Err(InputError {
+            line: line_no,
+            id: None,
+            code: ErrorCode::InvalidField,
+            message: format!("`{path}` appears twice; give each key once (which value was meant cannot be guessed)"),
+            field: Some(Cow::Owned(path)),
+        }),
     }
 }
 
@@ -322,7 +339,24 @@ pub fn parse_account(line_no: u64, text: &str) -> Result<Account, InputError> {
     if id.is_empty() {
         return Err(f.err(ErrorCode::InvalidField, "id", "`id` must not be empty"));
     }
+    if id.starts_with(crate::ledger::SYSTEM_ACCOUNT_PREFIX) {
+        return Err(f.err(
+            ErrorCode::InvalidField,
+            "id",
+            format!(
+                "{id:?}: ids starting with `{}` are reserved for the ledger's own accounts",
+                crate::ledger::SYSTEM_ACCOUNT_PREFIX
+            ),
+        ));
+    }
     let currency = f.string("currency")?;
+    if iso_currency::Currency::from_code(currency).is_none() {
+        return Err(f.err(
+            ErrorCode::InvalidField,
+            "currency",
+            format!("{currency:?} is not an ISO 4217 currency code (three upper-case letters such as \"USD\")"),
+        ));
+    }
     let country = f.string("country")?;
     if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
         return Err(f.err(
@@ -376,7 +410,7 @@ pub fn parse_accounts(text: &str) -> Result<Vec<Account>, InputError> {
                 line: line_no,
                 id: Some(account.id.clone()),
                 code: ErrorCode::InvalidField,
-                field: Some("id"),
+                field: Some(Cow::Borrowed("id")),
                 message: format!("duplicate account id {:?}", account.id),
             });
         }

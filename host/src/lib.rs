@@ -13,6 +13,7 @@
 pub mod cases;
 pub mod decision;
 pub mod facts;
+pub mod files;
 pub mod generate;
 pub mod input;
 pub mod ledger;

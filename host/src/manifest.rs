@@ -31,6 +31,12 @@ pub const REVIEW_AT_DEFAULT: u32 = 400;
 pub const DECLINE_AT_DEFAULT: u32 = 700;
 /// Largest number of rules in one rule set.
 pub const RULES_MAX: usize = 64;
+/// Largest rule weight. With at most `RULES_MAX` rules scoring at most 1000
+/// each, the weighted total stays below 6.4 × 10^7: it can never overflow.
+pub const WEIGHT_MAX: u32 = 1000;
+/// Most decimal places of a weight: with `WEIGHT_MAX`, every product and
+/// sum of the aggregate is exact (no rounding can move the floor).
+pub const WEIGHT_SCALE_MAX: u32 = 9;
 
 /// A manifest error, naming the rule and key where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +116,26 @@ pub struct Budget {
     /// evaluating thread's; waiting and preemption do not count). A safety
     /// net behind fuel, checked every `sandbox::EPOCH_TICK_MS`.
     pub deadline_ms: u64,
+}
+
+impl Budget {
+    /// Checks each value against its range; the error names the key
+    /// (`budget.fuel_max`, …). Manifests and cases files share it.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=FUEL_MAX_LIMIT).contains(&self.fuel_max) {
+            return Err(("budget.fuel_max", format!("{} is outside 1..={FUEL_MAX_LIMIT}", self.fuel_max)));
+        }
+        if !(65_536..=MEMORY_BYTES_MAX_LIMIT).contains(&self.memory_bytes_max) {
+            return Err((
+                "budget.memory_bytes_max",
+                format!("{} is outside 65536..={MEMORY_BYTES_MAX_LIMIT} bytes", self.memory_bytes_max),
+            ));
+        }
+        if !(1..=DEADLINE_MS_LIMIT).contains(&self.deadline_ms) {
+            return Err(("budget.deadline_ms", format!("{} is outside 1..={DEADLINE_MS_LIMIT} ms", self.deadline_ms)));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Budget {
@@ -249,24 +275,22 @@ impl Manifest {
             if weight.is_sign_negative() && !weight.is_zero() {
                 return Err(invalid(place("weight"), "must not be negative".into()));
             }
+            if weight > Decimal::from(WEIGHT_MAX) {
+                return Err(invalid(place("weight"), format!("{weight} is larger than the limit of {WEIGHT_MAX}")));
+            }
+            if weight.normalize().scale() > WEIGHT_SCALE_MAX {
+                return Err(invalid(
+                    place("weight"),
+                    format!("{weight} has more than {WEIGHT_SCALE_MAX} decimal places"),
+                ));
+            }
             let defaults = Budget::default();
             let budget = Budget {
                 fuel_max: r.budget.fuel_max.unwrap_or(defaults.fuel_max),
                 memory_bytes_max: r.budget.memory_bytes_max.unwrap_or(defaults.memory_bytes_max),
                 deadline_ms: r.budget.deadline_ms.unwrap_or(defaults.deadline_ms),
             };
-            if !(1..=FUEL_MAX_LIMIT).contains(&budget.fuel_max) {
-                return Err(invalid(place("budget.fuel_max"), format!("must be 1..={FUEL_MAX_LIMIT}")));
-            }
-            if !(65_536..=MEMORY_BYTES_MAX_LIMIT).contains(&budget.memory_bytes_max) {
-                return Err(invalid(
-                    place("budget.memory_bytes_max"),
-                    format!("must be 65536..={MEMORY_BYTES_MAX_LIMIT} bytes"),
-                ));
-            }
-            if !(1..=DEADLINE_MS_LIMIT).contains(&budget.deadline_ms) {
-                return Err(invalid(place("budget.deadline_ms"), format!("must be 1..={DEADLINE_MS_LIMIT} ms")));
-            }
+            budget.check().map_err(|(key, message)| invalid(place(key), message))?;
             if let Some(pin) = &r.sha256
                 && !(pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
             {
@@ -319,6 +343,12 @@ module = "a.wasm"
             ("[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nweigth=2\n", "weigth"),
             ("[[rule]]\nname='a'\nkind='scoring'\nmodule='a.wasm'\n", "scoring"),
             ("[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nweight=1.5\n", "floats are inexact"),
+            (
+                "[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nweight='9999999999999999999999999999'\n",
+                "larger than the limit of 1000",
+            ),
+            ("[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nweight=1001\n", "larger than the limit of 1000"),
+            ("[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\nweight='0.0000000001'\n", "decimal places"),
             ("[[rule]]\nname='a'\nkind='risk'\nmodule='../a.wasm'\n", "rule `a` (#1) key `module`"),
             ("[[rule]]\nname='a'\nkind='risk'\nmodule='a.wasm'\n[rule.budget]\nfuel_max=0\n", "budget.fuel_max"),
             (

@@ -15,7 +15,7 @@ use crate::ledger::{Commit, Effect, Ledger, LedgerError};
 use crate::manifest::{OnError, RuleKind};
 use crate::model::Transaction;
 use crate::ruleset::{LoadedRule, RuleSet};
-use crate::sandbox::{CallContext, CallOutcome, Failure, Sandbox, TxSession, Verdict};
+use crate::sandbox::{CallContext, CallOutcome, Failure, FailureKind, Sandbox, TxSession, Verdict, check_verdict};
 
 /// Reason of a failed rule under `on_error = review|reject`.
 pub const RULE_FAILED: &str = "RULE_FAILED";
@@ -342,11 +342,13 @@ impl Pipeline {
             let (mut outcome, mut reasons) = (evaluation.outcome, evaluation.reasons);
             let mut effect = Effect::Nothing;
             if matches!(outcome, Outcome::Approve | Outcome::Review) {
-                if ledger.has_funds(&tx.source, tx.amount) {
-                    effect = if outcome == Outcome::Approve { Effect::Post } else { Effect::Hold };
-                } else {
-                    outcome = Outcome::Reject;
-                    reasons = vec![INSUFFICIENT_FUNDS.to_owned()];
+                let wanted = if outcome == Outcome::Approve { Effect::Post } else { Effect::Hold };
+                match ledger.admit(&tx.source, &tx.destination, tx.amount, wanted) {
+                    Ok(()) => effect = wanted,
+                    Err(refusal) => {
+                        outcome = Outcome::Reject;
+                        reasons = vec![refusal.code().to_owned()];
+                    }
                 }
             }
             let decision = Arc::new(Decision {
@@ -381,10 +383,12 @@ impl Pipeline {
         }
     }
 
-    /// One rule call, timed for the observer and traced as a span.
+    /// One rule call, timed for the observer and traced as a span. The
+    /// output contract is checked here, once, whatever executor ran it: a
+    /// verdict outside it becomes an `invalid-output` failure.
     fn call(&self, calls: &mut dyn RuleCalls, rule: &LoadedRule, ctx: CallContext) -> CallOutcome {
         let _span = tracing::debug_span!("rule", rule = %rule.name, version = %rule.version).entered();
-        match &self.observer {
+        let mut out = match &self.observer {
             None => calls.call(rule, ctx),
             Some(o) => {
                 let started = std::time::Instant::now();
@@ -392,7 +396,13 @@ impl Pipeline {
                 o.rule_call(rule, started.elapsed(), &out);
                 out
             }
+        };
+        if let Ok(verdict) = &out.result
+            && let Err(failure) = check_verdict(rule.kind, verdict)
+        {
+            out.result = Err(failure);
         }
+        out
     }
 
     fn context(rule: &LoadedRule, ruleset: &RuleSet, facts: &Arc<dyn Facts>) -> CallContext {
@@ -424,9 +434,10 @@ impl Pipeline {
                     ));
                     return Evaluation::rejected(code.clone(), 0, traces, false);
                 }
-                Ok(_) => traces.push(rule_trace(rule, RuleResult::Accept, &out)),
-                Err(f) => {
-                    if on_failure(rule, f, &out, &mut traces, &mut reasons, &mut forced_review) {
+                Ok(Verdict::Accept) => traces.push(rule_trace(rule, RuleResult::Accept, &out)),
+                // `call` turned a score from a validation rule into a failure.
+                Ok(Verdict::Score { .. }) | Err(_) => {
+                    if on_failure(rule, &failure_of(&out), &out, &mut traces, &mut reasons, &mut forced_review) {
                         return Evaluation::rejected(RULE_FAILED.into(), 0, traces, false);
                     }
                 }
@@ -438,15 +449,19 @@ impl Pipeline {
             let out = self.call(&mut *calls, rule, Self::context(rule, ruleset, facts));
             match &out.result {
                 Ok(Verdict::Score { score, reasons: rs }) => {
-                    total += rule.weight * Decimal::from(*score);
+                    // Weights are bounded at load (manifest::WEIGHT_MAX), so
+                    // this cannot overflow; saturating keeps it so for any
+                    // rule set built by hand. Every term is ≥ 0.
+                    let term = rule.weight.checked_mul(Decimal::from(*score)).unwrap_or(Decimal::MAX);
+                    total = total.checked_add(term).unwrap_or(Decimal::MAX);
                     if *score > 0 {
                         rs.iter().for_each(|r| reasons.push(r));
                     }
                     traces.push(rule_trace(rule, RuleResult::Score { score: *score, reasons: rs.clone() }, &out));
                 }
-                Ok(_) => unreachable!("the sandbox checks risk rules return scores"),
-                Err(f) => {
-                    if on_failure(rule, f, &out, &mut traces, &mut reasons, &mut forced_review) {
+                // `call` turned any other verdict of a risk rule into a failure.
+                Ok(Verdict::Accept | Verdict::Reject { .. }) | Err(_) => {
+                    if on_failure(rule, &failure_of(&out), &out, &mut traces, &mut reasons, &mut forced_review) {
                         return Evaluation::rejected(RULE_FAILED.into(), clamp(total), traces, true);
                     }
                 }
@@ -462,6 +477,16 @@ impl Pipeline {
             Outcome::Approve
         };
         Evaluation { outcome, score, reasons: reasons.0, traces, reached_risk: true }
+    }
+}
+
+/// The failure of a call that did not give its kind's verdict.
+fn failure_of(out: &CallOutcome) -> Failure {
+    match &out.result {
+        Err(f) => f.clone(),
+        Ok(_) => {
+            Failure { kind: FailureKind::InvalidOutput, message: "the verdict does not fit the rule's kind".into() }
+        }
     }
 }
 
@@ -535,7 +560,7 @@ fn replay(ledger: &dyn Ledger, line: u64, parsed: &ParsedTransaction) -> Option<
                 line,
                 id: Some(parsed.tx.id.clone()),
                 code: ErrorCode::IdempotencyConflict,
-                field: Some("id"),
+                field: Some("id".into()),
                 message: format!(
                     "transaction {:?} was decided before, but its stored decision is unreadable: {e}",
                     parsed.tx.id
@@ -547,7 +572,7 @@ fn replay(ledger: &dyn Ledger, line: u64, parsed: &ParsedTransaction) -> Option<
             line,
             id: Some(parsed.tx.id.clone()),
             code: ErrorCode::IdempotencyConflict,
-            field: Some("id"),
+            field: Some("id".into()),
             message: format!("transaction {:?} was already decided with different content", parsed.tx.id),
         })
     })

@@ -161,7 +161,10 @@ pub struct LiveRules {
     sandbox: Arc<Sandbox>,
     dir: PathBuf,
     current: ArcSwap<RuleSet>,
+    /// The bookkeeping, held only for moments (status reads never wait on a reload).
     state: Mutex<State>,
+    /// Serialises reloads and rollbacks; held for a whole load-and-validate.
+    reloading: Mutex<()>,
     on_swap: Option<OnSwap>,
     events: tokio::sync::broadcast::Sender<ReloadEvent>,
 }
@@ -211,7 +214,11 @@ impl LiveRules {
     /// Loads the folder's rule set as the first live version. `on_swap` runs
     /// with every version about to go live (e.g. to widen history retention).
     pub fn load(sandbox: Arc<Sandbox>, dir: &Path, on_swap: Option<OnSwap>) -> Result<LiveRules, String> {
-        let ruleset = Arc::new(RuleSet::load(&sandbox, dir).map_err(|e| e.to_string())?);
+        // One absolute path from here on: the watcher's events and the
+        // rollback request are compared with it.
+        let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+        let dir = dir.as_path();
+        let ruleset = Arc::new(contained(|| RuleSet::load(&sandbox, dir).map_err(|e| e.to_string()))?);
         if let Some(f) = &on_swap {
             f(&ruleset);
         }
@@ -232,6 +239,7 @@ impl LiveRules {
             dir: dir.to_owned(),
             current: ArcSwap::new(ruleset),
             state: Mutex::new(state),
+            reloading: Mutex::new(()),
             on_swap,
             events: tokio::sync::broadcast::Sender::new(RELOAD_EVENTS_BUFFERED),
         })
@@ -248,8 +256,15 @@ impl LiveRules {
         &self.dir
     }
 
+    /// The bookkeeping. Only whole updates are made under this lock, so a
+    /// panic elsewhere cannot leave it half-written: a poisoned lock is
+    /// taken as it is.
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("reload state lock")
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn serialised(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Writes the status to `STATE_DIR/STATUS_FILE` in the rule set (best
@@ -271,33 +286,35 @@ impl LiveRules {
     pub fn reload(&self) -> Result<ReloadOutcome, String> {
         let span = tracing::info_span!("reload", dir = %self.dir.display());
         let _enter = span.enter();
-        let mut state = self.state();
+        let _one_at_a_time = self.serialised();
         let started = Instant::now();
-        let result = RuleSet::load(&self.sandbox, &self.dir).map_err(|e| e.to_string());
-        let load_us = started.elapsed().as_micros() as u64;
+        let result = contained(|| RuleSet::load(&self.sandbox, &self.dir).map_err(|e| e.to_string()));
+        let load_us = micros(started);
         let ruleset = match result {
             Ok(r) => Arc::new(r),
-            Err(message) => return Err(self.refuse(&mut state, message)),
+            Err(message) => return Err(self.refuse(message)),
         };
         let live = self.current.load_full();
         if ruleset.sha256 == live.sha256 {
             return Ok(ReloadOutcome::Unchanged);
         }
         let started = Instant::now();
-        match test_loaded(&self.sandbox, &ruleset) {
-            Ok(report) if report.counts().1 == 0 => {}
-            Ok(report) => {
-                return Err(self.refuse(&mut state, format!("its own cases fail:\n{}", render(&report))));
-            }
-            Err(e) => return Err(self.refuse(&mut state, format!("its cases could not run: {e}"))),
+        let tested = contained(|| match test_loaded(&self.sandbox, &ruleset) {
+            Ok(report) if report.counts().1 == 0 => Ok(()),
+            Ok(report) => Err(format!("its own cases fail:\n{}", render(&report))),
+            Err(e) => Err(format!("its cases could not run: {e}")),
+        });
+        if let Err(message) = tested {
+            return Err(self.refuse(message));
         }
-        let validate_us = started.elapsed().as_micros() as u64;
+        let validate_us = micros(started);
         if let Some(f) = &self.on_swap {
             f(&ruleset);
         }
         let started = Instant::now();
         self.current.store(ruleset.clone());
-        let swap_us = started.elapsed().as_micros() as u64;
+        let swap_us = micros(started);
+        let mut state = self.state();
         let record = VersionRecord {
             version: ruleset.version.to_string(),
             live_since: SystemTime::now(),
@@ -315,8 +332,9 @@ impl LiveRules {
         Ok(ReloadOutcome::Swapped { from: live.version.to_string(), to: ruleset.version.to_string() })
     }
 
-    fn refuse(&self, state: &mut State, message: String) -> String {
+    fn refuse(&self, message: String) -> String {
         tracing::warn!(error = %message, "rule set refused; the previous version keeps serving");
+        let mut state = self.state();
         state.failures += 1;
         state.last_error = Some(ReloadFailure { at: SystemTime::now(), message: message.clone() });
         let _ = self.events.send(ReloadEvent::Refused { message: message.clone() });
@@ -325,21 +343,26 @@ impl LiveRules {
 
     /// Makes the version before the live one live again.
     pub fn rollback(&self) -> Result<ReloadOutcome, String> {
+        let _one_at_a_time = self.serialised();
         let mut state = self.state();
-        if state.history.len() < 2 {
+        let n = state.history.len();
+        let (Some((_, live)), Some((record, previous))) =
+            (state.history.get(n.wrapping_sub(1)).cloned(), state.history.get(n.wrapping_sub(2)).cloned())
+        else {
             return Err("no earlier version to roll back to".into());
-        }
-        let (_, live) = state.history.pop_back().expect("two versions");
-        let (record, previous) = state.history.back().cloned().expect("one version");
+        };
         if let Some(f) = &self.on_swap {
             f(&previous);
         }
         self.current.store(previous.clone());
-        state.history.back_mut().expect("one version").0 = VersionRecord {
-            version: record.version.clone(),
-            live_since: SystemTime::now(),
-            change: format!("rollback from {}", live.version),
-        };
+        state.history.pop_back();
+        if let Some(back) = state.history.back_mut() {
+            back.0 = VersionRecord {
+                version: record.version.clone(),
+                live_since: SystemTime::now(),
+                change: format!("rollback from {}", live.version),
+            };
+        }
         tracing::info!(from = %live.version, to = %previous.version, "rolled back");
         let _ = self
             .events
@@ -358,6 +381,24 @@ impl LiveRules {
             failures: state.failures,
             last_timings: state.last_timings,
         }
+    }
+}
+
+/// Microseconds since `started`, saturating.
+fn micros(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Runs a load or validation step so that a panic in it — a host bug a
+/// strange rule set provokes — refuses the rule set instead of taking the
+/// reload thread (and its locks) down with it.
+fn contained<T>(step: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(result) => result,
+        Err(panic) => Err(format!(
+            "the host failed while loading it (a host bug; please report it): {}",
+            crate::service::panic_message(&*panic)
+        )),
     }
 }
 

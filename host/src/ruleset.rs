@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
+use crate::files::{FileError, LIST_BYTES_MAX, MANIFEST_BYTES_MAX, MODULE_BYTES_MAX, read_bounded};
 use crate::manifest::{Budget, MANIFEST_FILE, Manifest, ManifestError, OnError, RuleKind};
 use crate::params::Params;
 use crate::sandbox::{CompiledRule, LoadError, Sandbox};
@@ -17,6 +18,10 @@ use crate::sandbox::{CompiledRule, LoadError, Sandbox};
 pub const LISTS_DIR: &str = "lists";
 /// Values one list may hold.
 pub const LIST_ENTRIES_MAX: usize = 10_000_000;
+/// Longest history window a rule may declare, in seconds (90 days): the
+/// host keeps history for the longest declared window, so one rule could
+/// otherwise switch pruning off for every source.
+pub const HISTORY_WINDOW_SECONDS_LIMIT: u64 = 90 * 86_400;
 /// Hex digits of a content hash shown in decisions.
 pub const VERSION_HEX_DIGITS: usize = 16;
 
@@ -31,9 +36,23 @@ pub enum RuleSetError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A file was refused before it was read (not a regular file, a link
+    /// out of the folder, over its size limit).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The manifest is invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A rule declares a longer history window than the host keeps.
+    #[error(
+        "rule `{rule}` declares a history window of {seconds} s, longer than the limit of {HISTORY_WINDOW_SECONDS_LIMIT} s (90 days)"
+    )]
+    HistoryWindow {
+        /// Rule name.
+        rule: String,
+        /// The declared window, in seconds.
+        seconds: u64,
+    },
     /// A module failed to compile, link or describe itself.
     #[error("rule `{rule}` ({path}): {source}")]
     Module {
@@ -177,8 +196,10 @@ pub struct RuleSet {
     pub dir: PathBuf,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, RuleSetError> {
-    std::fs::read(path).map_err(|source| RuleSetError::Io { path: path.to_owned(), source })
+/// Reads a file of the rule set in `root`: a regular file (a symlink only
+/// if it stays inside the folder) of at most `limit` bytes.
+fn read(root: &Path, path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>, RuleSetError> {
+    Ok(read_bounded(path, Some(root), limit, what)?)
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -189,14 +210,14 @@ impl RuleSet {
     /// Loads and validates the rule set in `dir`.
     pub fn load(sandbox: &Sandbox, dir: &Path) -> Result<RuleSet, RuleSetError> {
         let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest_bytes = read(&manifest_path)?;
+        let manifest_bytes = read(dir, &manifest_path, MANIFEST_BYTES_MAX, "a manifest")?;
         let manifest_text = String::from_utf8(manifest_bytes.clone()).map_err(|e| RuleSetError::Io {
             path: manifest_path.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
         let manifest = Manifest::parse(&manifest_path.display().to_string(), &manifest_text)?;
 
-        let (lists, list_hashes) = load_lists(&dir.join(LISTS_DIR))?;
+        let (lists, list_hashes) = load_lists(dir, &dir.join(LISTS_DIR))?;
         let lists = Arc::new(lists);
 
         let mut hasher = Sha256::new();
@@ -206,7 +227,7 @@ impl RuleSet {
         let mut rules = Vec::with_capacity(manifest.rules.len());
         for entry in &manifest.rules {
             let path = dir.join(&entry.module);
-            let bytes = read(&path)?;
+            let bytes = read(dir, &path, MODULE_BYTES_MAX, "a rule module")?;
             let sha256 = hex_sha256(&bytes);
             if let Some(pin) = &entry.sha256
                 && *pin != sha256
@@ -216,6 +237,12 @@ impl RuleSet {
             let module_err = |source| RuleSetError::Module { rule: entry.name.clone(), path: path.clone(), source };
             let compiled = sandbox.load_module(&sha256, &bytes).map_err(module_err)?;
             let declared = sandbox.describe(&compiled, &entry.budget).map_err(module_err)?;
+            if declared.history_window_seconds_max > HISTORY_WINDOW_SECONDS_LIMIT {
+                return Err(RuleSetError::HistoryWindow {
+                    rule: entry.name.clone(),
+                    seconds: declared.history_window_seconds_max,
+                });
+            }
             if declared.kind != entry.kind {
                 return Err(RuleSetError::KindMismatch {
                     rule: entry.name.clone(),
@@ -276,7 +303,7 @@ impl RuleSet {
     }
 }
 
-fn load_lists(dir: &Path) -> Result<(Lists, BTreeMap<String, String>), RuleSetError> {
+fn load_lists(root: &Path, dir: &Path) -> Result<(Lists, BTreeMap<String, String>), RuleSetError> {
     let mut lists = Lists::default();
     let mut hashes = BTreeMap::new();
     let entries = match std::fs::read_dir(dir) {
@@ -295,7 +322,7 @@ fn load_lists(dir: &Path) -> Result<(Lists, BTreeMap<String, String>), RuleSetEr
         let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
             continue;
         };
-        let bytes = read(&path)?;
+        let bytes = read(root, &path, LIST_BYTES_MAX, "a list")?;
         let text = String::from_utf8_lossy(&bytes);
         let values = Lists::parse(&text);
         if values.len() > LIST_ENTRIES_MAX {

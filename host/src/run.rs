@@ -14,6 +14,7 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 
 use crate::decision::Record;
+use crate::files::{Line, read_line_bounded};
 use crate::input::{InputError, ParsedTransaction, parse_transaction};
 use crate::ledger::SyncPoint;
 use crate::pipeline::Pipeline;
@@ -47,6 +48,10 @@ impl Default for RunOptions {
 
 /// Default transactions in flight per evaluating thread.
 pub const WINDOW_PER_THREAD_DEFAULT: usize = 32;
+/// Most evaluating threads a run or a host may have (`--threads`).
+pub const THREADS_MAX: usize = 256;
+/// Most transactions evaluated ahead per thread.
+pub const WINDOW_PER_THREAD_MAX: usize = 4096;
 
 /// Reports progress (lines done) while a run goes on.
 pub trait Progress: Send {
@@ -74,13 +79,13 @@ pub fn run_stream(
     mut progress: Option<Box<dyn Progress>>,
 ) -> io::Result<Summary> {
     let started = Instant::now();
-    let threads = options.threads.max(1);
+    let threads = options.threads.clamp(1, THREADS_MAX);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("rulehost-eval-{i}"))
         .build()
         .map_err(io::Error::other)?;
-    let window = threads * options.window_per_thread.max(1);
+    let window = threads * options.window_per_thread.clamp(1, WINDOW_PER_THREAD_MAX);
     let (parsed_tx, parsed_rx) = bounded::<Vec<(u64, Parsed)>>(BATCHES_IN_FLIGHT_MAX);
     let (decided_tx, decided_rx) = bounded::<(Vec<Record>, SyncPoint)>(BATCHES_IN_FLIGHT_MAX);
 
@@ -93,16 +98,13 @@ pub fn run_stream(
                 let mut buf = Vec::new();
                 let mut line_no = 0u64;
                 loop {
-                    buf.clear();
-                    let n = input.read_until(b'\n', &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
+                    let line = read_line_bounded(&mut input, &mut buf, LINE_BYTES_MAX)?;
                     line_no += 1;
-                    if buf.last() == Some(&b'\n') {
-                        buf.pop();
-                    }
-                    let parsed = parse_bytes(line_no, &buf);
+                    let parsed = match line {
+                        Line::End => break,
+                        Line::Whole => parse_bytes(line_no, &buf),
+                        Line::TooLong { bytes } => too_long(line_no, bytes),
+                    };
                     batch.push((line_no, parsed));
                     if batch.len() == BATCH_LINES_MAX
                         && parsed_tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES_MAX))).is_err()
@@ -161,15 +163,23 @@ pub fn run_stream(
     })
 }
 
-fn parse_bytes(line_no: u64, bytes: &[u8]) -> Parsed {
-    let error = |message: String| {
-        Err(InputError { line: line_no, id: None, code: crate::input::ErrorCode::MalformedJson, field: None, message })
-    };
+fn malformed(line_no: u64, message: String) -> Parsed {
+    Err(InputError { line: line_no, id: None, code: crate::input::ErrorCode::MalformedJson, field: None, message })
+}
+
+/// The error record of a line over `LINE_BYTES_MAX` (only its first bytes
+/// were kept; the rest was skipped).
+pub(crate) fn too_long(line_no: u64, bytes: u64) -> Parsed {
+    malformed(line_no, format!("line of {bytes} bytes exceeds the limit of {LINE_BYTES_MAX}; skipped"))
+}
+
+/// Parses one line's bytes (at most `LINE_BYTES_MAX` of them).
+pub(crate) fn parse_bytes(line_no: u64, bytes: &[u8]) -> Parsed {
     if bytes.len() > LINE_BYTES_MAX {
-        return error(format!("line of {} bytes exceeds the limit of {LINE_BYTES_MAX}", bytes.len()));
+        return too_long(line_no, bytes.len() as u64);
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => parse_transaction(line_no, text),
-        Err(e) => error(format!("line is not UTF-8: {e}")),
+        Err(e) => malformed(line_no, format!("line is not UTF-8: {e}")),
     }
 }

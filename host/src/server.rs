@@ -113,7 +113,13 @@ impl From<HostError> for ApiError {
             HostError::Ledger(e @ LedgerError::InsufficientFunds(_)) => {
                 ApiError::new(StatusCode::CONFLICT, "INSUFFICIENT_FUNDS", e.to_string())
             }
+            HostError::Ledger(e @ LedgerError::BalanceOverflow(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "BALANCE_OVERFLOW", e.to_string())
+            }
             HostError::Ledger(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "LEDGER_UNAVAILABLE", e.to_string()),
+            HostError::Internal(message) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", format!("internal error: {message}"))
+            }
         }
     }
 }

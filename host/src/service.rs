@@ -93,6 +93,10 @@ pub enum HostError {
     /// The host's evaluation threads are gone (it is shutting down).
     #[error("the host is shutting down")]
     Stopped,
+    /// The work failed inside the host (a host bug, contained: the other
+    /// requests go on). Nothing it had not made durable is acknowledged.
+    #[error("internal error (a host bug; please report it): {0}")]
+    Internal(String),
 }
 
 impl HostBuilder {
@@ -138,7 +142,7 @@ impl HostBuilder {
 
     /// Threads evaluating rules (at least 1).
     pub fn eval_threads(mut self, threads: usize) -> Self {
-        self.eval_threads = threads.max(1);
+        self.eval_threads = threads.clamp(1, crate::run::THREADS_MAX);
         self
     }
 
@@ -219,6 +223,7 @@ impl HostBuilder {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.eval_threads)
             .thread_name(|i| format!("rulehost-eval-{i}"))
+            .panic_handler(|panic| tracing::error!(panic = %panic_message(&*panic), "evaluation thread panicked"))
             .build()
             .map_err(|e| other(e.to_string()))?;
         let pipeline = Pipeline::new(sandbox, ledger).with_observer(metrics.clone());
@@ -229,7 +234,7 @@ impl HostBuilder {
                 _watcher: watcher,
                 pool,
                 metrics,
-                window: self.eval_threads * self.window_per_thread.max(1),
+                window: self.eval_threads * self.window_per_thread.clamp(1, crate::run::WINDOW_PER_THREAD_MAX),
                 stopping: AtomicBool::new(false),
             }),
         })
@@ -269,9 +274,15 @@ impl Host {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let inner = self.inner.clone();
         self.inner.pool.spawn(move || {
-            let _ = tx.send(f(&inner));
+            // A panic must not reach rayon, which aborts the process on one.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&inner)));
+            let _ = tx.send(result.map_err(|panic| panic_message(&*panic)));
         });
-        rx.await.map_err(|_| HostError::Stopped)
+        match rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(message)) => Err(HostError::Internal(message)),
+            Err(_) => Err(HostError::Stopped),
+        }
     }
 
     /// Decides one transaction (a JSON object, as in the input files).
@@ -415,4 +426,13 @@ impl Host {
 /// HTTP bodies that are not JSON at all).
 pub fn malformed(line: u64, message: String) -> Record {
     Record::Error(InputError { line, id: None, code: ErrorCode::MalformedJson, field: None, message })
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

@@ -38,6 +38,9 @@ pub enum TestError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A file was refused before it was read (special file, over its limit).
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// A cases file is malformed.
     #[error(transparent)]
     Cases(#[from] CaseError),
@@ -62,8 +65,10 @@ pub enum TestError {
     },
 }
 
+/// Reads a cases or scenario file: a regular file of at most
+/// `files::CASES_BYTES_MAX` bytes.
 fn read(path: &Path) -> Result<String, TestError> {
-    std::fs::read_to_string(path).map_err(|source| TestError::Io { path: path.to_owned(), source })
+    Ok(crate::files::read_text_bounded(path, None, crate::files::CASES_BYTES_MAX, "a cases or scenario file")?)
 }
 
 /// The cases of one rule and what they used.
@@ -123,7 +128,7 @@ impl TestReport {
 /// Runs a cases file against one module (its own budget section, or the
 /// manifest defaults).
 pub fn test_module(sandbox: &Sandbox, module: &Path, cases: &Path) -> Result<TestReport, TestError> {
-    let bytes = std::fs::read(module).map_err(|source| TestError::Io { path: module.to_owned(), source })?;
+    let bytes = crate::files::read_bounded(module, None, crate::files::MODULE_BYTES_MAX, "a rule module")?;
     let file = CaseFile::parse(&cases.display().to_string(), &read(cases)?)?;
     let module_err = |source| TestError::Module { path: module.to_owned(), source };
     let compiled = sandbox.load(&bytes).map_err(module_err)?;
@@ -270,14 +275,14 @@ pub fn render(report: &TestReport) -> String {
             memory / 1024,
             percent(memory, r.budget.memory_bytes_max),
             r.budget.memory_bytes_max / 1024,
-            percent(wall_us, r.budget.deadline_ms * 1000),
+            percent(wall_us, r.budget.deadline_ms.saturating_mul(1000)),
             r.budget.deadline_ms,
             r.module_bytes.div_ceil(1024),
         );
         for o in &r.outcomes {
             let fuel = percent(o.fuel, r.budget.fuel_max);
             let mem = percent(o.memory_bytes, r.budget.memory_bytes_max);
-            let wall = percent(o.elapsed_us, r.budget.deadline_ms * 1000);
+            let wall = percent(o.elapsed_us, r.budget.deadline_ms.saturating_mul(1000));
             for (what, p) in [("fuel", fuel), ("memory", mem), ("deadline", wall)] {
                 if p > BUDGET_WARN_PERCENT {
                     let _ = writeln!(s, "  warning: case `{}` used {p}% of its {what} budget", o.name);
@@ -355,7 +360,14 @@ pub fn update(report: &TestReport) -> Result<usize, TestError> {
             path: r.cases_path.clone(),
             message: e.to_string(),
         })?;
-        let cases = doc["case"].as_array_of_tables_mut().expect("parsed before: [[case]] exists");
+        let Some(cases) = doc.get_mut("case").and_then(|c| c.as_array_of_tables_mut()) else {
+            return Err(TestError::Scenario {
+                path: r.cases_path.clone(),
+                message: "--update rewrites cases written as [[case]] tables; this file writes them another way \
+                          (e.g. `case = [{ … }]`): convert them to [[case]] tables first"
+                    .into(),
+            });
+        };
         for (table, o) in cases.iter_mut().zip(&r.outcomes) {
             if o.passed {
                 continue;

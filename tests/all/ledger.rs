@@ -303,7 +303,9 @@ fn run_steps(openings: Vec<(u32, u32)>, steps: Vec<Step>) -> Result<(), TestCase
                 }
                 let amount = parsed.tx.amount;
                 let funded = model.covers(&parsed.tx.source, amount, Decimal::ZERO);
-                prop_assert_eq!(store.has_funds(&parsed.tx.source, amount), funded);
+                let wanted = if review { Effect::Hold } else { Effect::Post };
+                let admitted = store.admit(&parsed.tx.source, &parsed.tx.destination, amount, wanted);
+                prop_assert_eq!(admitted.is_ok(), funded);
                 let (outcome, effect, ledger) = match (funded, review) {
                     (true, false) => (Outcome::Approve, Effect::Post, LedgerEffect::Posted),
                     (true, true) => (Outcome::Review, Effect::Hold, LedgerEffect::Held),

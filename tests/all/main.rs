@@ -10,6 +10,7 @@ mod contracts;
 mod deadline;
 mod determinism;
 mod guide;
+mod hardening;
 mod input_errors;
 mod isolation;
 mod ledger;

@@ -449,7 +449,7 @@ struct ErrorJson<'a> {
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     code: &'static str,
-    field: Option<&'static str>,
+    field: Option<&'a str>,
     message: &'a str,
 }
 
@@ -459,7 +459,7 @@ impl<'a> ErrorJson<'a> {
             line: e.line,
             id: e.id.as_deref(),
             outcome: Outcome::Error,
-            error: ErrorBody { code: e.code.as_str(), field: e.field, message: &e.message },
+            error: ErrorBody { code: e.code.as_str(), field: e.field.as_deref(), message: &e.message },
         }
     }
 }

@@ -74,8 +74,10 @@ impl History {
             if q.min.is_some_and(|m| *amount < m) || q.max.is_some_and(|m| *amount >= m) {
                 continue;
             }
-            stats.count += 1;
-            stats.sum += *amount;
+            stats.count = stats.count.saturating_add(1);
+            // Saturates at the largest decimal (documented in RULES.md's
+            // capability table): a sum of 28-digit amounts can exceed it.
+            stats.sum = stats.sum.saturating_add(*amount);
         }
         stats
     }

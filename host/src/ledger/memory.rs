@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 
 use super::{
     Balances, Commit, Effect, EntryKind, History, Hold, HoldState, JournalEntry, LATENESS_SECONDS_DEFAULT, Ledger,
-    LedgerError, Posting, Resolution, StoredDecision, equity_account,
+    LedgerError, Posting, Refusal, Resolution, StoredDecision, equity_account,
 };
 use crate::facts::{HistoryQuery, HistoryStats};
 use crate::model::{Account, Nanos};
@@ -51,21 +51,55 @@ impl MemoryLedger {
         }
     }
 
-    /// Appends a balanced entry and applies it to posted balances.
-    fn post(&mut self, reference: &str, kind: EntryKind, postings: Vec<Posting>) {
+    /// Appends a balanced entry and applies it to posted balances; nothing
+    /// changes if a balance would leave the range of an exact decimal.
+    fn post(&mut self, reference: &str, kind: EntryKind, postings: Vec<Posting>) -> Result<(), LedgerError> {
         let mut per_currency: BTreeMap<&str, Decimal> = BTreeMap::new();
         for p in &postings {
-            *per_currency.entry(&p.currency).or_default() += p.amount;
+            let sum = per_currency.entry(&p.currency).or_default();
+            *sum = sum.checked_add(p.amount).ok_or_else(|| LedgerError::BalanceOverflow(p.account.clone()))?;
         }
+        // Invariant: entries are built here as (-a, +a) per currency.
         assert!(per_currency.values().all(Decimal::is_zero), "unbalanced journal entry for {reference}: {postings:?}");
-        for p in &postings {
+        let after: Vec<Decimal> = self.posted_after(&postings)?;
+        for (p, posted) in postings.iter().zip(after) {
             match self.accounts.get_mut(&p.account) {
-                Some(a) => a.posted += p.amount,
-                None => *self.system.entry(p.account.clone()).or_default() += p.amount,
+                Some(a) => a.posted = posted,
+                None => {
+                    self.system.insert(p.account.clone(), posted);
+                }
             }
         }
         let seq = self.journal.len() as u64 + 1;
         self.journal.push(JournalEntry { seq, reference: reference.to_owned(), kind, postings });
+        Ok(())
+    }
+
+    /// The posted balance each posting leaves its account with, in order
+    /// (an account posted twice sees its first posting), or the account
+    /// whose posted or available balance would leave the range.
+    fn posted_after(&self, postings: &[Posting]) -> Result<Vec<Decimal>, LedgerError> {
+        let mut out: Vec<Decimal> = Vec::with_capacity(postings.len());
+        for (i, p) in postings.iter().enumerate() {
+            let current = match postings[..i].iter().rposition(|q| q.account == p.account) {
+                Some(j) => out[j],
+                None => self.posted_of(&p.account),
+            };
+            let overflow = || LedgerError::BalanceOverflow(p.account.clone());
+            let posted = current.checked_add(p.amount).ok_or_else(overflow)?;
+            if let Some(a) = self.accounts.get(&p.account) {
+                posted.checked_sub(a.pending).ok_or_else(overflow)?;
+            }
+            out.push(posted);
+        }
+        Ok(out)
+    }
+
+    fn posted_of(&self, id: &str) -> Decimal {
+        match self.accounts.get(id) {
+            Some(a) => a.posted,
+            None => self.system_balance(id),
+        }
     }
 
     fn transfer_postings(source: &str, destination: &str, currency: &str, amount: Decimal) -> Vec<Posting> {
@@ -73,6 +107,22 @@ impl MemoryLedger {
             Posting { account: source.to_owned(), currency: currency.to_owned(), amount: -amount },
             Posting { account: destination.to_owned(), currency: currency.to_owned(), amount },
         ]
+    }
+
+    /// Whether a transfer's posting keeps every balance in range, without
+    /// building the entry (the hot path of `admit`).
+    fn transfer_fits(&self, source: &AccountState, destination: &str, amount: Decimal) -> bool {
+        let fits = |posted: Decimal, pending: Decimal| posted.checked_sub(pending).is_some();
+        let Some(src_posted) = source.posted.checked_sub(amount) else { return false };
+        if !fits(src_posted, source.pending) {
+            return false;
+        }
+        let dst = match self.accounts.get(destination) {
+            Some(d) if d.account.id == source.account.id => (src_posted, d.pending),
+            Some(d) => (d.posted, d.pending),
+            None => return false,
+        };
+        dst.0.checked_add(amount).is_some_and(|posted| fits(posted, dst.1))
     }
 
     fn state(&self, id: &str) -> Result<&AccountState, LedgerError> {
@@ -120,11 +170,23 @@ impl MemoryLedger {
     }
 }
 
+/// `available + overdraft_limit ≥ amount`, without overflowing: a sum
+/// beyond the largest decimal covers any amount.
+fn covers(a: &AccountState, amount: Decimal) -> bool {
+    match a.posted.checked_sub(a.pending).and_then(|available| available.checked_add(a.account.overdraft_limit)) {
+        Some(reach) => reach >= amount,
+        None => a.posted > a.pending,
+    }
+}
+
 impl Ledger for MemoryLedger {
     fn import_accounts(&mut self, accounts: &[Account]) -> Result<usize, LedgerError> {
         let mut seen = std::collections::HashSet::new();
         let mut fresh = Vec::with_capacity(accounts.len());
         for a in accounts {
+            if a.id.starts_with(super::SYSTEM_ACCOUNT_PREFIX) {
+                return Err(LedgerError::ReservedAccount(a.id.clone()));
+            }
             if !seen.insert(&a.id) {
                 return Err(LedgerError::DuplicateAccount(a.id.clone()));
             }
@@ -134,15 +196,31 @@ impl Ledger for MemoryLedger {
                 None => fresh.push(a),
             }
         }
+        // All or nothing: the equity accounts must hold every opening balance.
+        let mut equity: BTreeMap<String, Decimal> = BTreeMap::new();
+        for a in fresh.iter().copied() {
+            let id = equity_account(&a.currency);
+            let balance = match equity.get(&id) {
+                Some(b) => *b,
+                None => self.system_balance(&id),
+            };
+            let after = balance
+                .checked_sub(a.opening_balance)
+                .ok_or_else(|| LedgerError::BalanceOverflow(format!("{id} (opening balance of {})", a.id)))?;
+            equity.insert(id, after);
+        }
         for a in fresh.iter().copied() {
             self.accounts.insert(
                 a.id.clone(),
                 AccountState { account: a.clone(), posted: Decimal::ZERO, pending: Decimal::ZERO },
             );
             if !a.opening_balance.is_zero() {
-                let postings =
-                    Self::transfer_postings(&equity_account(&a.currency), &a.id, &a.currency, a.opening_balance);
-                self.post(&a.id, EntryKind::Opening, postings);
+                // The debit leg first, as the durable store keeps it: an
+                // account opening below zero credits equity.
+                let equity = equity_account(&a.currency);
+                let (from, to) = if a.opening_balance.is_sign_negative() { (&a.id, &equity) } else { (&equity, &a.id) };
+                let postings = Self::transfer_postings(from, to, &a.currency, a.opening_balance.abs());
+                self.post(&a.id, EntryKind::Opening, postings)?;
             }
         }
         Ok(fresh.len())
@@ -162,12 +240,28 @@ impl Ledger for MemoryLedger {
         self.accounts.get(id).map(|a| Balances {
             posted: a.posted,
             pending: a.pending,
-            available: a.posted - a.pending,
+            // In range: every change keeps `posted - pending` representable.
+            available: a.posted.saturating_sub(a.pending),
         })
     }
 
-    fn has_funds(&self, source: &str, amount: Decimal) -> bool {
-        self.accounts.get(source).is_some_and(|a| a.posted - a.pending + a.account.overdraft_limit >= amount)
+    fn admit(&self, source: &str, destination: &str, amount: Decimal, effect: Effect) -> Result<(), Refusal> {
+        if effect == Effect::Nothing {
+            return Ok(());
+        }
+        if amount.is_sign_negative() || amount.is_zero() {
+            return Err(Refusal::AmountNotPositive);
+        }
+        let src = self.accounts.get(source).ok_or(Refusal::InsufficientFunds)?;
+        if !covers(src, amount) {
+            return Err(Refusal::InsufficientFunds);
+        }
+        let fits = match effect {
+            Effect::Post => self.transfer_fits(src, destination, amount),
+            Effect::Hold => src.pending.checked_add(amount).is_some_and(|p| src.posted.checked_sub(p).is_some()),
+            Effect::Nothing => true,
+        };
+        if fits { Ok(()) } else { Err(Refusal::BalanceOverflow) }
     }
 
     fn decision(&self, id: &str) -> Option<&StoredDecision> {
@@ -188,22 +282,29 @@ impl Ledger for MemoryLedger {
             return Err(LedgerError::DuplicateDecision(tx.id.clone()));
         }
         if c.effect != Effect::Nothing {
-            // Programmer errors: the pipeline checked existence and funds under the same lock.
+            // The pipeline admitted the effect under the same lock; checked
+            // again so that no caller can post what `admit` refuses.
             self.state(&tx.destination)?;
-            let source = self.state(&tx.source)?;
-            assert!(
-                source.posted - source.pending + source.account.overdraft_limit >= tx.amount,
-                "commit of {} without funds",
-                tx.id
-            );
+            self.state(&tx.source)?;
+            self.admit(&tx.source, &tx.destination, tx.amount, c.effect).map_err(|r| match r {
+                Refusal::InsufficientFunds => LedgerError::InsufficientFunds(tx.source.clone()),
+                Refusal::BalanceOverflow | Refusal::AmountNotPositive => {
+                    LedgerError::BalanceOverflow(tx.source.clone())
+                }
+            })?;
         }
         match c.effect {
             Effect::Post => {
                 let postings = Self::transfer_postings(&tx.source, &tx.destination, &tx.currency, tx.amount);
-                self.post(&tx.id, EntryKind::Transfer, postings);
+                self.post(&tx.id, EntryKind::Transfer, postings)?;
             }
             Effect::Hold => {
-                self.accounts.get_mut(&tx.source).expect("checked above").pending += tx.amount;
+                let source =
+                    self.accounts.get_mut(&tx.source).ok_or_else(|| LedgerError::UnknownAccount(tx.source.clone()))?;
+                source.pending = source
+                    .pending
+                    .checked_add(tx.amount)
+                    .ok_or_else(|| LedgerError::BalanceOverflow(tx.source.clone()))?;
                 self.holds.insert(
                     tx.id.clone(),
                     Hold {
@@ -242,18 +343,34 @@ impl Ledger for MemoryLedger {
         if approve {
             // Re-check funds without this hold's own reservation.
             let source = self.state(&hold.source)?;
-            let available = source.posted - (source.pending - hold.amount);
-            if available + source.account.overdraft_limit < hold.amount {
+            let without_hold = AccountState {
+                account: source.account.clone(),
+                posted: source.posted,
+                pending: source.pending.checked_sub(hold.amount).unwrap_or(Decimal::ZERO),
+            };
+            if !covers(&without_hold, hold.amount) {
                 return Err(LedgerError::InsufficientFunds(hold.source.clone()));
             }
             self.state(&hold.destination)?;
         }
-        self.accounts.get_mut(&hold.source).expect("hold source exists").pending -= hold.amount;
+        let overflow = || LedgerError::BalanceOverflow(hold.source.clone());
+        let source =
+            self.accounts.get_mut(&hold.source).ok_or_else(|| LedgerError::UnknownAccount(hold.source.clone()))?;
+        let reserved = source.pending;
+        source.pending = reserved.checked_sub(hold.amount).ok_or_else(overflow)?;
         if approve {
             let postings = Self::transfer_postings(&hold.source, &hold.destination, &hold.currency, hold.amount);
-            self.post(id, EntryKind::HoldPosted, postings);
+            if let Err(e) = self.post(id, EntryKind::HoldPosted, postings) {
+                // Nothing changes: the hold keeps its reservation.
+                if let Some(source) = self.accounts.get_mut(&hold.source) {
+                    source.pending = reserved;
+                }
+                return Err(e);
+            }
         }
-        self.holds.get_mut(id).expect("present").state = if approve { HoldState::Posted } else { HoldState::Voided };
+        if let Some(h) = self.holds.get_mut(id) {
+            h.state = if approve { HoldState::Posted } else { HoldState::Voided };
+        }
         Ok(Resolution::Done)
     }
 

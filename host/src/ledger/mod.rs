@@ -239,6 +239,13 @@ pub enum LedgerError {
     /// Funds no longer cover the hold.
     #[error("insufficient funds on {0:?} to post the hold")]
     InsufficientFunds(String),
+    /// A posting would take a balance outside what an exact decimal holds
+    /// (±79 228 162 514 264 337 593 543 950 335); nothing was changed.
+    #[error("the balance of {0:?} would leave the range of an exact decimal (±7.9 × 10^28); nothing was posted")]
+    BalanceOverflow(String),
+    /// An account id in the ledger's reserved namespace.
+    #[error("account id {0:?} is reserved: ids starting with `equity:` belong to the ledger's own accounts")]
+    ReservedAccount(String),
     /// The durable store failed; nothing after the last durable point is
     /// acknowledged.
     #[error("ledger store: {0}")]
@@ -277,8 +284,11 @@ pub trait Ledger: Send {
     fn account_ids(&self) -> Vec<String>;
     /// An account's balances.
     fn balances(&self, id: &str) -> Option<Balances>;
-    /// Whether `source` can cover `amount`: available + overdraft ≥ amount.
-    fn has_funds(&self, source: &str, amount: Decimal) -> bool;
+    /// Whether the ledger step may apply `effect` (`Post` or `Hold`) for a
+    /// transfer of `amount` from `source` to `destination`: the funds check
+    /// (available + overdraft ≥ amount), then that no balance would leave
+    /// the range of an exact decimal.
+    fn admit(&self, source: &str, destination: &str, amount: Decimal, effect: Effect) -> Result<(), Refusal>;
     /// The stored decision for an id.
     fn decision(&self, id: &str) -> Option<&StoredDecision>;
     /// Answers a history query.
@@ -447,16 +457,45 @@ impl LedgerLocation {
 
 /// Imports an accounts file (all or nothing) and waits until it is durable.
 /// Returns (new, already present); the error names line and field, or the
-/// account that differs.
+/// account that differs (not the file: callers name it).
 pub fn import_file(ledger: &mut dyn Ledger, path: &std::path::Path) -> Result<(usize, usize), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading: {e}"))?;
+    let text = crate::files::read_text_bounded(path, None, crate::files::ACCOUNTS_BYTES_MAX, "an accounts file")
+        .map_err(|e| e.reason())?;
     let accounts = crate::input::parse_accounts(&text).map_err(|e| e.to_string())?;
     let added = ledger.import_accounts(&accounts).map_err(|e| e.to_string())?;
     ledger.sync_point().wait().map_err(|e| e.to_string())?;
     Ok((added, accounts.len() - added))
 }
 
+/// The prefix of the ledger's own accounts (`equity:USD`, …): account ids
+/// that start with it are refused at import.
+pub const SYSTEM_ACCOUNT_PREFIX: &str = "equity:";
+
 /// The system equity account of a currency, the counterpart of opening balances.
 pub fn equity_account(currency: &str) -> String {
-    format!("equity:{currency}")
+    format!("{SYSTEM_ACCOUNT_PREFIX}{currency}")
+}
+
+/// Why the ledger step refuses to move money for an approved or reviewed
+/// transaction (RULES.md step 5 and "Settled details").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `available + overdraft_limit < amount`: `INSUFFICIENT_FUNDS`.
+    InsufficientFunds,
+    /// A balance would leave what `rust_decimal` holds: `BALANCE_OVERFLOW`.
+    BalanceOverflow,
+    /// The amount is zero or negative (only a rule set without an amount
+    /// check lets one through): `AMOUNT_INVALID`, nothing moves backwards.
+    AmountNotPositive,
+}
+
+impl Refusal {
+    /// The reason code the decision carries.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            Refusal::BalanceOverflow => "BALANCE_OVERFLOW",
+            Refusal::AmountNotPositive => "AMOUNT_INVALID",
+        }
+    }
 }

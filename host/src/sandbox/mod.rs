@@ -32,7 +32,7 @@ pub use types::{CallContext, CallOutcome, Failure, FailureKind, LoadError, LogLi
 
 use capabilities::{CallData, MemoryCap};
 use component::{CallState, ComponentRule, PreparedTx};
-pub use outcome::{CODE_BYTES_MAX, is_valid_code};
+pub use outcome::{CODE_BYTES_MAX, check_verdict, is_valid_code};
 use outcome::{check_output, classify};
 pub use reset::{DECLARED_ITEMS_MAX, DECLARED_NAME_BYTES_MAX, InstanceState, val_bits};
 

@@ -52,42 +52,53 @@ pub(super) fn classify(e: &wasmtime::Error, memory: &MemoryCap, stderr: Option<S
     Failure { kind, message }
 }
 
-pub(super) fn invalid(message: String) -> Result<Verdict, Failure> {
-    Err(Failure { kind: FailureKind::InvalidOutput, message })
-}
-
 /// Checks a raw result against the output contract.
 pub(super) fn check_output(kind: RuleKind, v: RawVerdict) -> Result<Verdict, Failure> {
+    let verdict = match v {
+        RawVerdict::Accept => Verdict::Accept,
+        RawVerdict::Reject { code, message } => Verdict::Reject { code, message },
+        RawVerdict::Score { score, reasons } => Verdict::Score { score, reasons },
+    };
+    check_verdict(kind, &verdict)?;
+    Ok(verdict)
+}
+
+/// The output contract of RULES.md step 4, for any executor's verdict: the
+/// kind's shape, a score in 0..=1000, at most `REASONS_MAX` valid codes, a
+/// valid reject code and a bounded message. The pipeline applies it to
+/// every call, whoever ran it.
+pub fn check_verdict(kind: RuleKind, v: &Verdict) -> Result<(), Failure> {
+    let refused = |message: String| Err(Failure { kind: FailureKind::InvalidOutput, message });
     match (kind, v) {
-        (RuleKind::Validation, RawVerdict::Accept) => Ok(Verdict::Accept),
-        (RuleKind::Validation, RawVerdict::Reject { code, message }) => {
-            if !is_valid_code(&code) {
-                return invalid(format!("reject code {:?} is not [A-Z0-9_]{{1,32}}", truncate(&code)));
+        (RuleKind::Validation, Verdict::Accept) => Ok(()),
+        (RuleKind::Validation, Verdict::Reject { code, message }) => {
+            if !is_valid_code(code) {
+                return refused(format!("reject code {:?} is not [A-Z0-9_]{{1,32}}", truncate(code)));
             }
             if message.len() > MESSAGE_BYTES_MAX {
-                return invalid(format!("reject message of {} bytes exceeds {MESSAGE_BYTES_MAX}", message.len()));
+                return refused(format!("reject message of {} bytes exceeds {MESSAGE_BYTES_MAX}", message.len()));
             }
-            Ok(Verdict::Reject { code, message })
+            Ok(())
         }
-        (RuleKind::Risk, RawVerdict::Score { score, reasons }) => {
-            if score > 1000 {
-                return invalid(format!("score {score} is out of range 0..=1000"));
+        (RuleKind::Risk, Verdict::Score { score, reasons }) => {
+            if *score > 1000 {
+                return refused(format!("score {score} is out of range 0..=1000"));
             }
             if reasons.len() > REASONS_MAX {
-                return invalid(format!("{} reasons exceed the limit of {REASONS_MAX}", reasons.len()));
+                return refused(format!("{} reasons exceed the limit of {REASONS_MAX}", reasons.len()));
             }
             if let Some(bad) = reasons.iter().find(|r| !is_valid_code(r)) {
-                return invalid(format!("reason {:?} is not [A-Z0-9_]{{1,32}}", truncate(bad)));
+                return refused(format!("reason {:?} is not [A-Z0-9_]{{1,32}}", truncate(bad)));
             }
-            Ok(Verdict::Score { score, reasons })
+            Ok(())
         }
-        (RuleKind::Validation, RawVerdict::Score { .. }) => invalid("a validation rule returned a score".into()),
-        (RuleKind::Risk, _) => invalid("a risk rule returned accept/reject instead of a score".into()),
+        (RuleKind::Validation, Verdict::Score { .. }) => refused("a validation rule returned a score".into()),
+        (RuleKind::Risk, _) => refused("a risk rule returned accept/reject instead of a score".into()),
     }
 }
 
 /// At most 40 bytes of `s`, cut at a character boundary (for messages).
-pub(super) fn truncate(s: &str) -> &str {
+pub fn truncate(s: &str) -> &str {
     let mut end = s.len().min(40);
     while !s.is_char_boundary(end) {
         end -= 1;

@@ -118,9 +118,9 @@ enum Command {
         /// Print no summary on standard error.
         #[arg(long)]
         quiet: bool,
-        /// Threads evaluating rules (default: one per CPU). The output is the
-        /// same for any value.
-        #[arg(long)]
+        /// Threads evaluating rules, 1..=256 (default: one per CPU). The
+        /// output is the same for any value.
+        #[arg(long, value_parser = threads_range())]
         threads: Option<usize>,
         /// Watch the rule-set folder and swap in new versions while running
         /// (each decision names the version that made it).
@@ -137,11 +137,13 @@ enum Command {
         /// Seed of the generator.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Regular accounts.
-        #[arg(long, default_value_t = 2_000)]
+        /// Regular accounts, 1..=10 000 000.
+        #[arg(long, default_value_t = 2_000,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=rulehost::generate::ACCOUNTS_MAX as u64))]
         accounts: usize,
-        /// Transaction lines.
-        #[arg(long, default_value_t = 200_000)]
+        /// Transaction lines, 0..=1 000 000 000.
+        #[arg(long, default_value_t = 200_000,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=rulehost::generate::TRANSACTIONS_MAX as u64))]
         transactions: usize,
     },
     /// Run rule cases in the production sandbox: one module against a cases
@@ -228,10 +230,18 @@ enum RulesetAction {
         /// The rule-set folder.
         #[arg(long)]
         rules: PathBuf,
-        /// How long to wait for the host to act, in seconds.
-        #[arg(long, default_value_t = 10)]
+        /// How long to wait for the host to act, in seconds (1..=86400).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=WAIT_SECONDS_MAX))]
         wait_seconds: u64,
     },
+}
+
+/// Longest `ruleset rollback --wait-seconds`, in seconds (a day).
+const WAIT_SECONDS_MAX: u64 = 86_400;
+
+/// The range of `--threads`: 1..=`rulehost::run::THREADS_MAX`.
+pub(crate) fn threads_range() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=rulehost::run::THREADS_MAX as u64)
 }
 
 fn read_status(rules: &Path) -> Result<serde_json::Value> {
@@ -338,7 +348,14 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             };
             let reader: Box<dyn io::BufRead + Send> = match &input {
                 Some(p) => {
-                    Box::new(BufReader::new(start(File::open(p).with_context(|| format!("opening {}", p.display())))?))
+                    let file = start(File::open(p).with_context(|| format!("opening --input {}", p.display())))?;
+                    if file.metadata().is_ok_and(|m| m.is_dir()) {
+                        return Err(Failure::CannotStart(anyhow::anyhow!(
+                            "--input {} is a directory; give a file of JSON lines (or - for standard input)",
+                            p.display()
+                        )));
+                    }
+                    Box::new(BufReader::new(file))
                 }
                 None => Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
             };

@@ -28,20 +28,24 @@ pub(crate) struct ServeArgs {
     /// RULEHOST_ADMIN_TOKEN). Without one, admin endpoints answer 401.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// Largest request body, in bytes.
-    #[arg(long, default_value_t = rulehost::server::BODY_BYTES_MAX_DEFAULT)]
+    /// Largest request body, in bytes (1 KiB..=256 MiB).
+    #[arg(long, default_value_t = rulehost::server::BODY_BYTES_MAX_DEFAULT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=256 << 20))]
     body_bytes_max: usize,
-    /// Most transactions in one batch request.
-    #[arg(long, default_value_t = rulehost::server::BATCH_TRANSACTIONS_MAX_DEFAULT)]
+    /// Most transactions in one batch request (1..=1 000 000).
+    #[arg(long, default_value_t = rulehost::server::BATCH_TRANSACTIONS_MAX_DEFAULT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     batch_max: usize,
-    /// Longest a request may take, in milliseconds.
-    #[arg(long, default_value_t = rulehost::server::REQUEST_TIMEOUT_MS_DEFAULT)]
+    /// Longest a request may take, in milliseconds (1..=600 000).
+    #[arg(long, default_value_t = rulehost::server::REQUEST_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
     request_timeout_ms: u64,
-    /// Most requests in flight; more are answered 503 at once.
-    #[arg(long, default_value_t = rulehost::server::IN_FLIGHT_MAX_DEFAULT)]
+    /// Most requests in flight; more are answered 503 at once (1..=65 536).
+    #[arg(long, default_value_t = rulehost::server::IN_FLIGHT_MAX_DEFAULT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     in_flight_max: usize,
-    /// Threads evaluating rules (default: one per CPU).
-    #[arg(long)]
+    /// Threads evaluating rules, 1..=256 (default: one per CPU).
+    #[arg(long, value_parser = crate::threads_range())]
     threads: Option<usize>,
     /// Do not watch the rule-set folder (reload through the API only).
     #[arg(long)]

@@ -43,8 +43,8 @@ use rows::{LoadError, load};
 use writer::write_loop;
 
 use super::{
-    Balances, Commit, Hold, JournalEntry, LATENESS_SECONDS_DEFAULT, Ledger, LedgerError, MemoryLedger, Resolution,
-    StoredDecision, SyncPoint, Watermark,
+    Balances, Commit, Effect, Hold, JournalEntry, LATENESS_SECONDS_DEFAULT, Ledger, LedgerError, MemoryLedger, Refusal,
+    Resolution, StoredDecision, SyncPoint, Watermark,
 };
 use crate::decision::Decision;
 use crate::facts::{HistoryQuery, HistoryStats};
@@ -498,8 +498,8 @@ impl Ledger for SqliteLedger {
         self.memory.balances(id)
     }
 
-    fn has_funds(&self, source: &str, amount: Decimal) -> bool {
-        self.memory.has_funds(source, amount)
+    fn admit(&self, source: &str, destination: &str, amount: Decimal, effect: Effect) -> Result<(), Refusal> {
+        self.memory.admit(source, destination, amount, effect)
     }
 
     fn decision(&self, id: &str) -> Option<&StoredDecision> {

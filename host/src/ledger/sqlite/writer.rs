@@ -90,7 +90,7 @@ fn write_group(conn: &mut Connection, group: Vec<Queued>, inspections: &mut Vec<
             "INSERT INTO holds (id, source, destination, amount, currency, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut entry = |e: &JournalEntry| -> rusqlite::Result<()> {
-            let (debit, credit) = legs(e);
+            let (debit, credit) = legs(e).map_err(|m| rusqlite::Error::ToSqlConversionFailure(m.into()))?;
             insert_entry.execute(params![
                 e.seq as i64,
                 e.reference,
@@ -192,10 +192,15 @@ fn write_group(conn: &mut Connection, group: Vec<Queued>, inspections: &mut Vec<
     db.commit()
 }
 
-/// The debit (negative) and credit (positive) legs of a two-legged entry.
-fn legs(e: &JournalEntry) -> (&Posting, &Posting) {
+/// The debit (negative) and credit (positive) legs of a two-legged entry,
+/// whichever order they come in. The store keeps entries in this form; an
+/// entry that is not one is refused (the writer reports a storage error,
+/// and nothing after it is acknowledged).
+fn legs(e: &JournalEntry) -> Result<(&Posting, &Posting), String> {
     match e.postings.as_slice() {
-        [d, c] if d.amount.is_sign_negative() && d.amount == -c.amount && d.currency == c.currency => (d, c),
-        _ => panic!("journal entry {} is not a two-legged balanced entry: {:?}", e.seq, e.postings),
+        [a, b] if a.amount == -b.amount && a.currency == b.currency => {
+            Ok(if b.amount.is_sign_negative() && !b.amount.is_zero() { (b, a) } else { (a, b) })
+        }
+        _ => Err(format!("journal entry {} is not a two-legged balanced entry: {:?}", e.seq, e.postings)),
     }
 }

@@ -390,21 +390,21 @@ impl InstancePool {
                 logs: Vec::new(),
             };
         };
-        if slot.as_ref().is_some_and(|i| i.memory_bytes_max != ctx.budget.memory_bytes_max) {
-            *slot = None;
-        }
-        let instance = match slot.as_mut() {
-            Some(i) => i,
-            None => match RuleInstance::new(module, engine, &ctx.budget) {
-                Ok(i) => slot.insert(i),
+        // The instance is taken out for the call and put back only once it
+        // is reset: if anything unwinds through the call, the thread is
+        // left without an instance, never with a dirty one.
+        let mut instance = match slot.take() {
+            Some(i) if i.memory_bytes_max == ctx.budget.memory_bytes_max => i,
+            _ => match RuleInstance::new(module, engine, &ctx.budget) {
+                Ok(i) => i,
                 Err(failure) => {
                     return PooledCall { result: Err(failure), fuel: 0, memory_bytes: 0, logs: Vec::new() };
                 }
             },
         };
         let (result, fuel, memory_bytes, logs, clean) = instance.call(ctx, now, tx);
-        if !clean {
-            *slot = None;
+        if clean {
+            *slot = Some(instance);
         }
         PooledCall { result, fuel, memory_bytes, logs }
     }
