@@ -1,12 +1,5 @@
-//! Any text as a cases file: an error naming the case and field, or cases
-//! whose budget is in the manifest's ranges — never a panic.
+//! libFuzzer driver of `rulehost::fuzzing::cases` (the properties are there,
+//! shared with the test suite's replay of the corpora).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use rulehost::cases::CaseFile;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(file) = CaseFile::parse("cases.toml", text) else { return };
-    assert!(file.budget.check().is_ok());
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rulehost::fuzzing::cases(data));

@@ -14,6 +14,7 @@ pub mod cases;
 pub mod decision;
 pub mod facts;
 pub mod files;
+pub mod fuzzing;
 pub mod generate;
 pub mod input;
 pub mod ledger;

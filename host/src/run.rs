@@ -170,7 +170,19 @@ fn malformed(line_no: u64, message: String) -> Parsed {
 /// The error record of a line over `LINE_BYTES_MAX` (only its first bytes
 /// were kept; the rest was skipped).
 pub(crate) fn too_long(line_no: u64, bytes: u64) -> Parsed {
-    malformed(line_no, format!("line of {bytes} bytes exceeds the limit of {LINE_BYTES_MAX}; skipped"))
+    Err(too_long_error(line_no, bytes))
+}
+
+/// The error of a transaction over `LINE_BYTES_MAX` bytes (a line, or an
+/// HTTP body or batch item).
+pub(crate) fn too_long_error(line_no: u64, bytes: u64) -> InputError {
+    InputError {
+        line: line_no,
+        id: None,
+        code: crate::input::ErrorCode::MalformedJson,
+        field: None,
+        message: format!("line of {bytes} bytes exceeds the limit of {LINE_BYTES_MAX}; skipped"),
+    }
 }
 
 /// Parses one line's bytes (at most `LINE_BYTES_MAX` of them).

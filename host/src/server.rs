@@ -11,12 +11,12 @@
 //! `{"error":{"code":"…","field":…,"message":"…"}}` — for a bad transaction,
 //! the error record of the command line, which has the same `error` object.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -41,6 +41,13 @@ pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const IN_FLIGHT_MAX_DEFAULT: usize = 1_024;
 /// `Retry-After` of an overloaded answer, in seconds.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
+/// Default longest a client may take to send a request's headers, in
+/// milliseconds; then the connection is closed.
+pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Longest request target (path and query), in bytes; longer ones are
+/// answered `414 URI_TOO_LONG`. (Targets beyond hyper's own read buffer,
+/// about 400 KB, are refused by hyper itself, with an empty 414/431.)
+pub const URI_BYTES_MAX: usize = 8 << 10;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -58,6 +65,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Most requests in flight.
     pub in_flight_max: usize,
+    /// Longest a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -68,6 +77,7 @@ impl Default for ServeConfig {
             batch_transactions_max: BATCH_TRANSACTIONS_MAX_DEFAULT,
             request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
             in_flight_max: IN_FLIGHT_MAX_DEFAULT,
+            header_read_timeout: Duration::from_millis(HEADER_READ_TIMEOUT_MS_DEFAULT),
         }
     }
 }
@@ -163,35 +173,112 @@ pub fn router(host: Host, config: ServeConfig) -> Router {
         .route("/openapi.json", get(|| async { json_response(StatusCode::OK, OPENAPI.to_owned()) }))
         .merge(api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
+        .method_not_allowed_fallback(|request: Request| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                format!("{} is not allowed on {} (see /openapi.json)", request.method(), request.uri().path()),
+            )
+        })
+        .layer(middleware::from_fn(uri_length))
         .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, finishes the
 /// requests in flight, and waits until everything acknowledged is durable.
+/// A connection that does not send a request's headers within
+/// `config.header_read_timeout` is closed.
 pub async fn serve(
     host: Host,
     config: ServeConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let header_read_timeout = config.header_read_timeout;
     let app = router(host.clone(), config);
-    let stopping = host.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.begin_shutdown();
-            tracing::info!("shutting down: no new connections; finishing requests in flight");
-        })
-        .await?;
+    let (closing, _) = tokio::sync::watch::channel(false);
+    let (done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, then go on accepting.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut closing = closing.subscribe();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(done);
+        });
+    }
+    host.begin_shutdown();
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    drop(listener);
+    let _ = closing.send(true);
+    drop(done);
+    let _ = all_done.recv().await;
     host.flush().await.map_err(std::io::Error::other)?;
     tracing::info!("stopped; every acknowledged decision is durable");
     Ok(())
+}
+
+/// Refuses request targets over `URI_BYTES_MAX` with the JSON error shape.
+async fn uri_length(request: Request, next: Next) -> Response {
+    let length = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if length > URI_BYTES_MAX {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "URI_TOO_LONG",
+            format!("the request target has {length} bytes, at most {URI_BYTES_MAX} are read"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Reads and drops what a client still sends of a refused request's body
+/// (bounded in bytes and time), so that it reads the answer instead of
+/// finding the connection closed under its upload.
+async fn drain(body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen = seen.saturating_add(frame.data_ref().map_or(0, |d| d.len()));
+            if seen > limit {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// In-flight limit and request timeout for the API routes.
 async fn limits(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         state.host.metrics().refused("overloaded");
+        drain(request.into_body(), state.config.body_bytes_max).await;
         let mut r = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "OVERLOADED",
@@ -241,15 +328,51 @@ async fn require_token(State(state): State<AppState>, headers: HeaderMap, reques
     next.run(request).await
 }
 
+/// Reads a request body of at most `body_bytes_max` bytes. A body that has
+/// not arrived within half the request time is answered 408, one the client
+/// broke off 400 — never the 503 of a decision that may have been made.
 async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, state.config.body_bytes_max).await.map_err(|_| {
-        state.host.metrics().refused("too-large");
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BODY_TOO_LARGE",
-            format!("the request body is larger than {} bytes", state.config.body_bytes_max),
-        )
-    })
+    use http_body_util::BodyExt;
+    let limit = state.config.body_bytes_max;
+    let read = async {
+        let mut body = body;
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "BODY_INCOMPLETE", format!("the request body broke off: {e}"))
+            })?;
+            if let Some(data) = frame.data_ref() {
+                if out.len().saturating_add(data.len()) > limit {
+                    state.host.metrics().refused("too-large");
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "BODY_TOO_LARGE",
+                        format!("the request body is larger than {limit} bytes"),
+                    ));
+                }
+                out.extend_from_slice(data);
+            }
+        }
+        Ok(axum::body::Bytes::from(out))
+    };
+    let patience = state.config.request_timeout / 2;
+    match tokio::time::timeout(patience, read).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "BODY_TIMEOUT",
+            format!(
+                "the request body did not arrive within {} ms (shorter than its Content-Length?); nothing was decided",
+                patience.as_millis()
+            ),
+        )),
+    }
+}
+
+/// A path parameter, or the JSON error of one that does not decode.
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", format!("the path does not decode: {e}")))
 }
 
 async fn transaction(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
@@ -279,7 +402,7 @@ async fn batch(State(state): State<AppState>, body: Body) -> Result<Response, Ap
     }
     let lines = items.iter().map(|r| r.get().to_owned()).collect();
     let records = state.host.evaluate_batch(lines).await?;
-    let mut out = Vec::with_capacity(records.len() * 1024 + 2);
+    let mut out = Vec::with_capacity(records.len().saturating_mul(1024).min(state.config.body_bytes_max) + 2);
     out.push(b'[');
     for (i, r) in records.iter().enumerate() {
         if i > 0 {
@@ -292,15 +415,40 @@ async fn batch(State(state): State<AppState>, body: Body) -> Result<Response, Ap
     Ok(json_response(StatusCode::OK, String::from_utf8(out).expect("JSON is UTF-8")))
 }
 
-async fn stored_decision(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    match state.host.decision(&id) {
+/// Reads something of the ledger by the path's id off the runtime's
+/// workers (the ledger lock may be held by a commit waiting on the disk).
+async fn lookup<T: Send + 'static>(
+    state: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    read: impl FnOnce(&Host, &str) -> T + Send + 'static,
+) -> Result<(String, T), ApiError> {
+    let id = path_id(path)?;
+    let host = state.host.clone();
+    tokio::task::spawn_blocking(move || {
+        let found = read(&host, &id);
+        (id, found)
+    })
+    .await
+    .map_err(|e| ApiError::from(HostError::Internal(e.to_string())))
+}
+
+async fn stored_decision(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (id, found) = lookup(&state, path, |host, id| host.decision(id)).await?;
+    match found {
         Some(d) => Ok(json_response(StatusCode::OK, d.to_json())),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no decision for transaction {id:?}"))),
     }
 }
 
-async fn account(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    match state.host.account(&id) {
+async fn account(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (id, found) = lookup(&state, path, |host, id| host.account(id)).await?;
+    match found {
         Some(a) => Ok(axum::Json(a).into_response()),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no account {id:?}"))),
     }
@@ -311,12 +459,18 @@ async fn resolve(state: AppState, id: String, approve: bool) -> Result<Response,
     Ok(axum::Json(resolution.answer(&hold)).into_response())
 }
 
-async fn approve(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    resolve(state, id, true).await
+async fn approve(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    resolve(state, path_id(path)?, true).await
 }
 
-async fn decline(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    resolve(state, id, false).await
+async fn decline(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    resolve(state, path_id(path)?, false).await
 }
 
 fn ruleset_json(host: &Host) -> Value {

@@ -244,7 +244,11 @@ impl HostBuilder {
 impl Inner {
     /// Parses one transaction, counting bad input in the metrics.
     fn parse(&self, line: u64, text: &str) -> Result<ParsedTransaction, InputError> {
-        let parsed = parse_transaction(line, text);
+        let parsed = if text.len() > crate::run::LINE_BYTES_MAX {
+            Err(crate::run::too_long_error(line, text.len() as u64))
+        } else {
+            parse_transaction(line, text)
+        };
         if parsed.is_err() {
             self.metrics.bad_input();
         }

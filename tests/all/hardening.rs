@@ -305,3 +305,16 @@ fn pathdiff(path: &std::path::Path, base: &std::path::Path) -> std::path::PathBu
     }
     out
 }
+
+#[test]
+fn a_component_with_too_many_core_instances_is_refused_at_load_naming_the_limit() {
+    let mut text = String::from("(component (core module $m)");
+    for _ in 0..=rulehost::sandbox::CORE_INSTANCES_PER_COMPONENT_MAX {
+        text.push_str(" (core instance (instantiate $m))");
+    }
+    text.push(')');
+    let bytes = wat::parse_str(&text).unwrap();
+    let e = sandbox().load(&bytes).err().expect("refused");
+    let message = e.to_string();
+    assert!(message.contains("core instances") && message.contains("CORE_INSTANCES_PER_COMPONENT_MAX"), "{message}");
+}

@@ -9,6 +9,7 @@ mod containment;
 mod contracts;
 mod deadline;
 mod determinism;
+mod fuzz_replay;
 mod guide;
 mod hardening;
 mod input_errors;

@@ -457,3 +457,64 @@ async fn json_logs_carry_transaction_and_rule_spans() {
     assert_eq!(closed("rule"), 9, "one span per rule call: {text}");
     assert!(events.iter().any(|e| e["span"]["id"] == "j1"), "the transaction span names its id: {text}");
 }
+
+/// Writes `request` on a raw connection and reads until the server closes
+/// it or `wait` passes; returns what it answered.
+async fn raw(base: &str, request: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_answer_is_json_and_slow_or_short_requests_end() {
+    let set = TempRuleSet::example();
+    let server = start(set.dir.path(), &["--request-timeout-ms", "1000", "--header-read-timeout-ms", "300"]);
+    let (base, http) = (&server.base, client());
+    let json_error = |(s, e): (StatusCode, Value), status: StatusCode, code: &str| {
+        assert_eq!(s, status, "{e}");
+        assert_eq!(e["error"]["code"], code, "{e}");
+        assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+    };
+    json_error(
+        send(http.get(format!("{base}/v1/transactions"))).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+    );
+    json_error(send(http.get(format!("{base}/v1/accounts/%FF"))).await, StatusCode::BAD_REQUEST, "INVALID_PATH");
+    let long = "a".repeat(20_000);
+    json_error(send(http.get(format!("{base}/v1/accounts/{long}"))).await, StatusCode::URI_TOO_LONG, "URI_TOO_LONG");
+
+    // A body shorter than its Content-Length never arrived: 408, not "may
+    // still be decided".
+    let started = std::time::Instant::now();
+    let answer = raw(
+        base,
+        b"POST /v1/transactions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"id\":",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("BODY_TIMEOUT"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // Headers that never finish: the connection is closed after the
+    // header-read timeout, not held open.
+    let started = std::time::Instant::now();
+    let answer = raw(base, b"GET /healthz HTTP/1.1\r\nhost: x\r\n", Duration::from_secs(10)).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "held open for {:?}: {answer}", started.elapsed());
+
+    // A duplicate key in a body is an INVALID_FIELD naming the key.
+    let body = r#"{"id":"dup","timestamp":"2026-01-05T10:00:00Z","kind":"payment","source":"a1","destination":"a2","amount":"1.00","amount":"2.00","currency":"USD"}"#;
+    let (s, e) = send(http.post(format!("{base}/v1/transactions")).body(body)).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str(), e["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_FIELD"), Some("amount"))
+    );
+    // The server still serves.
+    assert_eq!(send(http.get(format!("{base}/healthz"))).await.0, StatusCode::OK);
+}

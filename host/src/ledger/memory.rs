@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 
 use super::{
     Balances, Commit, Effect, EntryKind, History, Hold, HoldState, JournalEntry, LATENESS_SECONDS_DEFAULT, Ledger,
-    LedgerError, Posting, Refusal, Resolution, StoredDecision, equity_account,
+    LedgerError, Posting, Refusal, Resolution, StoredDecision, equity_account, exact_add, exact_sub,
 };
 use crate::facts::{HistoryQuery, HistoryStats};
 use crate::model::{Account, Nanos};
@@ -57,7 +57,7 @@ impl MemoryLedger {
         let mut per_currency: BTreeMap<&str, Decimal> = BTreeMap::new();
         for p in &postings {
             let sum = per_currency.entry(&p.currency).or_default();
-            *sum = sum.checked_add(p.amount).ok_or_else(|| LedgerError::BalanceOverflow(p.account.clone()))?;
+            *sum = exact_add(*sum, p.amount).ok_or_else(|| LedgerError::BalanceOverflow(p.account.clone()))?;
         }
         // Invariant: entries are built here as (-a, +a) per currency.
         assert!(per_currency.values().all(Decimal::is_zero), "unbalanced journal entry for {reference}: {postings:?}");
@@ -86,9 +86,9 @@ impl MemoryLedger {
                 None => self.posted_of(&p.account),
             };
             let overflow = || LedgerError::BalanceOverflow(p.account.clone());
-            let posted = current.checked_add(p.amount).ok_or_else(overflow)?;
+            let posted = exact_add(current, p.amount).ok_or_else(overflow)?;
             if let Some(a) = self.accounts.get(&p.account) {
-                posted.checked_sub(a.pending).ok_or_else(overflow)?;
+                exact_sub(posted, a.pending).ok_or_else(overflow)?;
             }
             out.push(posted);
         }
@@ -112,8 +112,8 @@ impl MemoryLedger {
     /// Whether a transfer's posting keeps every balance in range, without
     /// building the entry (the hot path of `admit`).
     fn transfer_fits(&self, source: &AccountState, destination: &str, amount: Decimal) -> bool {
-        let fits = |posted: Decimal, pending: Decimal| posted.checked_sub(pending).is_some();
-        let Some(src_posted) = source.posted.checked_sub(amount) else { return false };
+        let fits = |posted: Decimal, pending: Decimal| exact_sub(posted, pending).is_some();
+        let Some(src_posted) = exact_sub(source.posted, amount) else { return false };
         if !fits(src_posted, source.pending) {
             return false;
         }
@@ -122,7 +122,7 @@ impl MemoryLedger {
             Some(d) => (d.posted, d.pending),
             None => return false,
         };
-        dst.0.checked_add(amount).is_some_and(|posted| fits(posted, dst.1))
+        exact_add(dst.0, amount).is_some_and(|posted| fits(posted, dst.1))
     }
 
     fn state(&self, id: &str) -> Result<&AccountState, LedgerError> {
@@ -173,7 +173,7 @@ impl MemoryLedger {
 /// `available + overdraft_limit ≥ amount`, without overflowing: a sum
 /// beyond the largest decimal covers any amount.
 fn covers(a: &AccountState, amount: Decimal) -> bool {
-    match a.posted.checked_sub(a.pending).and_then(|available| available.checked_add(a.account.overdraft_limit)) {
+    match exact_sub(a.posted, a.pending).and_then(|available| exact_add(available, a.account.overdraft_limit)) {
         Some(reach) => reach >= amount,
         None => a.posted > a.pending,
     }
@@ -204,8 +204,7 @@ impl Ledger for MemoryLedger {
                 Some(b) => *b,
                 None => self.system_balance(&id),
             };
-            let after = balance
-                .checked_sub(a.opening_balance)
+            let after = exact_sub(balance, a.opening_balance)
                 .ok_or_else(|| LedgerError::BalanceOverflow(format!("{id} (opening balance of {})", a.id)))?;
             equity.insert(id, after);
         }
@@ -258,7 +257,7 @@ impl Ledger for MemoryLedger {
         }
         let fits = match effect {
             Effect::Post => self.transfer_fits(src, destination, amount),
-            Effect::Hold => src.pending.checked_add(amount).is_some_and(|p| src.posted.checked_sub(p).is_some()),
+            Effect::Hold => exact_add(src.pending, amount).is_some_and(|p| exact_sub(src.posted, p).is_some()),
             Effect::Nothing => true,
         };
         if fits { Ok(()) } else { Err(Refusal::BalanceOverflow) }
@@ -301,9 +300,7 @@ impl Ledger for MemoryLedger {
             Effect::Hold => {
                 let source =
                     self.accounts.get_mut(&tx.source).ok_or_else(|| LedgerError::UnknownAccount(tx.source.clone()))?;
-                source.pending = source
-                    .pending
-                    .checked_add(tx.amount)
+                source.pending = exact_add(source.pending, tx.amount)
                     .ok_or_else(|| LedgerError::BalanceOverflow(tx.source.clone()))?;
                 self.holds.insert(
                     tx.id.clone(),
@@ -346,7 +343,7 @@ impl Ledger for MemoryLedger {
             let without_hold = AccountState {
                 account: source.account.clone(),
                 posted: source.posted,
-                pending: source.pending.checked_sub(hold.amount).unwrap_or(Decimal::ZERO),
+                pending: exact_sub(source.pending, hold.amount).unwrap_or(Decimal::ZERO),
             };
             if !covers(&without_hold, hold.amount) {
                 return Err(LedgerError::InsufficientFunds(hold.source.clone()));
@@ -357,7 +354,7 @@ impl Ledger for MemoryLedger {
         let source =
             self.accounts.get_mut(&hold.source).ok_or_else(|| LedgerError::UnknownAccount(hold.source.clone()))?;
         let reserved = source.pending;
-        source.pending = reserved.checked_sub(hold.amount).ok_or_else(overflow)?;
+        source.pending = exact_sub(reserved, hold.amount).ok_or_else(overflow)?;
         if approve {
             let postings = Self::transfer_postings(&hold.source, &hold.destination, &hold.currency, hold.amount);
             if let Err(e) = self.post(id, EntryKind::HoldPosted, postings) {

@@ -476,6 +476,24 @@ pub fn equity_account(currency: &str) -> String {
     format!("{SYSTEM_ACCOUNT_PREFIX}{currency}")
 }
 
+/// `a + b` when it is exact (a sum's scale is its operands' largest unless
+/// it was rounded): `rust_decimal` rounds a sum that needs more
+/// than 96 bits at the operands' scale (cents would vanish near the range's
+/// end), and refuses one beyond the range; both are `None` here.
+pub fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
+    // With a zero operand `rust_decimal` returns the other one as it is
+    // (its scale unaligned); that is exact.
+    if a.is_zero() || b.is_zero() {
+        return a.checked_add(b);
+    }
+    a.checked_add(b).filter(|c| c.scale() >= a.scale().max(b.scale()))
+}
+
+/// `a - b` when it is exact (see [`exact_add`]).
+pub fn exact_sub(a: Decimal, b: Decimal) -> Option<Decimal> {
+    exact_add(a, -b)
+}
+
 /// Why the ledger step refuses to move money for an approved or reviewed
 /// transaction (RULES.md step 5 and "Settled details").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -497,5 +515,23 @@ impl Refusal {
             Refusal::BalanceOverflow => "BALANCE_OVERFLOW",
             Refusal::AmountNotPositive => "AMOUNT_INVALID",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_arithmetic_refuses_rounding_and_overflow() {
+        let d = |s: &str| Decimal::from_str_exact(s).unwrap();
+        assert_eq!(exact_add(d("1.10"), d("0.90")), Some(d("2.00")));
+        assert_eq!(exact_sub(d("-5"), d("0.0")), Some(d("-5")));
+        assert_eq!(exact_add(d("0"), d("0.25")), Some(d("0.25")));
+        // 29 significant digits do not fit: rust_decimal would round the cents away.
+        assert_eq!(exact_add(d("9999999999999999999999999999"), d("0.08")), None);
+        assert!(d("9999999999999999999999999999").checked_add(d("0.08")).is_some(), "rust_decimal rounds");
+        assert_eq!(exact_add(d("79228162514264337593543950335"), d("1")), None);
+        assert_eq!(exact_sub(d("-79228162514264337593543950335"), d("1")), None);
     }
 }

@@ -273,15 +273,19 @@ macro_rules! raw_verdict {
 
 impl ComponentRule {
     /// Instantiates afresh and calls `describe`.
-    pub(super) fn describe(&self, store: &mut Store<CallState>) -> wasmtime::Result<RuleDeclaration> {
+    /// Instantiates and calls `describe`; the error says which of the two failed
+    /// (`true`: instantiation, e.g. a start function that loops).
+    pub(super) fn describe(&self, store: &mut Store<CallState>) -> Result<RuleDeclaration, (bool, wasmtime::Error)> {
+        let inst = |e| (true, e);
+        let call = |e| (false, e);
         Ok(match self {
             ComponentRule::V1(pre) => {
-                let w = pre.instantiate(&mut *store)?;
-                declaration!(v1, w.rulehost_rules_rule().call_describe(&mut *store)?)
+                let w = pre.instantiate(&mut *store).map_err(inst)?;
+                declaration!(v1, w.rulehost_rules_rule().call_describe(&mut *store).map_err(call)?)
             }
             ComponentRule::V2(pre) => {
-                let w = pre.instantiate(&mut *store)?;
-                declaration!(v2, w.rulehost_rules_rule().call_describe(&mut *store)?)
+                let w = pre.instantiate(&mut *store).map_err(inst)?;
+                declaration!(v2, w.rulehost_rules_rule().call_describe(&mut *store).map_err(call)?)
             }
         })
     }

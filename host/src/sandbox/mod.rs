@@ -23,6 +23,7 @@ use crate::manifest::{Budget, RuleKind};
 use crate::model::Transaction;
 
 mod capabilities;
+mod census;
 mod component;
 mod outcome;
 mod reset;
@@ -31,6 +32,7 @@ mod types;
 pub use types::{CallContext, CallOutcome, Failure, FailureKind, LoadError, LogLine, RuleDeclaration, Verdict};
 
 use capabilities::{CallData, MemoryCap};
+pub use census::{CORE_INSTANCES_PER_COMPONENT_MAX, MEMORIES_PER_COMPONENT_MAX, TABLES_PER_COMPONENT_MAX};
 use component::{CallState, ComponentRule, PreparedTx};
 pub use outcome::{CODE_BYTES_MAX, check_verdict, is_valid_code};
 use outcome::{check_output, classify};
@@ -196,13 +198,16 @@ impl Sandbox {
         if config.pooling {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(POOLED_INSTANCES_MAX)
-                .total_core_instances(POOLED_INSTANCES_MAX * 4)
-                .total_memories(POOLED_INSTANCES_MAX * 3)
-                .total_tables(POOLED_INSTANCES_MAX * 4)
+                // Every admitted component fits whole: its core instances,
+                // memories and tables are bounded at load (census.rs), and
+                // the totals give each component instance its maximum.
+                .total_core_instances(POOLED_INSTANCES_MAX * census::CORE_INSTANCES_PER_COMPONENT_MAX)
+                .total_memories(POOLED_INSTANCES_MAX * census::MEMORIES_PER_COMPONENT_MAX)
+                .total_tables(POOLED_INSTANCES_MAX * census::TABLES_PER_COMPONENT_MAX)
                 .max_memory_size(POOLED_MEMORY_BYTES_MAX)
-                .max_memories_per_component(4)
+                .max_memories_per_component(census::MEMORIES_PER_COMPONENT_MAX)
                 .max_memories_per_module(3)
-                .max_tables_per_component(8)
+                .max_tables_per_component(census::TABLES_PER_COMPONENT_MAX)
                 // Reset slots with memset of the pages actually dirtied
                 // (PAGEMAP_SCAN, Linux ≥ 6.7) instead of madvise: a rule call
                 // then takes no page faults on a reused slot.
@@ -297,6 +302,7 @@ impl Sandbox {
     /// when the module was built against another WIT version or lacks an
     /// export.
     fn build(&self, bytes: &[u8]) -> Result<RuleModule, LoadError> {
+        census::check(bytes)?;
         let fresh_reason = if self.reuse {
             match reset::ResettableModule::prepare_with_stub(&self.engine, &self.reset_linker, bytes) {
                 Ok((resettable, stub)) => {
@@ -381,9 +387,10 @@ impl Sandbox {
             return Err(LoadError::Incompatible("internal: a rule with neither path".into()));
         };
         let mut store = self.store(budget);
-        component
-            .describe(&mut store)
-            .map_err(|e| LoadError::Describe(classify(&e, &store.data().data.memory, store.data().stderr_text())))
+        component.describe(&mut store).map_err(|(instantiating, e)| {
+            let failure = classify(&e, &store.data().data.memory, store.data().stderr_text());
+            if instantiating { LoadError::Instantiate(failure) } else { LoadError::Describe(failure) }
+        })
     }
 
     /// Runs one `evaluate` call of `rule` on `tx` under `ctx.budget`. Never

@@ -132,6 +132,10 @@ pub enum LoadError {
     /// The component's imports or exports do not match a `rulehost:rules` contract.
     #[error("incompatible with the rulehost WIT contract: {0}")]
     Incompatible(String),
+    /// Instantiating it failed (its start function trapped, ran out of
+    /// fuel or time, or asked for more memory than its cap).
+    #[error("instantiating it failed ({}): {}", .0.kind.as_str(), .0.message)]
+    Instantiate(Failure),
     /// Calling `describe` failed.
     #[error("its `describe` export failed ({}): {}", .0.kind.as_str(), .0.message)]
     Describe(Failure),

@@ -44,6 +44,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = rulehost::server::IN_FLIGHT_MAX_DEFAULT,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     in_flight_max: usize,
+    /// Longest a client may take to send a request's headers, in
+    /// milliseconds (100..=600 000); then the connection is closed.
+    #[arg(long, default_value_t = rulehost::server::HEADER_READ_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    header_read_timeout_ms: u64,
     /// Threads evaluating rules, 1..=256 (default: one per CPU).
     #[arg(long, value_parser = crate::threads_range())]
     threads: Option<usize>,
@@ -66,6 +71,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
         batch_max,
         request_timeout_ms,
         in_flight_max,
+        header_read_timeout_ms,
         threads,
         no_watch,
         cache,
@@ -88,6 +94,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
         batch_transactions_max: batch_max,
         request_timeout: std::time::Duration::from_millis(request_timeout_ms),
         in_flight_max,
+        header_read_timeout: std::time::Duration::from_millis(header_read_timeout_ms),
     };
     let runtime = start(
         tokio::runtime::Builder::new_multi_thread()

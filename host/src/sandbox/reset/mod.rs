@@ -108,7 +108,7 @@ impl ResettableModule {
         engine: &Engine,
         budget: &Budget,
     ) -> Result<super::RuleDeclaration, super::LoadError> {
-        let mut instance = RuleInstance::new(self, engine, budget).map_err(super::LoadError::Describe)?;
+        let mut instance = RuleInstance::new(self, engine, budget).map_err(super::LoadError::Instantiate)?;
         set_budget(&mut instance.store, budget).map_err(super::LoadError::Describe)?;
         let failed = |store: &Store<ResetState>, e: wasmtime::Error| {
             super::LoadError::Describe(classify(&e, &store.data().data.memory, None))
