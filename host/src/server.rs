@@ -344,6 +344,7 @@ async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Ap
             if let Some(data) = frame.data_ref() {
                 if out.len().saturating_add(data.len()) > limit {
                     state.host.metrics().refused("too-large");
+                    drain(body, limit.saturating_mul(4)).await;
                     return Err(ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "BODY_TOO_LARGE",

@@ -172,6 +172,9 @@ fn reconcile_names_every_tampered_figure() {
     conn.execute("UPDATE accounts SET posted = '123456.78' WHERE id = 'a1'", []).unwrap();
     conn.execute("UPDATE holds SET state = 'voided' WHERE id = 't16-hold'", []).unwrap();
     conn.execute("DELETE FROM journal WHERE seq = (SELECT max(seq) FROM journal WHERE kind = 'transfer')", []).unwrap();
+    // A record `run` would refuse at open (not JSON any more).
+    conn.execute("UPDATE decisions SET record = substr(record, 2) WHERE seq = (SELECT min(seq) FROM decisions)", [])
+        .unwrap();
     drop(conn);
     let report = StoreReader::open(&path).unwrap().reconcile().unwrap();
     let all = report.discrepancies.join("\n");
@@ -179,6 +182,8 @@ fn reconcile_names_every_tampered_figure() {
     assert!(all.contains("pending holds sum to"), "a voided hold no longer explains pending: {all}");
     assert!(all.contains("has 0 transfer(s)"), "a decision lost its posting: {all}");
     assert!(all.contains("account a2: posted"), "the lost posting's accounts no longer match: {all}");
+    assert!(all.contains("its record is unreadable"), "reconcile reads every record run reads: {all}");
+    assert!(SqliteLedger::open(&path, &StoreOptions::default()).is_err(), "and run refuses it");
 }
 
 // ---------------------------------------------------------------- property test

@@ -7,9 +7,10 @@ use wasmparser::{Parser, Payload};
 
 use super::LoadError;
 
-/// Core instances one component may create (a rule built by the SDK has 3:
-/// its module, the canonical-ABI shim and its fixup).
-pub const CORE_INSTANCES_PER_COMPONENT_MAX: u32 = 16;
+/// Core instances one component may create (a `no_std` rule built by the
+/// SDK has 3: its module, the canonical-ABI shim and its fixup; a `std` one
+/// with the WASI adapter about 22).
+pub const CORE_INSTANCES_PER_COMPONENT_MAX: u32 = 32;
 /// Linear memories one component may define (the pool's per-component cap).
 pub const MEMORIES_PER_COMPONENT_MAX: u32 = 4;
 /// Tables one component may define (the pool's per-component cap).

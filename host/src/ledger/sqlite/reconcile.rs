@@ -150,13 +150,31 @@ pub fn reconcile(conn: &Connection) -> Result<Report, String> {
     }
 
     // Decisions against their effects.
-    let mut stmt = conn.prepare("SELECT id, outcome, ledger FROM decisions ORDER BY seq").map_err(|e| e.to_string())?;
+    // Every record is read as `run` reads it at open: one it would refuse
+    // is a discrepancy here, never a pass.
+    let mut stmt =
+        conn.prepare("SELECT id, outcome, ledger, record FROM decisions ORDER BY seq").map_err(|e| e.to_string())?;
     let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
     let mut decided: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Some(r) = rows.next().map_err(|e| e.to_string())? {
         let id: String = r.get(0).map_err(|e| e.to_string())?;
         let outcome: String = r.get(1).map_err(|e| e.to_string())?;
         let ledger: String = r.get(2).map_err(|e| e.to_string())?;
+        match r
+            .get::<_, String>(3)
+            .map_err(|e| e.to_string())
+            .and_then(|record| crate::decision::Decision::from_json(&record))
+        {
+            Ok(d) if d.id == id && d.outcome.as_str() == outcome && d.ledger.as_str() == ledger => {}
+            Ok(d) => discrepancies.push(format!(
+                "decision {id:?}: its record says {:?} {} (ledger {}), its columns {outcome} (ledger {ledger})",
+                d.id,
+                d.outcome.as_str(),
+                d.ledger.as_str()
+            )),
+            Err(e) => discrepancies
+                .push(format!("decision {id:?}: its record is unreadable ({e}); `run` refuses this ledger")),
+        }
         let posts = transfers.get(id.as_str()).copied().unwrap_or(0);
         let held = hold_ids.contains(id.as_str());
         let ok = match ledger.as_str() {
