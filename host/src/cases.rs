@@ -22,6 +22,17 @@
 //! # or: expect = { accept = true } | { reject = "CODE" } | { failure = "fuel" }
 //! ```
 
+// Input reaches this module: no unwrap, expect, panic, unchecked indexing or
+// arithmetic (CI's clippy denies them here; `#[allow]` marks each checked
+// exception with its reason).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -250,7 +261,7 @@ impl CaseFile {
         for (i, c) in raw.cases.into_iter().enumerate() {
             let invalid = |field: &str, message: String| CaseError::Invalid {
                 file: file.into(),
-                index: i + 1,
+                index: i.saturating_add(1),
                 name: c.name.clone(),
                 field: field.into(),
                 message,
@@ -395,7 +406,7 @@ pub fn run_cases(
         table.extend(case.params.clone());
         let params = Params::build(&table, &own, &declared.params).map_err(|message| CaseError::Invalid {
             file: String::new(),
-            index: i + 1,
+            index: i.saturating_add(1),
             name: case.name.clone(),
             field: "params".into(),
             message,

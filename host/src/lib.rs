@@ -12,6 +12,7 @@
 
 pub mod cases;
 pub mod decision;
+pub mod diff;
 pub mod facts;
 pub mod files;
 pub mod fuzzing;

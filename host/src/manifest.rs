@@ -2,6 +2,17 @@
 //! under what budget and policy, with which parameters. Parsed strictly:
 //! unknown keys are errors, and every limit is validated here, once.
 
+// Input reaches this module: no unwrap, expect, panic, unchecked indexing or
+// arithmetic (CI's clippy denies them here; `#[allow]` marks each checked
+// exception with its reason).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -241,7 +252,7 @@ impl Manifest {
         let mut names = BTreeMap::new();
         let mut rules = Vec::with_capacity(raw.rules.len());
         for (i, r) in raw.rules.into_iter().enumerate() {
-            let place = |key: &str| format!("rule `{}` (#{}) key `{key}`", r.name, i + 1);
+            let place = |key: &str| format!("rule `{}` (#{}) key `{key}`", r.name, i.saturating_add(1));
             if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 return Err(invalid(place("name"), "must be non-empty letters, digits, `-` or `_`".into()));
             }

@@ -18,10 +18,11 @@ import threading
 import time
 
 addr, rules, hostile, ids_file, pid, seconds, token = sys.argv[1:8]
-host, port = addr.split(":")
+host, port = addr.removeprefix("http://").rsplit(":", 1)
 seconds = float(seconds)
 ids = [l.strip() for l in open(ids_file) if l.strip()]
 victim = os.path.join(rules, "modules", "merchant-category.wasm")
+manifest = os.path.join(rules, "manifest.toml")
 original = victim + ".orig"
 shutil.copyfile(victim, original)
 
@@ -90,6 +91,10 @@ def reloader():
             shutil.copyfile(original if swapped else hostile, victim + ".part")
             os.replace(victim + ".part", victim)
             swapped, last_swap = not swapped, time.time()
+        elif not swapped and int(time.time()) % 3 == 0:
+            # A real change every few seconds: a new version goes live.
+            with open(manifest, "a") as f:
+                f.write(f"# soak {time.time()}\n")
         status, body = request(conn, "POST", "/v1/ruleset/reload", b"", auth)
         doc = json.loads(body)
         key = doc.get("result") or doc.get("error", {}).get("code", str(status))

@@ -9,6 +9,7 @@ mod containment;
 mod contracts;
 mod deadline;
 mod determinism;
+mod diff;
 mod fuzz_replay;
 mod guide;
 mod hardening;

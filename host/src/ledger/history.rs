@@ -2,6 +2,17 @@
 //! by timestamp, pruned behind the source's newest timestamp by the longest
 //! window any loaded rule declares plus a lateness allowance.
 
+// Input reaches this module: no unwrap, expect, panic, unchecked indexing or
+// arithmetic (CI's clippy denies them here; `#[allow]` marks each checked
+// exception with its reason).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::VecDeque;
 
 use foldhash::HashMap;
@@ -33,14 +44,15 @@ impl History {
     pub fn new(window_seconds_max: u64, lateness_seconds: u64) -> Self {
         History {
             sources: HashMap::default(),
-            retention_nanos: i128::from(window_seconds_max.saturating_add(lateness_seconds)) * NANOS_PER_SECOND,
+            retention_nanos: i128::from(window_seconds_max.saturating_add(lateness_seconds))
+                .saturating_mul(NANOS_PER_SECOND),
         }
     }
 
     /// Widens retention (a newly loaded rule may ask for a longer window);
     /// entries already pruned stay pruned.
     pub fn retain_at_least(&mut self, window_seconds_max: u64, lateness_seconds: u64) {
-        let wanted = i128::from(window_seconds_max.saturating_add(lateness_seconds)) * NANOS_PER_SECOND;
+        let wanted = i128::from(window_seconds_max.saturating_add(lateness_seconds)).saturating_mul(NANOS_PER_SECOND);
         self.retention_nanos = self.retention_nanos.max(wanted);
     }
 
@@ -56,7 +68,7 @@ impl History {
         // Insert after every entry with timestamp ≤ this one (usually at the end).
         let at = h.entries.partition_point(|(t, _)| *t <= timestamp);
         h.entries.insert(at, (timestamp, amount));
-        let horizon = h.newest - self.retention_nanos;
+        let horizon = h.newest.saturating_sub(self.retention_nanos);
         while h.entries.front().is_some_and(|(t, _)| *t < horizon) {
             h.entries.pop_front();
         }

@@ -1,5 +1,16 @@
 //! The in-memory ledger: the reference implementation of [`Ledger`].
 
+// Input reaches this module: no unwrap, expect, panic, unchecked indexing or
+// arithmetic (CI's clippy denies them here; `#[allow]` marks each checked
+// exception with its reason).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
@@ -70,7 +81,7 @@ impl MemoryLedger {
                 }
             }
         }
-        let seq = self.journal.len() as u64 + 1;
+        let seq = (self.journal.len() as u64).saturating_add(1);
         self.journal.push(JournalEntry { seq, reference: reference.to_owned(), kind, postings });
         Ok(())
     }
@@ -81,8 +92,9 @@ impl MemoryLedger {
     fn posted_after(&self, postings: &[Posting]) -> Result<Vec<Decimal>, LedgerError> {
         let mut out: Vec<Decimal> = Vec::with_capacity(postings.len());
         for (i, p) in postings.iter().enumerate() {
-            let current = match postings[..i].iter().rposition(|q| q.account == p.account) {
-                Some(j) => out[j],
+            let earlier = postings.get(..i).unwrap_or_default().iter().rposition(|q| q.account == p.account);
+            let current = match earlier.and_then(|j| out.get(j)) {
+                Some(posted) => *posted,
                 None => self.posted_of(&p.account),
             };
             let overflow = || LedgerError::BalanceOverflow(p.account.clone());
@@ -102,6 +114,7 @@ impl MemoryLedger {
         }
     }
 
+    #[allow(clippy::arithmetic_side_effects, reason = "negating a Decimal is exact and cannot overflow")]
     fn transfer_postings(source: &str, destination: &str, currency: &str, amount: Decimal) -> Vec<Posting> {
         vec![
             Posting { account: source.to_owned(), currency: currency.to_owned(), amount: -amount },
@@ -146,7 +159,8 @@ impl MemoryLedger {
 
     /// Restores a journal entry as stored; balances are restored separately.
     pub(super) fn restore_entry(&mut self, entry: JournalEntry) {
-        assert_eq!(entry.seq, self.journal.len() as u64 + 1, "journal restored out of order");
+        // Invariant: the store's loader checks the sequence has no gap.
+        assert_eq!(entry.seq, (self.journal.len() as u64).saturating_add(1), "journal restored out of order");
         self.journal.push(entry);
     }
 

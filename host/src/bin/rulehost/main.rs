@@ -197,6 +197,36 @@ enum Command {
         #[command(subcommand)]
         action: ledger::ReviewAction,
     },
+    /// Run the same input through rulehost (on a scratch ledger) and through
+    /// another implementation, pair the records by line and report every
+    /// disagreement by kind. Exit code 1 when anything disagrees.
+    Diff {
+        /// The rule-set folder.
+        #[arg(long)]
+        rules: PathBuf,
+        /// Accounts both sides start from (JSON Lines).
+        #[arg(long)]
+        accounts: PathBuf,
+        /// The other implementation, a shell command reading the
+        /// transactions on standard input and writing one record per line,
+        /// e.g. 'python3 ../shared/legacy/python_rules.py accounts.jsonl blocked.txt'.
+        #[arg(long)]
+        legacy: String,
+        /// The transactions (default: standard input).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// A declared representational difference (repeatable).
+        #[arg(long, value_enum)]
+        equate: Vec<rulehost::diff::Equivalence>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Threads evaluating rules, 1..=256 (default: one per CPU).
+        #[arg(long, value_parser = threads_range())]
+        threads: Option<usize>,
+        #[command(flatten)]
+        cache: CacheArg,
+    },
     /// Load and validate a rule set; print its version and rules.
     Check {
         /// The rule-set folder.
@@ -285,6 +315,87 @@ enum Failure {
 
 fn start<T>(r: Result<T>) -> Result<T, Failure> {
     r.map_err(Failure::CannotStart)
+}
+
+/// `rulehost diff`: both sides on the same input file, then the comparison.
+#[allow(clippy::too_many_arguments)]
+fn diff(
+    rules: &Path,
+    accounts: &Path,
+    legacy: &str,
+    input: Option<&Path>,
+    equate: &[rulehost::diff::Equivalence],
+    json: bool,
+    threads: Option<usize>,
+    cache: &CacheArg,
+) -> Result<u8, Failure> {
+    use rulehost::diff::{SideTime, compare, cpu_seconds};
+    // Both sides read the same bytes: standard input is kept in a file.
+    struct Spool(PathBuf);
+    impl Drop for Spool {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let mut spool = None;
+    let input = match input {
+        Some(p) => p.to_owned(),
+        None => {
+            let path = std::env::temp_dir().join(format!("rulehost-diff-{}.jsonl", std::process::id()));
+            let mut file = start(File::create(&path).with_context(|| format!("creating {}", path.display())))?;
+            let kept = Spool(path.clone());
+            start(io::copy(&mut io::stdin().lock(), &mut file).context("reading standard input"))?;
+            spool = Some(kept);
+            path
+        }
+    };
+    let _spool = spool;
+    let (sandbox, ruleset) = start(load(rules, cache))?;
+    let mut memory: Box<dyn rulehost::ledger::Ledger> = Box::new(rulehost::ledger::MemoryLedger::default());
+    memory.retain_history(ruleset.history_window_seconds_max);
+    start(import_file(&mut *memory, accounts).map_err(|e| anyhow::anyhow!("{}: {e}", accounts.display())))?;
+    let pipeline = Pipeline::new(sandbox, Arc::new(Mutex::new(memory)));
+    let options = RunOptions { threads: threads.unwrap_or(RunOptions::default().threads), ..RunOptions::default() };
+    let (cpu_before, children_before) = cpu_seconds();
+    let started = std::time::Instant::now();
+    let reader = BufReader::new(start(File::open(&input).with_context(|| format!("opening {}", input.display())))?);
+    let mut ours = Vec::new();
+    let rules_source = Arc::new(ruleset);
+    start(run_stream(&pipeline, &rules_source, reader, &mut ours, &options, None).context("running rulehost"))?;
+    let ours_time = SideTime { wall_s: started.elapsed().as_secs_f64(), cpu_s: cpu_seconds().0 - cpu_before };
+
+    let started = std::time::Instant::now();
+    let stdin = start(File::open(&input).with_context(|| format!("opening {}", input.display())))?;
+    let out = start(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(legacy)
+            .stdin(stdin)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running the legacy command `{legacy}`")),
+    )?;
+    let legacy_time = SideTime { wall_s: started.elapsed().as_secs_f64(), cpu_s: cpu_seconds().1 - children_before };
+    if !out.status.success() {
+        // Many implementations exit non-zero when some lines were errors
+        // (rulehost itself does): only an empty answer is a failure.
+        if out.stdout.is_empty() {
+            return Err(Failure::CannotStart(anyhow::anyhow!(
+                "the legacy command `{legacy}` failed ({}) without output",
+                out.status
+            )));
+        }
+        eprintln!("note: the legacy command exited with {}; comparing what it wrote", out.status);
+    }
+    let mut report = compare(&String::from_utf8_lossy(&ours), &String::from_utf8_lossy(&out.stdout), equate);
+    report.rulehost = ours_time;
+    report.legacy = legacy_time;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.agrees() { 0 } else { 1 })
 }
 
 fn load(rules: &Path, cache: &CacheArg) -> Result<(Arc<Sandbox>, RuleSet)> {
@@ -487,6 +598,9 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     )));
                 }
             }
+        }
+        Command::Diff { rules, accounts, legacy, input, equate, json, threads, cache } => {
+            diff(&rules, &accounts, &legacy, input.as_deref(), &equate, json, threads, &cache)
         }
         Command::Check { rules, cache } => {
             let (_, ruleset) = start(load(&rules, &cache))?;
