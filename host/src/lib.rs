@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backtest;
 pub mod cases;
 pub mod decision;
 pub mod diff;

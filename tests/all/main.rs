@@ -4,6 +4,7 @@
 //! first (`scripts/test.sh` does it; or `scripts/build-rules.sh`).
 
 mod analyst_errors;
+mod backtest;
 mod cli_test;
 mod containment;
 mod contracts;

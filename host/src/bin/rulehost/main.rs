@@ -218,14 +218,31 @@ enum Command {
         /// A declared representational difference (repeatable).
         #[arg(long, value_enum)]
         equate: Vec<rulehost::diff::Equivalence>,
-        /// The report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Threads evaluating rules, 1..=256 (default: one per CPU).
-        #[arg(long, value_parser = threads_range())]
-        threads: Option<usize>,
         #[command(flatten)]
-        cache: CacheArg,
+        common: CompareArgs,
+    },
+    /// Re-decide a stream with a candidate rule set beside the live one (each
+    /// on a scratch ledger) and report what would change: outcome
+    /// transitions with money volume, reasons gained and lost, per-rule
+    /// scores, and caught/missed fraud given labels.
+    Backtest {
+        /// The live rule-set folder.
+        #[arg(long)]
+        rules: PathBuf,
+        /// The candidate rule-set folder.
+        #[arg(long)]
+        candidate: PathBuf,
+        /// Accounts the stream starts from (JSON Lines).
+        #[arg(long)]
+        accounts: PathBuf,
+        /// The transactions, in their original order.
+        #[arg(long)]
+        input: PathBuf,
+        /// Known outcomes: `{"id":…,"label":"fraud"|"legit"}` per line.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        #[command(flatten)]
+        common: CompareArgs,
     },
     /// Load and validate a rule set; print its version and rules.
     Check {
@@ -235,6 +252,19 @@ enum Command {
         #[command(flatten)]
         cache: CacheArg,
     },
+}
+
+/// What `diff` and `backtest` share.
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// The report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Threads evaluating rules, 1..=256 (default: one per CPU).
+    #[arg(long, value_parser = threads_range())]
+    threads: Option<usize>,
+    #[command(flatten)]
+    cache: CacheArg,
 }
 
 /// Lets an `Arc<LiveRules>` serve as the run's rule source.
@@ -318,16 +348,13 @@ fn start<T>(r: Result<T>) -> Result<T, Failure> {
 }
 
 /// `rulehost diff`: both sides on the same input file, then the comparison.
-#[allow(clippy::too_many_arguments)]
 fn diff(
     rules: &Path,
     accounts: &Path,
     legacy: &str,
     input: Option<&Path>,
     equate: &[rulehost::diff::Equivalence],
-    json: bool,
-    threads: Option<usize>,
-    cache: &CacheArg,
+    common: &CompareArgs,
 ) -> Result<u8, Failure> {
     use rulehost::diff::{SideTime, compare, cpu_seconds};
     // Both sides read the same bytes: standard input is kept in a file.
@@ -350,20 +377,8 @@ fn diff(
         }
     };
     let _spool = spool;
-    let (sandbox, ruleset) = start(load(rules, cache))?;
-    let mut memory: Box<dyn rulehost::ledger::Ledger> = Box::new(rulehost::ledger::MemoryLedger::default());
-    memory.retain_history(ruleset.history_window_seconds_max);
-    start(import_file(&mut *memory, accounts).map_err(|e| anyhow::anyhow!("{}: {e}", accounts.display())))?;
-    let pipeline = Pipeline::new(sandbox, Arc::new(Mutex::new(memory)));
-    let options = RunOptions { threads: threads.unwrap_or(RunOptions::default().threads), ..RunOptions::default() };
-    let (cpu_before, children_before) = cpu_seconds();
-    let started = std::time::Instant::now();
-    let reader = BufReader::new(start(File::open(&input).with_context(|| format!("opening {}", input.display())))?);
-    let mut ours = Vec::new();
-    let rules_source = Arc::new(ruleset);
-    start(run_stream(&pipeline, &rules_source, reader, &mut ours, &options, None).context("running rulehost"))?;
-    let ours_time = SideTime { wall_s: started.elapsed().as_secs_f64(), cpu_s: cpu_seconds().0 - cpu_before };
-
+    let (ours, ours_time) = start(decide_file(rules, accounts, &input, common))?;
+    let children_before = cpu_seconds().1;
     let started = std::time::Instant::now();
     let stdin = start(File::open(&input).with_context(|| format!("opening {}", input.display())))?;
     let out = start(
@@ -390,12 +405,72 @@ fn diff(
     let mut report = compare(&String::from_utf8_lossy(&ours), &String::from_utf8_lossy(&out.stdout), equate);
     report.rulehost = ours_time;
     report.legacy = legacy_time;
-    if json {
+    if common.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         print!("{}", report.render());
     }
     Ok(if report.agrees() { 0 } else { 1 })
+}
+
+/// Decides every line of `input` with the rule set in `rules` on a scratch
+/// in-memory ledger holding `accounts`; the records and the time it took.
+fn decide_file(
+    rules: &Path,
+    accounts: &Path,
+    input: &Path,
+    common: &CompareArgs,
+) -> Result<(Vec<u8>, rulehost::diff::SideTime)> {
+    let (sandbox, ruleset) = load(rules, &common.cache)?;
+    let mut memory: Box<dyn rulehost::ledger::Ledger> = Box::new(rulehost::ledger::MemoryLedger::default());
+    memory.retain_history(ruleset.history_window_seconds_max);
+    import_file(&mut *memory, accounts).map_err(|e| anyhow::anyhow!("{}: {e}", accounts.display()))?;
+    let pipeline = Pipeline::new(sandbox, Arc::new(Mutex::new(memory)));
+    let options =
+        RunOptions { threads: common.threads.unwrap_or(RunOptions::default().threads), ..RunOptions::default() };
+    let cpu_before = rulehost::diff::cpu_seconds().0;
+    let started = std::time::Instant::now();
+    let reader = BufReader::new(File::open(input).with_context(|| format!("opening {}", input.display()))?);
+    let mut out = Vec::new();
+    run_stream(&pipeline, &Arc::new(ruleset), reader, &mut out, &options, None)
+        .with_context(|| format!("deciding {} with {}", input.display(), rules.display()))?;
+    let time = rulehost::diff::SideTime {
+        wall_s: started.elapsed().as_secs_f64(),
+        cpu_s: rulehost::diff::cpu_seconds().0 - cpu_before,
+    };
+    Ok((out, time))
+}
+
+/// `rulehost backtest`: the live and the candidate rule set over the same
+/// stream, each on a scratch ledger; nothing real is written.
+fn backtest(
+    rules: &Path,
+    candidate: &Path,
+    accounts: &Path,
+    input: &Path,
+    labels: Option<&Path>,
+    common: &CompareArgs,
+) -> Result<u8, Failure> {
+    let labels = match labels {
+        Some(p) => {
+            let text = start(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))?;
+            start(rulehost::backtest::parse_labels(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())))?
+        }
+        None => Default::default(),
+    };
+    let (live, _) = start(decide_file(rules, accounts, input, common))?;
+    let (next, _) = start(decide_file(candidate, accounts, input, common))?;
+    let values = |bytes: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(bytes).lines().map(|l| serde_json::from_str(l).unwrap_or_default()).collect()
+    };
+    let text = start(std::fs::read(input).with_context(|| format!("reading {}", input.display())))?;
+    let report = rulehost::backtest::compare(&values(&live), &values(&next), &values(&text), &labels);
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(0)
 }
 
 fn load(rules: &Path, cache: &CacheArg) -> Result<(Arc<Sandbox>, RuleSet)> {
@@ -599,8 +674,11 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 }
             }
         }
-        Command::Diff { rules, accounts, legacy, input, equate, json, threads, cache } => {
-            diff(&rules, &accounts, &legacy, input.as_deref(), &equate, json, threads, &cache)
+        Command::Diff { rules, accounts, legacy, input, equate, common } => {
+            diff(&rules, &accounts, &legacy, input.as_deref(), &equate, &common)
+        }
+        Command::Backtest { rules, candidate, accounts, input, labels, common } => {
+            backtest(&rules, &candidate, &accounts, &input, labels.as_deref(), &common)
         }
         Command::Check { rules, cache } => {
             let (_, ruleset) = start(load(&rules, &cache))?;

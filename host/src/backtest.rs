@@ -1,0 +1,246 @@
+//! `rulehost backtest`: what would a candidate rule set have decided? The
+//! same stream is decided twice in its order — by the live rule set and by
+//! the candidate, each on its own scratch ledger — and the two sets of
+//! records are compared: an outcome transition matrix with counts and money
+//! volume per currency, reasons gained and lost, each rule's score change,
+//! and, given labels of known fraud, what was caught, missed and flagged
+//! wrongly before and after.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::Value;
+
+/// One cell of the transition matrix.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Transition {
+    /// Live outcome.
+    pub from: String,
+    /// Candidate outcome.
+    pub to: String,
+    /// Transactions.
+    pub count: u64,
+    /// Their amounts, per currency (decimal strings).
+    pub volume: BTreeMap<String, Decimal>,
+}
+
+/// A rule's scores, live and candidate.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RuleScores {
+    /// Calls that returned a score on both sides.
+    pub calls: u64,
+    /// Sum of the live scores.
+    pub live_total: u64,
+    /// Sum of the candidate's scores.
+    pub candidate_total: u64,
+    /// Calls whose score changed.
+    pub changed: u64,
+}
+
+/// Against labels: flagged means any outcome but `approve`.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Confusion {
+    /// Fraud flagged.
+    pub caught: u64,
+    /// Fraud approved.
+    pub missed: u64,
+    /// Legitimate traffic flagged.
+    pub false_positives: u64,
+    /// Legitimate traffic approved.
+    pub true_negatives: u64,
+}
+
+/// What labels say, before and after.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct LabelReport {
+    /// Labelled decisions seen.
+    pub labelled: u64,
+    /// With the live rule set.
+    pub live: Confusion,
+    /// With the candidate.
+    pub candidate: Confusion,
+}
+
+/// The whole backtest.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Report {
+    /// Input lines.
+    pub lines: u64,
+    /// Lines that are decisions on both sides (not error records).
+    pub decided: u64,
+    /// Decisions whose outcome, score or reasons changed.
+    pub changed: u64,
+    /// The outcome transition matrix, every non-empty cell.
+    pub transitions: Vec<Transition>,
+    /// Reasons the candidate adds, with how many decisions gain each.
+    pub reasons_gained: BTreeMap<String, u64>,
+    /// Reasons the candidate drops.
+    pub reasons_lost: BTreeMap<String, u64>,
+    /// Per risk rule (by name).
+    pub rules: BTreeMap<String, RuleScores>,
+    /// Present when labels were given.
+    pub labels: Option<LabelReport>,
+}
+
+fn outcome(v: &Value) -> &str {
+    v["outcome"].as_str().unwrap_or("?")
+}
+
+fn reasons(v: &Value) -> Vec<&str> {
+    v["reasons"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+fn scores(v: &Value) -> BTreeMap<&str, u64> {
+    v["rules"]
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .filter(|r| r["result"] == "score")
+                .filter_map(|r| Some((r["rule"].as_str()?, r["score"].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn count(cm: &mut Confusion, fraud: bool, decision: &Value) {
+    let flagged = outcome(decision) != "approve";
+    let cell = match (fraud, flagged) {
+        (true, true) => &mut cm.caught,
+        (true, false) => &mut cm.missed,
+        (false, true) => &mut cm.false_positives,
+        (false, false) => &mut cm.true_negatives,
+    };
+    *cell = cell.saturating_add(1);
+}
+
+/// Compares the records of the live and the candidate run of the same
+/// `transactions` (one JSON line each, in order). `labels`: transaction id
+/// → fraud (true) or legitimate.
+pub fn compare(live: &[Value], candidate: &[Value], transactions: &[Value], labels: &HashMap<String, bool>) -> Report {
+    let mut report = Report { lines: live.len().max(candidate.len()) as u64, ..Report::default() };
+    let mut cells: BTreeMap<(String, String), Transition> = BTreeMap::new();
+    let mut label_report = LabelReport::default();
+    for (i, (l, c)) in live.iter().zip(candidate).enumerate() {
+        if outcome(l) == "error" || outcome(c) == "error" {
+            continue;
+        }
+        report.decided = report.decided.saturating_add(1);
+        if (outcome(l), &l["score"], reasons(l)) != (outcome(c), &c["score"], reasons(c)) {
+            report.changed = report.changed.saturating_add(1);
+        }
+        let cell = cells.entry((outcome(l).to_owned(), outcome(c).to_owned())).or_insert_with(|| Transition {
+            from: outcome(l).to_owned(),
+            to: outcome(c).to_owned(),
+            ..Transition::default()
+        });
+        cell.count = cell.count.saturating_add(1);
+        let tx = transactions.get(i);
+        if let (Some(currency), Some(amount)) = (
+            tx.and_then(|t| t["currency"].as_str()),
+            tx.and_then(|t| t["amount"].as_str()).and_then(|a| a.parse::<Decimal>().ok()),
+        ) {
+            let v = cell.volume.entry(currency.to_owned()).or_default();
+            *v = v.saturating_add(amount);
+        }
+        let (rl, rc) = (reasons(l), reasons(c));
+        for r in rc.iter().filter(|r| !rl.contains(r)) {
+            let n = report.reasons_gained.entry((*r).to_owned()).or_default();
+            *n = n.saturating_add(1);
+        }
+        for r in rl.iter().filter(|r| !rc.contains(r)) {
+            let n = report.reasons_lost.entry((*r).to_owned()).or_default();
+            *n = n.saturating_add(1);
+        }
+        let (sl, sc) = (scores(l), scores(c));
+        for (rule, live_score) in &sl {
+            if let Some(candidate_score) = sc.get(rule) {
+                let e = report.rules.entry((*rule).to_owned()).or_default();
+                e.calls = e.calls.saturating_add(1);
+                e.live_total = e.live_total.saturating_add(*live_score);
+                e.candidate_total = e.candidate_total.saturating_add(*candidate_score);
+                if live_score != candidate_score {
+                    e.changed = e.changed.saturating_add(1);
+                }
+            }
+        }
+        if let Some(fraud) = l["id"].as_str().and_then(|id| labels.get(id)) {
+            label_report.labelled = label_report.labelled.saturating_add(1);
+            count(&mut label_report.live, *fraud, l);
+            count(&mut label_report.candidate, *fraud, c);
+        }
+    }
+    report.transitions = cells.into_values().collect();
+    if !labels.is_empty() {
+        report.labels = Some(label_report);
+    }
+    report
+}
+
+/// Reads a labels file: one `{"id": …, "label": "fraud" | "legit"}` per
+/// line; the error names the line.
+pub fn parse_labels(text: &str) -> Result<HashMap<String, bool>, String> {
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let n = i.saturating_add(1);
+        let v: Value = crate::input::strict::from_str(line).map_err(|e| match e {
+            crate::input::strict::StrictError::Malformed(e) => format!("line {n}: not JSON: {e}"),
+            crate::input::strict::StrictError::DuplicateKey(k) => format!("line {n}: `{k}` appears twice"),
+        })?;
+        let id = v["id"].as_str().ok_or_else(|| format!("line {n}: `id` must be a string"))?;
+        let fraud = match v["label"].as_str() {
+            Some("fraud") => true,
+            Some("legit") => false,
+            _ => return Err(format!("line {n}: `label` must be \"fraud\" or \"legit\"")),
+        };
+        out.insert(id.to_owned(), fraud);
+    }
+    Ok(out)
+}
+
+impl Report {
+    /// A readable report.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "{} lines, {} decided on both sides, {} changed", self.lines, self.decided, self.changed);
+        let _ = writeln!(s, "\noutcome transitions (live → candidate):");
+        for t in &self.transitions {
+            let volume: Vec<String> = t.volume.iter().map(|(c, v)| format!("{v} {c}")).collect();
+            let mark = if t.from == t.to { " " } else { "*" };
+            let _ = writeln!(s, " {mark} {:>8} → {:<8} {:>8}  {}", t.from, t.to, t.count, volume.join(", "));
+        }
+        if !self.reasons_gained.is_empty() || !self.reasons_lost.is_empty() {
+            let _ = writeln!(s, "\nreasons:");
+            for (r, n) in &self.reasons_gained {
+                let _ = writeln!(s, "   +{r} on {n}");
+            }
+            for (r, n) in &self.reasons_lost {
+                let _ = writeln!(s, "   -{r} on {n}");
+            }
+        }
+        let _ = writeln!(s, "\nrisk rules (total score live → candidate, calls changed):");
+        for (rule, r) in &self.rules {
+            let _ = writeln!(
+                s,
+                "   {rule:<20} {:>10} → {:<10} {} of {}",
+                r.live_total, r.candidate_total, r.changed, r.calls
+            );
+        }
+        if let Some(l) = &self.labels {
+            let _ = writeln!(s, "\nlabels ({} labelled):        live  candidate", l.labelled);
+            for (name, a, b) in [
+                ("fraud caught", l.live.caught, l.candidate.caught),
+                ("fraud missed", l.live.missed, l.candidate.missed),
+                ("false positives", l.live.false_positives, l.candidate.false_positives),
+            ] {
+                let _ = writeln!(s, "   {name:<22} {a:>8} {b:>10}");
+            }
+        }
+        s
+    }
+}
