@@ -151,8 +151,33 @@ pub struct Speculation {
 enum Speculated {
     /// A pre-check rejected it (accounts are static, so this cannot go stale).
     Prechecked(&'static str),
-    /// Rules ran against the ledger as of commit `start`.
-    Evaluated { evaluation: Evaluation, reads: ReadSet, start: u64 },
+    /// Rules ran against the ledger as of commit `start` (and the shadow
+    /// candidate's beside them, on the same reads).
+    Evaluated { evaluation: Evaluation, shadow: Option<(Arc<RuleSet>, Evaluation)>, reads: ReadSet, start: u64 },
+}
+
+/// Shadow mode: a candidate rule set evaluated on every transaction beside
+/// the live one, against the same ledger state; only the live decision acts.
+/// The candidate's decisions (its own trace, its funds check, nothing
+/// posted) are kept beside the live ones, by input line.
+pub struct Shadow {
+    candidate: Arc<dyn crate::reload::RuleSource>,
+    decisions: Mutex<Vec<ShadowPair>>,
+}
+
+/// One transaction decided live and in shadow.
+#[derive(Clone, Debug)]
+pub struct ShadowPair {
+    /// The input line.
+    pub line: u64,
+    /// The transaction's currency and amount (for volumes).
+    pub currency: String,
+    /// Its amount.
+    pub amount: Decimal,
+    /// What acted.
+    pub live: Arc<Decision>,
+    /// What the candidate would have decided.
+    pub candidate: Arc<Decision>,
 }
 
 /// Runs rule calls. The [`Sandbox`] is the production executor; the
@@ -196,6 +221,7 @@ pub struct Pipeline {
     ledger: SharedLedger,
     versions: Arc<Mutex<Versions>>,
     observer: Option<Arc<dyn Observer>>,
+    shadow: Option<Arc<Shadow>>,
 }
 
 impl Pipeline {
@@ -206,7 +232,38 @@ impl Pipeline {
 
     /// A pipeline over `ledger` with another rule executor.
     pub fn with_executor(executor: Arc<dyn RuleExecutor>, ledger: SharedLedger) -> Self {
-        Pipeline { executor, ledger, versions: Arc::default(), observer: None }
+        Pipeline { executor, ledger, versions: Arc::default(), observer: None, shadow: None }
+    }
+
+    /// The same pipeline, evaluating `candidate` in shadow beside every live
+    /// evaluation (see [`Shadow`]).
+    pub fn with_shadow(mut self, candidate: Arc<dyn crate::reload::RuleSource>) -> Self {
+        self.shadow = Some(Arc::new(Shadow { candidate, decisions: Mutex::default() }));
+        self
+    }
+
+    /// The shadow candidate's decisions so far beside the live ones, by
+    /// input line (empty without a shadow). Replays and error records have
+    /// none.
+    pub fn shadow_decisions(&self) -> Vec<ShadowPair> {
+        let Some(shadow) = &self.shadow else { return Vec::new() };
+        let mut all = shadow.decisions.lock().map(|d| d.clone()).unwrap_or_default();
+        all.sort_by_key(|p| p.line);
+        all
+    }
+
+    /// The agreement report of the traffic seen so far: the backtest report
+    /// of the live decisions against the candidate's.
+    pub fn shadow_report(&self, labels: &std::collections::HashMap<String, bool>) -> crate::backtest::Report {
+        let pairs = self.shadow_decisions();
+        let json = |d: &Decision| serde_json::from_str(d.json()).unwrap_or_default();
+        let live: Vec<serde_json::Value> = pairs.iter().map(|p| json(&p.live)).collect();
+        let candidate: Vec<serde_json::Value> = pairs.iter().map(|p| json(&p.candidate)).collect();
+        let transactions: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|p| serde_json::json!({ "currency": p.currency, "amount": p.amount.to_string() }))
+            .collect();
+        crate::backtest::compare(&live, &candidate, &transactions, labels)
     }
 
     /// The same pipeline, reporting rule calls and decisions to `observer`.
@@ -307,9 +364,15 @@ impl Pipeline {
         }
         let start = self.versions.lock().expect("versions lock").seq;
         let facts = Arc::new(RecordingFacts { ledger: self.ledger.clone(), reads: Mutex::default() });
-        let evaluation = self.evaluate(ruleset, tx, &(facts.clone() as Arc<dyn Facts>));
+        let shared: Arc<dyn Facts> = facts.clone();
+        let evaluation = self.evaluate(ruleset, tx, &shared);
+        let shadow = self.shadow.as_ref().map(|s| {
+            let candidate = s.candidate.current();
+            let evaluation = self.evaluate(&candidate, tx, &shared);
+            (candidate, evaluation)
+        });
         let reads = std::mem::take(&mut *facts.reads());
-        Speculation { outcome: Speculated::Evaluated { evaluation, reads, start } }
+        Speculation { outcome: Speculated::Evaluated { evaluation, shadow, reads, start } }
     }
 
     /// Commits a speculation in its turn (steps 1b and 5): replays and
@@ -326,9 +389,15 @@ impl Pipeline {
                 return record;
             }
             let mut versions = self.versions.lock().expect("versions lock");
-            let (evaluation, counted) = match speculation.outcome {
-                Speculated::Prechecked(code) => (Evaluation::rejected(code.to_owned(), 0, Vec::new(), false), false),
-                Speculated::Evaluated { evaluation, reads, start } => {
+            let (evaluation, counted, shadow) = match speculation.outcome {
+                Speculated::Prechecked(code) => {
+                    let shadow = self
+                        .shadow
+                        .as_ref()
+                        .map(|s| (s.candidate.current(), Evaluation::rejected(code.to_owned(), 0, Vec::new(), false)));
+                    (Evaluation::rejected(code.to_owned(), 0, Vec::new(), false), false, shadow)
+                }
+                Speculated::Evaluated { evaluation, shadow, reads, start } => {
                     if !versions.unchanged_since(start, &reads) {
                         drop(versions);
                         drop(ledger);
@@ -336,39 +405,23 @@ impl Pipeline {
                         continue;
                     }
                     let counted = evaluation.reached_risk;
-                    (evaluation, counted)
+                    (evaluation, counted, shadow)
                 }
             };
-            let (mut outcome, mut reasons) = (evaluation.outcome, evaluation.reasons);
-            let mut effect = Effect::Nothing;
-            if matches!(outcome, Outcome::Approve | Outcome::Review) {
-                let wanted = if outcome == Outcome::Approve { Effect::Post } else { Effect::Hold };
-                match ledger.admit(&tx.source, &tx.destination, tx.amount, wanted) {
-                    Ok(()) => effect = wanted,
-                    Err(refusal) => {
-                        outcome = Outcome::Reject;
-                        reasons = vec![refusal.code().to_owned()];
-                    }
-                }
-            }
-            let decision = Arc::new(Decision {
-                id: tx.id.clone(),
-                outcome,
-                score: evaluation.score,
-                reasons,
-                ruleset: ruleset.version.clone(),
-                rules: evaluation.traces,
-                ledger: match effect {
-                    Effect::Post => LedgerEffect::Posted,
-                    Effect::Hold => LedgerEffect::Held,
-                    Effect::Nothing => LedgerEffect::None,
-                },
-                json: Default::default(),
-            });
+            // The candidate's decision, on the state the live one saw (before
+            // the live effect is applied); it posts nothing.
+            let shadow = shadow.map(|(candidate, e)| decision_of(&**ledger, tx, &candidate.version, e).0);
+            let (decision, effect) = decision_of(&**ledger, tx, &ruleset.version, evaluation);
+            let live = decision.clone();
             let commit = Commit { tx, fingerprint: parsed.fingerprint, decision, effect, count_in_history: counted };
             let record = finish(&mut **ledger, line, parsed, commit);
             if matches!(record, Record::Decision { replayed: false, .. }) {
                 versions.record(tx, effect, counted);
+                if let (Some(s), Some(candidate)) = (&self.shadow, shadow)
+                    && let Ok(mut kept) = s.decisions.lock()
+                {
+                    kept.push(ShadowPair { line, currency: tx.currency.clone(), amount: tx.amount, live, candidate });
+                }
             }
             drop(versions);
             drop(ledger);
@@ -478,6 +531,43 @@ impl Pipeline {
         };
         Evaluation { outcome, score, reasons: reasons.0, traces, reached_risk: true }
     }
+}
+
+/// The decision of an evaluation and the ledger effect it asks for (step 5:
+/// the funds and range check, without applying anything).
+fn decision_of(
+    ledger: &dyn Ledger,
+    tx: &Transaction,
+    version: &Arc<str>,
+    evaluation: Evaluation,
+) -> (Arc<Decision>, Effect) {
+    let (mut outcome, mut reasons) = (evaluation.outcome, evaluation.reasons);
+    let mut effect = Effect::Nothing;
+    if matches!(outcome, Outcome::Approve | Outcome::Review) {
+        let wanted = if outcome == Outcome::Approve { Effect::Post } else { Effect::Hold };
+        match ledger.admit(&tx.source, &tx.destination, tx.amount, wanted) {
+            Ok(()) => effect = wanted,
+            Err(refusal) => {
+                outcome = Outcome::Reject;
+                reasons = vec![refusal.code().to_owned()];
+            }
+        }
+    }
+    let decision = Arc::new(Decision {
+        id: tx.id.clone(),
+        outcome,
+        score: evaluation.score,
+        reasons,
+        ruleset: version.clone(),
+        rules: evaluation.traces,
+        ledger: match effect {
+            Effect::Post => LedgerEffect::Posted,
+            Effect::Hold => LedgerEffect::Held,
+            Effect::Nothing => LedgerEffect::None,
+        },
+        json: Default::default(),
+    });
+    (decision, effect)
 }
 
 /// The failure of a call that did not give its kind's verdict.

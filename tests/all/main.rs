@@ -23,4 +23,5 @@ mod reload;
 mod rules;
 mod server;
 mod service;
+mod shadow;
 mod support;

@@ -126,6 +126,15 @@ enum Command {
         /// (each decision names the version that made it).
         #[arg(long)]
         watch: bool,
+        /// Shadow mode: evaluate this candidate rule set on every transaction
+        /// beside the live one; only the live decision acts. Prints the
+        /// agreement report (as `backtest`) on standard error at the end.
+        #[arg(long)]
+        shadow: Option<PathBuf>,
+        /// Write the candidate's decisions beside the live ones here, one
+        /// `{"line","live","candidate"}` object per decided line.
+        #[arg(long, requires = "shadow")]
+        shadow_log: Option<PathBuf>,
         #[command(flatten)]
         cache: CacheArg,
     },
@@ -498,7 +507,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Ledger { action } => ledger::ledger_command(action),
         Command::Serve(args) => serve::run(args),
         Command::Review { action } => ledger::review_command(action),
-        Command::Run { rules, accounts, ledger, input, output, quiet, threads, watch, cache } => {
+        Command::Run { rules, accounts, ledger, input, output, quiet, threads, watch, shadow, shadow_log, cache } => {
             let sandbox = Arc::new(start(Sandbox::new(&sandbox_config(cache.dir())))?);
             let ruleset = start(
                 RuleSet::load(&sandbox, &rules).with_context(|| format!("loading rule set {}", rules.display())),
@@ -511,7 +520,13 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 start(import_file(&mut *opened, accounts).map_err(|e| anyhow::anyhow!("{}: {e}", accounts.display())))?;
             }
             let ledger: SharedLedger = Arc::new(Mutex::new(opened));
-            let pipeline = Pipeline::new(sandbox.clone(), ledger.clone());
+            let mut pipeline = Pipeline::new(sandbox.clone(), ledger.clone());
+            if let Some(dir) = &shadow {
+                let candidate = start(
+                    RuleSet::load(&sandbox, dir).with_context(|| format!("loading shadow rule set {}", dir.display())),
+                )?;
+                pipeline = pipeline.with_shadow(Arc::new(Arc::new(candidate)));
+            }
             let (source, _watcher): (Box<dyn RuleSource>, Option<Watcher>) = if watch {
                 let retain = ledger.clone();
                 let live = Arc::new(start(
@@ -573,6 +588,26 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 let live = source.current();
                 eprintln!("rule set {} ({} rules)", live.version, live.rules.len());
                 eprint!("{summary}");
+            }
+            if shadow.is_some() {
+                if let Some(path) = &shadow_log {
+                    let mut log = start(File::create(path).with_context(|| format!("creating {}", path.display())))
+                        .map(BufWriter::new)?;
+                    for p in pipeline.shadow_decisions() {
+                        writeln!(
+                            log,
+                            "{{\"line\":{},\"live\":{},\"candidate\":{}}}",
+                            p.line,
+                            p.live.json(),
+                            p.candidate.json()
+                        )
+                        .and_then(|()| log.flush())
+                        .with_context(|| format!("writing {}", path.display()))
+                        .map_err(Failure::Io)?;
+                    }
+                }
+                eprintln!("shadow (live → candidate):");
+                eprint!("{}", pipeline.shadow_report(&Default::default()).render());
             }
             Ok(if summary.error_count() > 0 { EXIT_SOME_ERRORS } else { 0 })
         }
