@@ -162,7 +162,30 @@ enum Speculated {
 /// posted) are kept beside the live ones, by input line.
 pub struct Shadow {
     candidate: Arc<dyn crate::reload::RuleSource>,
+    /// The first `SHADOW_PAIRS_KEPT_MAX` pairs (for a shadow log).
     decisions: Mutex<Vec<ShadowPair>>,
+    /// The agreement report over every pair, kept as they come.
+    report: Mutex<crate::backtest::Report>,
+}
+
+/// Pairs of live and shadow decisions kept for `shadow_decisions` (the
+/// running report counts every one).
+pub const SHADOW_PAIRS_KEPT_MAX: usize = 1_000_000;
+
+impl Shadow {
+    fn record(&self, pair: ShadowPair) {
+        let json = |d: &Decision| serde_json::from_str(d.json()).unwrap_or_default();
+        let tx = serde_json::json!({ "currency": pair.currency, "amount": pair.amount.to_string() });
+        let one = crate::backtest::compare(&[json(&pair.live)], &[json(&pair.candidate)], &[tx], &Default::default());
+        if let Ok(mut report) = self.report.lock() {
+            report.absorb(one);
+        }
+        if let Ok(mut kept) = self.decisions.lock()
+            && kept.len() < SHADOW_PAIRS_KEPT_MAX
+        {
+            kept.push(pair);
+        }
+    }
 }
 
 /// One transaction decided live and in shadow.
@@ -238,7 +261,7 @@ impl Pipeline {
     /// The same pipeline, evaluating `candidate` in shadow beside every live
     /// evaluation (see [`Shadow`]).
     pub fn with_shadow(mut self, candidate: Arc<dyn crate::reload::RuleSource>) -> Self {
-        self.shadow = Some(Arc::new(Shadow { candidate, decisions: Mutex::default() }));
+        self.shadow = Some(Arc::new(Shadow { candidate, decisions: Mutex::default(), report: Mutex::default() }));
         self
     }
 
@@ -252,18 +275,12 @@ impl Pipeline {
         all
     }
 
-    /// The agreement report of the traffic seen so far: the backtest report
-    /// of the live decisions against the candidate's.
-    pub fn shadow_report(&self, labels: &std::collections::HashMap<String, bool>) -> crate::backtest::Report {
-        let pairs = self.shadow_decisions();
-        let json = |d: &Decision| serde_json::from_str(d.json()).unwrap_or_default();
-        let live: Vec<serde_json::Value> = pairs.iter().map(|p| json(&p.live)).collect();
-        let candidate: Vec<serde_json::Value> = pairs.iter().map(|p| json(&p.candidate)).collect();
-        let transactions: Vec<serde_json::Value> = pairs
-            .iter()
-            .map(|p| serde_json::json!({ "currency": p.currency, "amount": p.amount.to_string() }))
-            .collect();
-        crate::backtest::compare(&live, &candidate, &transactions, labels)
+    /// The agreement report of the traffic seen so far (the backtest
+    /// report of the live decisions against the candidate's); `None`
+    /// without a shadow.
+    pub fn shadow_report(&self) -> Option<crate::backtest::Report> {
+        let shadow = self.shadow.as_ref()?;
+        Some(shadow.report.lock().map(|r| r.clone()).unwrap_or_default())
     }
 
     /// The same pipeline, reporting rule calls and decisions to `observer`.
@@ -417,10 +434,8 @@ impl Pipeline {
             let record = finish(&mut **ledger, line, parsed, commit);
             if matches!(record, Record::Decision { replayed: false, .. }) {
                 versions.record(tx, effect, counted);
-                if let (Some(s), Some(candidate)) = (&self.shadow, shadow)
-                    && let Ok(mut kept) = s.decisions.lock()
-                {
-                    kept.push(ShadowPair { line, currency: tx.currency.clone(), amount: tx.amount, live, candidate });
+                if let (Some(s), Some(candidate)) = (&self.shadow, shadow) {
+                    s.record(ShadowPair { line, currency: tx.currency.clone(), amount: tx.amount, live, candidate });
                 }
             }
             drop(versions);

@@ -164,6 +164,7 @@ pub fn router(host: Host, config: ServeConfig) -> Router {
         .route("/v1/transactions/{id}", get(stored_decision))
         .route("/v1/accounts/{id}", get(account))
         .route("/v1/ruleset", get(ruleset))
+        .route("/v1/shadow", get(shadow))
         .merge(admin)
         .layer(middleware::from_fn_with_state(state.clone(), limits));
     Router::new()
@@ -491,6 +492,16 @@ fn ruleset_json(host: &Host) -> Value {
         })
         .collect();
     status
+}
+
+async fn shadow(State(state): State<AppState>) -> Response {
+    match state.host.shadow_report() {
+        Some(report) => axum::Json(report).into_response(),
+        None => {
+            ApiError::new(StatusCode::NOT_FOUND, "NO_SHADOW", "this host runs no shadow candidate (serve --shadow DIR)")
+                .into_response()
+        }
+    }
 }
 
 async fn ruleset(State(state): State<AppState>) -> Response {

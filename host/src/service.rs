@@ -54,6 +54,7 @@ pub struct HostBuilder {
     watch: bool,
     cache_dir: Option<PathBuf>,
     store: StoreOptions,
+    shadow: Option<PathBuf>,
 }
 
 /// Why a host could not start.
@@ -112,6 +113,7 @@ impl HostBuilder {
             watch: true,
             cache_dir: None,
             store: StoreOptions::default(),
+            shadow: None,
         }
     }
 
@@ -155,6 +157,14 @@ impl HostBuilder {
     /// Keeps compiled modules in `dir` across restarts.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Shadow mode: evaluate the rule set in `dir` beside every live
+    /// decision (it decides nothing; see `Pipeline::with_shadow`). Loaded
+    /// once, at build.
+    pub fn shadow(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.shadow = Some(dir.into());
         self
     }
 
@@ -226,7 +236,12 @@ impl HostBuilder {
             .panic_handler(|panic| tracing::error!(panic = %panic_message(&*panic), "evaluation thread panicked"))
             .build()
             .map_err(|e| other(e.to_string()))?;
-        let pipeline = Pipeline::new(sandbox, ledger).with_observer(metrics.clone());
+        let mut pipeline = Pipeline::new(sandbox.clone(), ledger).with_observer(metrics.clone());
+        if let Some(dir) = &self.shadow {
+            let candidate = RuleSet::load(&sandbox, dir)
+                .map_err(|e| BuildError::RuleSet { dir: dir.clone(), message: e.to_string() })?;
+            pipeline = pipeline.with_shadow(Arc::new(Arc::new(candidate)));
+        }
         Ok(Host {
             inner: Arc::new(Inner {
                 pipeline,
@@ -373,6 +388,11 @@ impl Host {
     /// The live rule-set version (content hash).
     pub fn version(&self) -> Arc<str> {
         self.inner.live.current().version.clone()
+    }
+
+    /// The shadow candidate's agreement report so far (`None` without one).
+    pub fn shadow_report(&self) -> Option<crate::backtest::Report> {
+        self.inner.pipeline.shadow_report()
     }
 
     /// Reload status: version, history, last refused reload, counts.

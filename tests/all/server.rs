@@ -518,3 +518,27 @@ async fn every_error_answer_is_json_and_slow_or_short_requests_end() {
     // The server still serves.
     assert_eq!(send(http.get(format!("{base}/healthz"))).await.0, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_candidate_reports_its_agreement_over_http() {
+    let set = TempRuleSet::example();
+    let manifest = std::fs::read_to_string(set.dir.path().join("manifest.toml")).unwrap();
+    let candidate = TempRuleSet::new(&manifest.replace("review_at = 400", "review_at = 0"));
+    let server = start(set.dir.path(), &["--shadow", candidate.dir.path().to_str().unwrap()]);
+    let (base, http) = (&server.base, client());
+    for i in 0..5 {
+        let (s, d) =
+            send(http.post(format!("{base}/v1/transactions")).json(&tx(&format!("sh{i}"), "a1", "a2", "1.00"))).await;
+        assert_eq!((s, d["outcome"].as_str()), (StatusCode::OK, Some("approve")), "{d}");
+    }
+    let (s, report) = send(http.get(format!("{base}/v1/shadow"))).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["decided"], 5, "{report}");
+    // review_at 0: every approval would have been a review.
+    let t = &report["transitions"][0];
+    assert_eq!((t["from"].as_str(), t["to"].as_str(), t["count"].as_u64()), (Some("approve"), Some("review"), Some(5)));
+    drop(server);
+    let plain = start(set.dir.path(), &[]);
+    let (s, e) = send(client().get(format!("{}/v1/shadow", plain.base))).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NO_SHADOW")));
+}

@@ -60,7 +60,7 @@ fn a_shadow_candidate_never_changes_a_live_decision_and_reports_its_own() {
         };
         *expected.entry((live_outcome, candidate_outcome)).or_default() += 1;
     }
-    let report = pipeline.shadow_report(&Default::default());
+    let report = pipeline.shadow_report().unwrap();
     let got: BTreeMap<(String, String), u64> =
         report.transitions.iter().map(|t| ((t.from.clone(), t.to.clone()), t.count)).collect();
     assert_eq!(got, expected);
@@ -72,7 +72,7 @@ fn a_shadow_candidate_never_changes_a_live_decision_and_reports_its_own() {
     // An identical candidate agrees on everything.
     let same = TempRuleSet::new(&manifest);
     let (_, pipeline) = run(&live, Some(&same), &accounts, &transactions);
-    let report = pipeline.shadow_report(&Default::default());
+    let report = pipeline.shadow_report().unwrap();
     assert_eq!(report.changed, 0);
     assert!(report.transitions.iter().all(|t| t.from == t.to));
 }

@@ -607,7 +607,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     }
                 }
                 eprintln!("shadow (live → candidate):");
-                eprint!("{}", pipeline.shadow_report(&Default::default()).render());
+                eprint!("{}", pipeline.shadow_report().unwrap_or_default().render());
             }
             Ok(if summary.error_count() > 0 { EXIT_SOME_ERRORS } else { 0 })
         }

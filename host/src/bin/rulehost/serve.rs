@@ -52,6 +52,10 @@ pub(crate) struct ServeArgs {
     /// Threads evaluating rules, 1..=256 (default: one per CPU).
     #[arg(long, value_parser = crate::threads_range())]
     threads: Option<usize>,
+    /// Shadow mode: evaluate this candidate rule set beside every live
+    /// decision; its agreement report is `GET /v1/shadow`.
+    #[arg(long)]
+    shadow: Option<PathBuf>,
     /// Do not watch the rule-set folder (reload through the API only).
     #[arg(long)]
     no_watch: bool,
@@ -73,6 +77,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
         in_flight_max,
         header_read_timeout_ms,
         threads,
+        shadow,
         no_watch,
         cache,
     } = args;
@@ -103,7 +108,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
             .build()
             .context("starting the runtime"),
     )?;
-    runtime.block_on(serve(rules, ledger, accounts, listen, threads, !no_watch, cache_dir, config))
+    runtime.block_on(serve(rules, ledger, accounts, listen, threads, !no_watch, cache_dir, shadow, config))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -115,6 +120,7 @@ async fn serve(
     threads: Option<usize>,
     watch: bool,
     cache_dir: Option<PathBuf>,
+    shadow: Option<PathBuf>,
     config: rulehost::server::ServeConfig,
 ) -> Result<u8, Failure> {
     if config.admin_token.is_none() {
@@ -129,6 +135,9 @@ async fn serve(
     }
     if let Some(c) = cache_dir {
         builder = builder.cache_dir(c);
+    }
+    if let Some(s) = shadow {
+        builder = builder.shadow(s);
     }
     let host = builder.build().await.map_err(|e| Failure::CannotStart(e.into()))?;
     let listener = tokio::net::TcpListener::bind(&listen)
