@@ -167,12 +167,31 @@ impl Default for StoreOptions {
     }
 }
 
+/// SQLite's reason once (rusqlite's own text repeats it), with what to do
+/// about the common ones.
+fn sqlite_reason(e: &rusqlite::Error) -> String {
+    let (code, text) = match e {
+        rusqlite::Error::SqliteFailure(f, Some(m)) => (Some(f.code), m.clone()),
+        rusqlite::Error::SqliteFailure(f, None) => (Some(f.code), f.to_string()),
+        other => (None, other.to_string()),
+    };
+    match code {
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied) => {
+            format!("{text} (the file and its folder must be writable by this user: check their permissions)")
+        }
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            format!("{text} (not a ledger, or damaged: restore it from a backup or give another path)")
+        }
+        _ => text,
+    }
+}
+
 /// Why a ledger file could not be opened. Opening never changes a file it
 /// refuses.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The path cannot be opened or created.
-    #[error("cannot open ledger {path}: {source}")]
+    #[error("cannot open ledger {path}: {}", sqlite_reason(source))]
     Unopenable {
         /// The path.
         path: PathBuf,

@@ -193,6 +193,12 @@ impl StoreReader {
         if !path.exists() {
             return Err(OpenError::NotALedger { path: path.to_owned(), why: "no such file".into() });
         }
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return Err(OpenError::NotALedger {
+                path: path.to_owned(),
+                why: "it is empty (0 bytes); a ledger is made by `rulehost run` or `rulehost ledger import`".into(),
+            });
+        }
         let conn = SqliteLedger::connect(path, true)?;
         SqliteLedger::prepare_schema(&conn, path)?;
         Ok(StoreReader { conn })
