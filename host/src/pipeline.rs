@@ -174,9 +174,9 @@ pub const SHADOW_PAIRS_KEPT_MAX: usize = 1_000_000;
 
 impl Shadow {
     fn record(&self, pair: ShadowPair) {
-        let json = |d: &Decision| serde_json::from_str(d.json()).unwrap_or_default();
         let tx = serde_json::json!({ "currency": pair.currency, "amount": pair.amount.to_string() });
-        let one = crate::backtest::compare(&[json(&pair.live)], &[json(&pair.candidate)], &[tx], &Default::default());
+        let one =
+            crate::backtest::compare(&[summary(&pair.live)], &[summary(&pair.candidate)], &[tx], &Default::default());
         if let Ok(mut report) = self.report.lock() {
             report.absorb(one);
         }
@@ -186,6 +186,28 @@ impl Shadow {
             kept.push(pair);
         }
     }
+}
+
+/// What the agreement report reads of a decision, without writing its
+/// whole JSON (traces and logs are not compared).
+fn summary(d: &Decision) -> serde_json::Value {
+    let scores: Vec<serde_json::Value> = d
+        .rules
+        .iter()
+        .filter_map(|t| match &t.result {
+            RuleResult::Score { score, .. } => {
+                Some(serde_json::json!({ "rule": &*t.rule, "result": "score", "score": score }))
+            }
+            _ => None,
+        })
+        .collect();
+    serde_json::json!({
+        "id": d.id,
+        "outcome": d.outcome.as_str(),
+        "score": d.score,
+        "reasons": d.reasons,
+        "rules": scores,
+    })
 }
 
 /// One transaction decided live and in shadow.

@@ -176,7 +176,9 @@ fn sqlite_reason(e: &rusqlite::Error) -> String {
         other => (None, other.to_string()),
     };
     match code {
-        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied) => {
+        Some(
+            rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied,
+        ) => {
             format!("{text} (the file and its folder must be writable by this user: check their permissions)")
         }
         Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
