@@ -35,6 +35,12 @@ struct FailureLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgreementLabel {
+    live: &'static str,
+    candidate: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -60,6 +66,7 @@ pub struct Metrics {
     commit_latency: Histogram,
     commit_changes: Counter,
     refused: Family<ReasonLabel, Counter>,
+    shadow: Family<AgreementLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -110,7 +117,14 @@ impl Metrics {
             "HTTP requests refused before any work (overloaded, timeout, too large)",
             refused.clone(),
         );
+        let shadow = Family::<AgreementLabel, Counter>::default();
+        registry.register(
+            "shadow_decisions",
+            "Decisions of the shadow candidate beside the live ones, by (live, candidate) outcome",
+            shadow.clone(),
+        );
         Metrics {
+            shadow,
             registry,
             decisions,
             replays,
@@ -180,5 +194,11 @@ impl Observer for Metrics {
             self.replays.inc();
         }
         self.decisions.get_or_create(&OutcomeLabel { outcome: record.outcome().as_str() }).inc();
+    }
+
+    fn shadow_decided(&self, live: &crate::decision::Decision, candidate: &crate::decision::Decision) {
+        self.shadow
+            .get_or_create(&AgreementLabel { live: live.outcome.as_str(), candidate: candidate.outcome.as_str() })
+            .inc();
     }
 }

@@ -257,6 +257,8 @@ pub trait Observer: Send + Sync {
     fn rule_call(&self, rule: &LoadedRule, elapsed: std::time::Duration, outcome: &CallOutcome);
     /// A transaction was decided (or replayed, or conflicted).
     fn decided(&self, record: &Record);
+    /// The shadow candidate decided beside a new live decision.
+    fn shadow_decided(&self, _live: &Decision, _candidate: &Decision) {}
 }
 
 /// Evaluates transactions against a rule set and records them in a ledger.
@@ -457,6 +459,9 @@ impl Pipeline {
             if matches!(record, Record::Decision { replayed: false, .. }) {
                 versions.record(tx, effect, counted);
                 if let (Some(s), Some(candidate)) = (&self.shadow, shadow) {
+                    if let Some(o) = &self.observer {
+                        o.shadow_decided(&live, &candidate);
+                    }
                     s.record(ShadowPair { line, currency: tx.currency.clone(), amount: tx.amount, live, candidate });
                 }
             }

@@ -537,6 +537,8 @@ async fn a_shadow_candidate_reports_its_agreement_over_http() {
     // review_at 0: every approval would have been a review.
     let t = &report["transitions"][0];
     assert_eq!((t["from"].as_str(), t["to"].as_str(), t["count"].as_u64()), (Some("approve"), Some("review"), Some(5)));
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("rulehost_shadow_decisions_total{live=\"approve\",candidate=\"review\"} 5"), "{metrics}");
     drop(server);
     let plain = start(set.dir.path(), &[]);
     let (s, e) = send(client().get(format!("{}/v1/shadow", plain.base))).await;
