@@ -7,7 +7,9 @@
 //! - 2: could not start (bad rule set, accounts, arguments, unreadable files)
 //! - 3: an I/O error stopped processing part-way
 
+mod compare;
 mod ledger;
+mod ruleset;
 mod serve;
 
 use std::fs::File;
@@ -192,7 +194,7 @@ enum Command {
     /// The live rule set of a host watching a folder (`run --watch`).
     Ruleset {
         #[command(subcommand)]
-        action: RulesetAction,
+        action: ruleset::RulesetAction,
     },
     /// Serve the host over HTTP/JSON (see host/openapi.json).
     Serve(serve::ServeArgs),
@@ -228,7 +230,7 @@ enum Command {
         #[arg(long, value_enum)]
         equate: Vec<rulehost::diff::Equivalence>,
         #[command(flatten)]
-        common: CompareArgs,
+        common: compare::CompareArgs,
     },
     /// Re-decide a stream with a candidate rule set beside the live one (each
     /// on a scratch ledger) and report what would change: outcome
@@ -251,7 +253,7 @@ enum Command {
         #[arg(long)]
         labels: Option<PathBuf>,
         #[command(flatten)]
-        common: CompareArgs,
+        common: compare::CompareArgs,
     },
     /// Load and validate a rule set; print its version and rules.
     Check {
@@ -263,19 +265,6 @@ enum Command {
     },
 }
 
-/// What `diff` and `backtest` share.
-#[derive(clap::Args)]
-struct CompareArgs {
-    /// The report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Threads evaluating rules, 1..=256 (default: one per CPU).
-    #[arg(long, value_parser = threads_range())]
-    threads: Option<usize>,
-    #[command(flatten)]
-    cache: CacheArg,
-}
-
 /// Lets an `Arc<LiveRules>` serve as the run's rule source.
 struct ArcRules(Arc<LiveRules>);
 
@@ -285,39 +274,9 @@ impl RuleSource for ArcRules {
     }
 }
 
-#[derive(Subcommand)]
-enum RulesetAction {
-    /// Print the status a watching host publishes: live version, history,
-    /// last refused reload, counts.
-    Status {
-        /// The rule-set folder.
-        #[arg(long)]
-        rules: PathBuf,
-    },
-    /// Ask the watching host to serve the previous version again.
-    Rollback {
-        /// The rule-set folder.
-        #[arg(long)]
-        rules: PathBuf,
-        /// How long to wait for the host to act, in seconds (1..=86400).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=WAIT_SECONDS_MAX))]
-        wait_seconds: u64,
-    },
-}
-
-/// Longest `ruleset rollback --wait-seconds`, in seconds (a day).
-const WAIT_SECONDS_MAX: u64 = 86_400;
-
 /// The range of `--threads`: 1..=`rulehost::run::THREADS_MAX`.
 pub(crate) fn threads_range() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(1..=rulehost::run::THREADS_MAX as u64)
-}
-
-fn read_status(rules: &Path) -> Result<serde_json::Value> {
-    let path = rules.join(rulehost::reload::STATE_DIR).join(rulehost::reload::STATUS_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("no host watching {} has published a status ({})", rules.display(), path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 fn main() -> ExitCode {
@@ -347,142 +306,16 @@ fn main() -> ExitCode {
     }
 }
 
-enum Failure {
+pub(crate) enum Failure {
     CannotStart(anyhow::Error),
     Io(anyhow::Error),
 }
 
-fn start<T>(r: Result<T>) -> Result<T, Failure> {
+pub(crate) fn start<T>(r: Result<T>) -> Result<T, Failure> {
     r.map_err(Failure::CannotStart)
 }
 
-/// `rulehost diff`: both sides on the same input file, then the comparison.
-fn diff(
-    rules: &Path,
-    accounts: &Path,
-    legacy: &str,
-    input: Option<&Path>,
-    equate: &[rulehost::diff::Equivalence],
-    common: &CompareArgs,
-) -> Result<u8, Failure> {
-    use rulehost::diff::{SideTime, compare, cpu_seconds};
-    // Both sides read the same bytes: standard input is kept in a file.
-    struct Spool(PathBuf);
-    impl Drop for Spool {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let mut spool = None;
-    let input = match input {
-        Some(p) => p.to_owned(),
-        None => {
-            let path = std::env::temp_dir().join(format!("rulehost-diff-{}.jsonl", std::process::id()));
-            let mut file = start(File::create(&path).with_context(|| format!("creating {}", path.display())))?;
-            let kept = Spool(path.clone());
-            start(io::copy(&mut io::stdin().lock(), &mut file).context("reading standard input"))?;
-            spool = Some(kept);
-            path
-        }
-    };
-    let _spool = spool;
-    let (ours, ours_time) = start(decide_file(rules, accounts, &input, common))?;
-    let children_before = cpu_seconds().1;
-    let started = std::time::Instant::now();
-    let stdin = start(File::open(&input).with_context(|| format!("opening {}", input.display())))?;
-    let out = start(
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(legacy)
-            .stdin(stdin)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running the legacy command `{legacy}`")),
-    )?;
-    let legacy_time = SideTime { wall_s: started.elapsed().as_secs_f64(), cpu_s: cpu_seconds().1 - children_before };
-    if !out.status.success() {
-        // Many implementations exit non-zero when some lines were errors
-        // (rulehost itself does): only an empty answer is a failure.
-        if out.stdout.is_empty() {
-            return Err(Failure::CannotStart(anyhow::anyhow!(
-                "the legacy command `{legacy}` failed ({}) without output",
-                out.status
-            )));
-        }
-        eprintln!("note: the legacy command exited with {}; comparing what it wrote", out.status);
-    }
-    let mut report = compare(&String::from_utf8_lossy(&ours), &String::from_utf8_lossy(&out.stdout), equate);
-    report.rulehost = ours_time;
-    report.legacy = legacy_time;
-    if common.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(if report.agrees() { 0 } else { 1 })
-}
-
-/// Decides every line of `input` with the rule set in `rules` on a scratch
-/// in-memory ledger holding `accounts`; the records and the time it took.
-fn decide_file(
-    rules: &Path,
-    accounts: &Path,
-    input: &Path,
-    common: &CompareArgs,
-) -> Result<(Vec<u8>, rulehost::diff::SideTime)> {
-    let (sandbox, ruleset) = load(rules, &common.cache)?;
-    let mut memory: Box<dyn rulehost::ledger::Ledger> = Box::new(rulehost::ledger::MemoryLedger::default());
-    memory.retain_history(ruleset.history_window_seconds_max);
-    import_file(&mut *memory, accounts).map_err(|e| anyhow::anyhow!("{}: {e}", accounts.display()))?;
-    let pipeline = Pipeline::new(sandbox, Arc::new(Mutex::new(memory)));
-    let options =
-        RunOptions { threads: common.threads.unwrap_or(RunOptions::default().threads), ..RunOptions::default() };
-    let cpu_before = rulehost::diff::cpu_seconds().0;
-    let started = std::time::Instant::now();
-    let reader = BufReader::new(File::open(input).with_context(|| format!("opening {}", input.display()))?);
-    let mut out = Vec::new();
-    run_stream(&pipeline, &Arc::new(ruleset), reader, &mut out, &options, None)
-        .with_context(|| format!("deciding {} with {}", input.display(), rules.display()))?;
-    let time = rulehost::diff::SideTime {
-        wall_s: started.elapsed().as_secs_f64(),
-        cpu_s: rulehost::diff::cpu_seconds().0 - cpu_before,
-    };
-    Ok((out, time))
-}
-
-/// `rulehost backtest`: the live and the candidate rule set over the same
-/// stream, each on a scratch ledger; nothing real is written.
-fn backtest(
-    rules: &Path,
-    candidate: &Path,
-    accounts: &Path,
-    input: &Path,
-    labels: Option<&Path>,
-    common: &CompareArgs,
-) -> Result<u8, Failure> {
-    let labels = match labels {
-        Some(p) => {
-            let text = start(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))?;
-            start(rulehost::backtest::parse_labels(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())))?
-        }
-        None => Default::default(),
-    };
-    let (live, _) = start(decide_file(rules, accounts, input, common))?;
-    let (next, _) = start(decide_file(candidate, accounts, input, common))?;
-    let values = |bytes: &[u8]| -> Vec<serde_json::Value> {
-        String::from_utf8_lossy(bytes).lines().map(|l| serde_json::from_str(l).unwrap_or_default()).collect()
-    };
-    let text = start(std::fs::read(input).with_context(|| format!("reading {}", input.display())))?;
-    let report = rulehost::backtest::compare(&values(&live), &values(&next), &values(&text), &labels);
-    if common.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(0)
-}
-
-fn load(rules: &Path, cache: &CacheArg) -> Result<(Arc<Sandbox>, RuleSet)> {
+pub(crate) fn load(rules: &Path, cache: &CacheArg) -> Result<(Arc<Sandbox>, RuleSet)> {
     let sandbox = Arc::new(Sandbox::new(&sandbox_config(cache.dir()))?);
     let ruleset = RuleSet::load(&sandbox, rules).with_context(|| format!("loading rule set {}", rules.display()))?;
     Ok((sandbox, ruleset))
@@ -673,47 +506,12 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
             );
             Ok(0)
         }
-        Command::Ruleset { action: RulesetAction::Status { rules } } => {
-            let status = start(read_status(&rules))?;
-            println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
-            Ok(0)
-        }
-        Command::Ruleset { action: RulesetAction::Rollback { rules, wait_seconds } } => {
-            let before = start(read_status(&rules))?;
-            let dir = rules.join(rulehost::reload::STATE_DIR);
-            start(
-                std::fs::write(dir.join(rulehost::reload::ROLLBACK_FILE), b"rollback\n")
-                    .with_context(|| format!("writing the request into {}", dir.display())),
-            )?;
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_seconds);
-            loop {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                if let Ok(now) = read_status(&rules)
-                    && now["as_of"] != before["as_of"]
-                    && !dir.join(rulehost::reload::ROLLBACK_FILE).exists()
-                {
-                    if now["version"] == before["version"] {
-                        return Err(Failure::CannotStart(anyhow::anyhow!(
-                            "the host kept version {} (nothing earlier to roll back to?)",
-                            now["version"]
-                        )));
-                    }
-                    println!("rolled back: {} -> {}", before["version"], now["version"]);
-                    return Ok(0);
-                }
-                if std::time::Instant::now() > deadline {
-                    let _ = std::fs::remove_file(dir.join(rulehost::reload::ROLLBACK_FILE));
-                    return Err(Failure::CannotStart(anyhow::anyhow!(
-                        "no watching host acted on the request within {wait_seconds} s"
-                    )));
-                }
-            }
-        }
+        Command::Ruleset { action } => ruleset::command(action),
         Command::Diff { rules, accounts, legacy, input, equate, common } => {
-            diff(&rules, &accounts, &legacy, input.as_deref(), &equate, &common)
+            compare::diff(&rules, &accounts, &legacy, input.as_deref(), &equate, &common)
         }
         Command::Backtest { rules, candidate, accounts, input, labels, common } => {
-            backtest(&rules, &candidate, &accounts, &input, labels.as_deref(), &common)
+            compare::backtest(&rules, &candidate, &accounts, &input, labels.as_deref(), &common)
         }
         Command::Check { rules, cache } => {
             let (_, ruleset) = start(load(&rules, &cache))?;
