@@ -2,19 +2,25 @@
 //! rules, weighted aggregation, the ledger step, and the decision record —
 //! RULES.md "Order of evaluation and aggregation", top to bottom.
 
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::decision::{Decision, LedgerEffect, Outcome, Record, RuleResult, RuleTrace};
-use crate::facts::{AccountFacts, AccountView, Facts, HistoryQuery, HistoryStats};
+use crate::facts::Facts;
 use crate::input::{ErrorCode, InputError, ParsedTransaction, parse_transaction};
 use crate::ledger::{Commit, Effect, Ledger, LedgerError};
 use crate::manifest::{OnError, RuleKind};
 use crate::model::Transaction;
 use crate::ruleset::{LoadedRule, RuleSet};
+mod reads;
+mod shadow;
+
+use reads::{ReadSet, RecordingFacts, Versions};
+
+pub use shadow::{SHADOW_PAIRS_KEPT_MAX, Shadow, ShadowPair};
+
 use crate::sandbox::{CallContext, CallOutcome, Failure, FailureKind, Sandbox, TxSession, Verdict, check_verdict};
 
 /// Reason of a failed rule under `on_error = review|reject`.
@@ -40,109 +46,6 @@ pub fn lock(ledger: &SharedLedger) -> MutexGuard<'_, Box<dyn Ledger>> {
     ledger.lock().expect("ledger lock poisoned by an invariant failure")
 }
 
-/// What a speculative evaluation read from the ledger: accounts (their
-/// `available` balance can change) and source histories, each by a hash of
-/// its id. Checked against [`Versions`] when the transaction commits; two
-/// ids with the same hash only make a speculation look stale, and it is
-/// evaluated again.
-#[derive(Default)]
-struct ReadSet {
-    accounts: Vec<u64>,
-    histories: Vec<u64>,
-}
-
-/// The hash an id is tracked by in [`ReadSet`] and [`Versions`].
-fn key(id: &str) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(id)
-}
-
-/// Answers one transaction's rule calls from the shared ledger, recording
-/// what they read.
-struct RecordingFacts {
-    ledger: SharedLedger,
-    reads: Mutex<ReadSet>,
-}
-
-impl RecordingFacts {
-    fn reads(&self) -> std::sync::MutexGuard<'_, ReadSet> {
-        self.reads.lock().expect("read set lock")
-    }
-}
-
-impl Facts for RecordingFacts {
-    fn account(&self, id: &str) -> Option<AccountFacts> {
-        self.reads().accounts.push(key(id));
-        let ledger = lock(&self.ledger);
-        let a = ledger.account(id)?;
-        let balances = ledger.balances(id)?;
-        Some(AccountFacts {
-            id: a.id.clone(),
-            currency: a.currency.clone(),
-            country: a.country.clone(),
-            opened_at: a.opened_at,
-            status: a.status,
-            available: balances.available,
-        })
-    }
-
-    fn with_account(&self, id: &str, f: &mut dyn FnMut(Option<AccountView<'_>>)) {
-        self.reads().accounts.push(key(id));
-        let ledger = lock(&self.ledger);
-        let view = ledger.account(id).zip(ledger.balances(id)).map(|(a, balances)| AccountView {
-            id: &a.id,
-            currency: &a.currency,
-            country: &a.country,
-            opened_at: a.opened_at,
-            status: a.status,
-            available: balances.available,
-        });
-        f(view)
-    }
-
-    fn history(&self, query: &HistoryQuery<'_>) -> HistoryStats {
-        self.reads().histories.push(key(query.account));
-        lock(&self.ledger).history(query)
-    }
-}
-
-/// The commit sequence number of the last write to each account balance and
-/// each source history. Updated by every commit, under the ledger lock.
-#[derive(Default)]
-struct Versions {
-    /// Commits so far.
-    seq: u64,
-    accounts: HashMap<u64, u64>,
-    histories: HashMap<u64, u64>,
-}
-
-impl Versions {
-    /// Whether nothing `reads` saw was written after commit `start`.
-    fn unchanged_since(&self, start: u64, reads: &ReadSet) -> bool {
-        let after = |m: &HashMap<u64, u64>, k: &u64| m.get(k).is_some_and(|&v| v > start);
-        !reads.accounts.iter().any(|k| after(&self.accounts, k))
-            && !reads.histories.iter().any(|k| after(&self.histories, k))
-    }
-
-    fn record(&mut self, tx: &Transaction, effect: Effect, counted: bool) {
-        self.seq += 1;
-        let seq = self.seq;
-        match effect {
-            Effect::Post => {
-                self.accounts.insert(key(&tx.source), seq);
-                self.accounts.insert(key(&tx.destination), seq);
-            }
-            Effect::Hold => {
-                self.accounts.insert(key(&tx.source), seq);
-            }
-            Effect::Nothing => {}
-        }
-        if counted {
-            self.histories.insert(key(&tx.source), seq);
-        }
-    }
-}
-
 /// A transaction evaluated ahead of its turn.
 pub struct Speculation {
     outcome: Speculated,
@@ -156,81 +59,19 @@ enum Speculated {
     Evaluated { evaluation: Evaluation, shadow: Option<(Arc<RuleSet>, Evaluation)>, reads: ReadSet, start: u64 },
 }
 
-/// Shadow mode: a candidate rule set evaluated on every transaction beside
-/// the live one, against the same ledger state; only the live decision acts.
-/// The candidate's decisions (its own trace, its funds check, nothing
-/// posted) are kept beside the live ones, by input line.
-pub struct Shadow {
-    candidate: Arc<dyn crate::reload::RuleSource>,
-    /// The first `SHADOW_PAIRS_KEPT_MAX` pairs (for a shadow log).
-    decisions: Mutex<Vec<ShadowPair>>,
-    /// The agreement report over every pair, kept as they come.
-    report: Mutex<crate::backtest::Report>,
-}
-
-/// Pairs of live and shadow decisions kept for `shadow_decisions` (the
-/// running report counts every one).
-pub const SHADOW_PAIRS_KEPT_MAX: usize = 1_000_000;
-
-impl Shadow {
-    fn record(&self, pair: ShadowPair) {
-        let tx = serde_json::json!({ "currency": pair.currency, "amount": pair.amount.to_string() });
-        let one =
-            crate::backtest::compare(&[summary(&pair.live)], &[summary(&pair.candidate)], &[tx], &Default::default());
-        if let Ok(mut report) = self.report.lock() {
-            report.absorb(one);
-        }
-        if let Ok(mut kept) = self.decisions.lock()
-            && kept.len() < SHADOW_PAIRS_KEPT_MAX
-        {
-            kept.push(pair);
-        }
-    }
-}
-
-/// What the agreement report reads of a decision, without writing its
-/// whole JSON (traces and logs are not compared).
-fn summary(d: &Decision) -> serde_json::Value {
-    let scores: Vec<serde_json::Value> = d
-        .rules
-        .iter()
-        .filter_map(|t| match &t.result {
-            RuleResult::Score { score, .. } => {
-                Some(serde_json::json!({ "rule": &*t.rule, "result": "score", "score": score }))
-            }
-            _ => None,
-        })
-        .collect();
-    serde_json::json!({
-        "id": d.id,
-        "outcome": d.outcome.as_str(),
-        "score": d.score,
-        "reasons": d.reasons,
-        "rules": scores,
-    })
-}
-
-/// One transaction decided live and in shadow.
-#[derive(Clone, Debug)]
-pub struct ShadowPair {
-    /// The input line.
-    pub line: u64,
-    /// The transaction's currency and amount (for volumes).
-    pub currency: String,
-    /// Its amount.
-    pub amount: Decimal,
-    /// What acted.
-    pub live: Arc<Decision>,
-    /// What the candidate would have decided.
-    pub candidate: Arc<Decision>,
-}
-
 /// Runs rule calls. The [`Sandbox`] is the production executor; the
 /// benchmark supplies one that runs the same rule crates compiled natively,
 /// as the reference limit.
 pub trait RuleExecutor: Send + Sync {
     /// Starts the rule calls on one transaction.
     fn begin<'a>(&'a self, tx: &'a Transaction) -> Box<dyn RuleCalls + 'a>;
+
+    /// Whether every verdict it returns already passed
+    /// `sandbox::check_verdict` (the sandbox checks before lifting); the
+    /// pipeline checks the verdicts of any other executor itself.
+    fn checks_output(&self) -> bool {
+        false
+    }
 }
 
 /// The rule calls on one transaction.
@@ -242,6 +83,10 @@ pub trait RuleCalls {
 impl RuleExecutor for Sandbox {
     fn begin<'a>(&'a self, tx: &'a Transaction) -> Box<dyn RuleCalls + 'a> {
         Box::new(self.session(tx))
+    }
+
+    fn checks_output(&self) -> bool {
+        true
     }
 }
 
@@ -280,31 +125,6 @@ impl Pipeline {
     /// A pipeline over `ledger` with another rule executor.
     pub fn with_executor(executor: Arc<dyn RuleExecutor>, ledger: SharedLedger) -> Self {
         Pipeline { executor, ledger, versions: Arc::default(), observer: None, shadow: None }
-    }
-
-    /// The same pipeline, evaluating `candidate` in shadow beside every live
-    /// evaluation (see [`Shadow`]).
-    pub fn with_shadow(mut self, candidate: Arc<dyn crate::reload::RuleSource>) -> Self {
-        self.shadow = Some(Arc::new(Shadow { candidate, decisions: Mutex::default(), report: Mutex::default() }));
-        self
-    }
-
-    /// The shadow candidate's decisions so far beside the live ones, by
-    /// input line (empty without a shadow). Replays and error records have
-    /// none.
-    pub fn shadow_decisions(&self) -> Vec<ShadowPair> {
-        let Some(shadow) = &self.shadow else { return Vec::new() };
-        let mut all = shadow.decisions.lock().map(|d| d.clone()).unwrap_or_default();
-        all.sort_by_key(|p| p.line);
-        all
-    }
-
-    /// The agreement report of the traffic seen so far (the backtest
-    /// report of the live decisions against the candidate's); `None`
-    /// without a shadow.
-    pub fn shadow_report(&self) -> Option<crate::backtest::Report> {
-        let shadow = self.shadow.as_ref()?;
-        Some(shadow.report.lock().map(|r| r.clone()).unwrap_or_default())
     }
 
     /// The same pipeline, reporting rule calls and decisions to `observer`.
@@ -478,9 +298,10 @@ impl Pipeline {
         }
     }
 
-    /// One rule call, timed for the observer and traced as a span. The
-    /// output contract is checked here, once, whatever executor ran it: a
-    /// verdict outside it becomes an `invalid-output` failure.
+    /// One rule call, timed for the observer and traced as a span. Every
+    /// verdict meets the output contract here, whatever executor ran it
+    /// (checked once: by the sandbox, or here for any other executor); one
+    /// outside it becomes an `invalid-output` failure.
     fn call(&self, calls: &mut dyn RuleCalls, rule: &LoadedRule, ctx: CallContext) -> CallOutcome {
         let _span = tracing::debug_span!("rule", rule = %rule.name, version = %rule.version).entered();
         let mut out = match &self.observer {
@@ -492,7 +313,8 @@ impl Pipeline {
                 out
             }
         };
-        if let Ok(verdict) = &out.result
+        if !self.executor.checks_output()
+            && let Ok(verdict) = &out.result
             && let Err(failure) = check_verdict(rule.kind, verdict)
         {
             out.result = Err(failure);

@@ -1,0 +1,105 @@
+//! Shadow mode: a candidate rule set evaluated beside every live decision
+//! (see [`Shadow`]); the pipeline's speculation and commit carry it.
+
+use std::sync::{Arc, Mutex};
+
+use rust_decimal::Decimal;
+
+use super::Pipeline;
+use crate::decision::{Decision, RuleResult};
+
+/// Shadow mode: a candidate rule set evaluated on every transaction beside
+/// the live one, against the same ledger state; only the live decision acts.
+/// The candidate's decisions (its own trace, its funds check, nothing
+/// posted) are kept beside the live ones, by input line.
+pub struct Shadow {
+    pub(super) candidate: Arc<dyn crate::reload::RuleSource>,
+    /// The first `SHADOW_PAIRS_KEPT_MAX` pairs (for a shadow log).
+    decisions: Mutex<Vec<ShadowPair>>,
+    /// The agreement report over every pair, kept as they come.
+    report: Mutex<crate::backtest::Report>,
+}
+
+/// Pairs of live and shadow decisions kept for `shadow_decisions` (the
+/// running report counts every one).
+pub const SHADOW_PAIRS_KEPT_MAX: usize = 1_000_000;
+
+impl Shadow {
+    pub(super) fn record(&self, pair: ShadowPair) {
+        let tx = serde_json::json!({ "currency": pair.currency, "amount": pair.amount.to_string() });
+        let one =
+            crate::backtest::compare(&[summary(&pair.live)], &[summary(&pair.candidate)], &[tx], &Default::default());
+        if let Ok(mut report) = self.report.lock() {
+            report.absorb(one);
+        }
+        if let Ok(mut kept) = self.decisions.lock()
+            && kept.len() < SHADOW_PAIRS_KEPT_MAX
+        {
+            kept.push(pair);
+        }
+    }
+}
+
+/// What the agreement report reads of a decision, without writing its
+/// whole JSON (traces and logs are not compared).
+fn summary(d: &Decision) -> serde_json::Value {
+    let scores: Vec<serde_json::Value> = d
+        .rules
+        .iter()
+        .filter_map(|t| match &t.result {
+            RuleResult::Score { score, .. } => {
+                Some(serde_json::json!({ "rule": &*t.rule, "result": "score", "score": score }))
+            }
+            _ => None,
+        })
+        .collect();
+    serde_json::json!({
+        "id": d.id,
+        "outcome": d.outcome.as_str(),
+        "score": d.score,
+        "reasons": d.reasons,
+        "rules": scores,
+    })
+}
+
+/// One transaction decided live and in shadow.
+#[derive(Clone, Debug)]
+pub struct ShadowPair {
+    /// The input line.
+    pub line: u64,
+    /// The transaction's currency and amount (for volumes).
+    pub currency: String,
+    /// Its amount.
+    pub amount: Decimal,
+    /// What acted.
+    pub live: Arc<Decision>,
+    /// What the candidate would have decided.
+    pub candidate: Arc<Decision>,
+}
+
+impl Pipeline {
+    /// The same pipeline, evaluating `candidate` in shadow beside every live
+    /// evaluation (see [`Shadow`]).
+    pub fn with_shadow(mut self, candidate: Arc<dyn crate::reload::RuleSource>) -> Self {
+        self.shadow = Some(Arc::new(Shadow { candidate, decisions: Mutex::default(), report: Mutex::default() }));
+        self
+    }
+
+    /// The shadow candidate's decisions so far beside the live ones, by
+    /// input line (empty without a shadow). Replays and error records have
+    /// none.
+    pub fn shadow_decisions(&self) -> Vec<ShadowPair> {
+        let Some(shadow) = &self.shadow else { return Vec::new() };
+        let mut all = shadow.decisions.lock().map(|d| d.clone()).unwrap_or_default();
+        all.sort_by_key(|p| p.line);
+        all
+    }
+
+    /// The agreement report of the traffic seen so far (the backtest
+    /// report of the live decisions against the candidate's); `None`
+    /// without a shadow.
+    pub fn shadow_report(&self) -> Option<crate::backtest::Report> {
+        let shadow = self.shadow.as_ref()?;
+        Some(shadow.report.lock().map(|r| r.clone()).unwrap_or_default())
+    }
+}
