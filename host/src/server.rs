@@ -48,6 +48,12 @@ pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// answered `414 URI_TOO_LONG`. (Targets beyond hyper's own read buffer,
 /// about 400 KB, are refused by hyper itself, with an empty 414/431.)
 pub const URI_BYTES_MAX: usize = 8 << 10;
+/// Longest the server reads (and drops) the rest of a refused request's
+/// body, in milliseconds, so the client reads the answer.
+pub const DRAIN_MS: u64 = 1_000;
+/// At most this many times the body limit is read (and dropped) of a
+/// refused request's body.
+pub const DRAIN_BODY_LIMITS: usize = 4;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -264,7 +270,7 @@ async fn drain(body: Body, limit: usize) {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut seen = 0usize;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(Duration::from_millis(DRAIN_MS), async {
         while let Some(Ok(frame)) = body.frame().await {
             seen = seen.saturating_add(frame.data_ref().map_or(0, |d| d.len()));
             if seen > limit {
@@ -279,7 +285,7 @@ async fn drain(body: Body, limit: usize) {
 async fn limits(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         state.host.metrics().refused("overloaded");
-        drain(request.into_body(), state.config.body_bytes_max).await;
+        drain(request.into_body(), state.config.body_bytes_max.saturating_mul(DRAIN_BODY_LIMITS)).await;
         let mut r = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "OVERLOADED",
@@ -345,7 +351,7 @@ async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Ap
             if let Some(data) = frame.data_ref() {
                 if out.len().saturating_add(data.len()) > limit {
                     state.host.metrics().refused("too-large");
-                    drain(body, limit.saturating_mul(4)).await;
+                    drain(body, limit.saturating_mul(DRAIN_BODY_LIMITS)).await;
                     return Err(ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "BODY_TOO_LARGE",
