@@ -87,6 +87,7 @@ fn decision(id: &str, traces: usize) -> Arc<Decision> {
         score: 0,
         reasons: Vec::new(),
         ruleset: "fedcba9876543210".into(),
+        rollout: None,
         rules,
         ledger: LedgerEffect::Posted,
         json: Default::default(),

@@ -26,6 +26,7 @@ pub mod model;
 pub mod params;
 pub mod pipeline;
 pub mod reload;
+pub mod rollout;
 pub mod ruleset;
 pub mod run;
 pub mod sandbox;

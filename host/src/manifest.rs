@@ -161,6 +161,17 @@ struct RawManifest {
     shared: toml::Table,
     #[serde(default, rename = "rule")]
     rules: Vec<RawRule>,
+    rollout: Option<RawRollout>,
+}
+
+/// `[rollout]`: the automatic abort of this rule set as a canary candidate.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    abort_failure_percent: Option<toml::Value>,
+    abort_flagged_percent: Option<toml::Value>,
+    window_decisions: Option<u32>,
+    min_decisions: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +231,20 @@ pub struct Manifest {
     pub decline_at: u32,
     /// The rules, in manifest order.
     pub rules: Vec<RuleEntry>,
+    /// `[rollout]`: the guard that aborts this rule set's canary.
+    pub guard: Option<crate::rollout::Guard>,
+}
+
+/// A percentage of the manifest: an integer or a decimal string.
+fn percent(value: &toml::Value) -> Result<Decimal, String> {
+    match value {
+        toml::Value::Integer(i) => crate::rollout::parse_percent(&i.to_string()),
+        toml::Value::String(s) => crate::rollout::parse_percent(s),
+        toml::Value::Float(f) => {
+            Err(format!("write the percentage as a string (\"{f}\") or an integer: floats are inexact"))
+        }
+        other => Err(format!("expected a percentage, got {}", other.type_str())),
+    }
 }
 
 impl Manifest {
@@ -315,7 +340,34 @@ impl Manifest {
                 own_params,
             });
         }
-        Ok(Manifest { review_at, decline_at, rules })
+        let guard = match raw.rollout {
+            None => None,
+            Some(r) => {
+                let place = |key: &str| format!("[rollout] key `{key}`");
+                let defaults = crate::rollout::Guard::default();
+                let guard = crate::rollout::Guard {
+                    failure_percent: r
+                        .abort_failure_percent
+                        .as_ref()
+                        .map(percent)
+                        .transpose()
+                        .map_err(|m| invalid(place("abort_failure_percent"), m))?,
+                    flagged_percent: r
+                        .abort_flagged_percent
+                        .as_ref()
+                        .map(percent)
+                        .transpose()
+                        .map_err(|m| invalid(place("abort_flagged_percent"), m))?,
+                    window: r.window_decisions.unwrap_or(defaults.window),
+                    min_decisions: r
+                        .min_decisions
+                        .unwrap_or(defaults.min_decisions.min(r.window_decisions.unwrap_or(defaults.window))),
+                };
+                crate::rollout::check_guard(&guard).map_err(|(key, message)| invalid(place(key), message))?;
+                Some(guard)
+            }
+        };
+        Ok(Manifest { review_at, decline_at, rules, guard })
     }
 }
 

@@ -41,6 +41,16 @@ struct AgreementLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArmLabel {
+    arm: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -67,6 +77,8 @@ pub struct Metrics {
     commit_changes: Counter,
     refused: Family<ReasonLabel, Counter>,
     shadow: Family<AgreementLabel, Counter>,
+    rollout_decisions: Family<ArmLabel, Counter>,
+    rollout_transitions: Family<EventLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,8 +135,22 @@ impl Metrics {
             "Decisions of the shadow candidate beside the live ones, by (live, candidate) outcome",
             shadow.clone(),
         );
+        let rollout_decisions = Family::<ArmLabel, Counter>::default();
+        registry.register(
+            "rollout_decisions",
+            "New decisions under a canary rollout, by the arm that decided (live, candidate)",
+            rollout_decisions.clone(),
+        );
+        let rollout_transitions = Family::<EventLabel, Counter>::default();
+        registry.register(
+            "rollout_transitions",
+            "Canary rollout transitions, by event (start, share, promote, abort, auto-abort, rollback)",
+            rollout_transitions.clone(),
+        );
         Metrics {
             shadow,
+            rollout_decisions,
+            rollout_transitions,
             registry,
             decisions,
             replays,
@@ -161,6 +187,11 @@ impl Metrics {
         };
     }
 
+    /// Counts a rollout transition.
+    pub fn rollout_transition(&self, t: &crate::rollout::Transition) {
+        self.rollout_transitions.get_or_create(&EventLabel { event: t.event.as_str() }).inc();
+    }
+
     /// Records a durable ledger commit.
     pub fn ledger_commit(&self, duration: Duration, changes: usize) {
         self.commit_latency.observe(duration.as_secs_f64());
@@ -194,6 +225,10 @@ impl Observer for Metrics {
             self.replays.inc();
         }
         self.decisions.get_or_create(&OutcomeLabel { outcome: record.outcome().as_str() }).inc();
+    }
+
+    fn rollout_decided(&self, tag: &crate::rollout::RolloutTag) {
+        self.rollout_decisions.get_or_create(&ArmLabel { arm: tag.arm.as_str() }).inc();
     }
 
     fn shadow_decided(&self, live: &crate::decision::Decision, candidate: &crate::decision::Decision) {

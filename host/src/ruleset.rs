@@ -194,6 +194,8 @@ pub struct RuleSet {
     pub history_window_seconds_max: u64,
     /// The folder it was loaded from.
     pub dir: PathBuf,
+    /// The manifest's `[rollout]` guard, for when it is a canary candidate.
+    pub guard: Option<crate::rollout::Guard>,
 }
 
 /// Reads a file of the rule set in `root`: a regular file (a symlink only
@@ -299,6 +301,7 @@ impl RuleSet {
             lists,
             history_window_seconds_max,
             dir: dir.to_owned(),
+            guard: manifest.guard,
         })
     }
 }

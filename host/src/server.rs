@@ -21,8 +21,10 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::{Value, json};
+
+use crate::rollout::RolloutError;
 use tokio::sync::Semaphore;
 
 use crate::decision::Record;
@@ -163,6 +165,10 @@ pub fn router(host: Host, config: ServeConfig) -> Router {
         .route("/v1/reviews/{id}/decline", post(decline))
         .route("/v1/ruleset/reload", post(reload))
         .route("/v1/ruleset/rollback", post(rollback))
+        .route("/v1/rollout/share", put(rollout_share))
+        .route("/v1/rollout/promote", post(rollout_promote))
+        .route("/v1/rollout/abort", post(rollout_abort))
+        .route("/v1/rollout/rollback", post(rollout_rollback))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let api = Router::new()
         .route("/v1/transactions", post(transaction))
@@ -171,6 +177,7 @@ pub fn router(host: Host, config: ServeConfig) -> Router {
         .route("/v1/accounts/{id}", get(account))
         .route("/v1/ruleset", get(ruleset))
         .route("/v1/shadow", get(shadow))
+        .route("/v1/rollout", get(rollout))
         .merge(admin)
         .layer(middleware::from_fn_with_state(state.clone(), limits));
     Router::new()
@@ -508,6 +515,64 @@ async fn shadow(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
+}
+
+async fn rollout(State(state): State<AppState>) -> Response {
+    match state.host.rollout_status() {
+        Some(status) => axum::Json(status).into_response(),
+        None => no_rollout(),
+    }
+}
+
+fn no_rollout() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "NO_ROLLOUT", "this host runs no canary rollout (serve --canary DIR)")
+        .into_response()
+}
+
+/// The answer to an operator's rollout request: the transition and the
+/// rollout's state after it.
+fn rollout_answer(host: &Host, outcome: Result<crate::rollout::Transition, RolloutError>) -> Response {
+    match outcome {
+        Ok(t) => axum::Json(json!({ "transition": t, "rollout": host.rollout_status() })).into_response(),
+        Err(RolloutError::NoCandidate(_)) if host.rollout_status().is_none() => no_rollout(),
+        Err(e @ (RolloutError::NoCandidate(_) | RolloutError::NothingToRollBack)) => {
+            ApiError::new(StatusCode::CONFLICT, "ROLLOUT_CONFLICT", e.to_string()).into_response()
+        }
+        Err(e @ RolloutError::Share(_)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SHARE", e.to_string()).into_response()
+        }
+        Err(e @ RolloutError::State { .. }) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ROLLOUT_STATE_UNAVAILABLE", e.to_string()).into_response()
+        }
+    }
+}
+
+/// `PUT /v1/rollout/share` with `{"percent": N}`.
+async fn rollout_share(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let bytes = read_body(&state, body).await?;
+    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_SHARE", message);
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("the body is not JSON: {e}")))?;
+    let percent = value
+        .get("percent")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| invalid("expected {\"percent\": N} with N an integer in 0..=100".into()))?;
+    let outcome = state.host.set_canary_share(percent).await;
+    Ok(rollout_answer(&state.host, outcome))
+}
+
+async fn rollout_promote(State(state): State<AppState>) -> Response {
+    let outcome = state.host.promote_canary().await;
+    rollout_answer(&state.host, outcome)
+}
+
+async fn rollout_abort(State(state): State<AppState>) -> Response {
+    let outcome = state.host.abort_canary().await;
+    rollout_answer(&state.host, outcome)
+}
+
+async fn rollout_rollback(State(state): State<AppState>) -> Response {
+    let outcome = state.host.rollback_promotion().await;
+    rollout_answer(&state.host, outcome)
 }
 
 async fn ruleset(State(state): State<AppState>) -> Response {

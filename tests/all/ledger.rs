@@ -228,6 +228,7 @@ fn decision(id: &str, outcome: Outcome, ledger: LedgerEffect) -> Decision {
         score: 0,
         reasons: Vec::new(),
         ruleset: "model".into(),
+        rollout: None,
         rules: Vec::new(),
         ledger,
         json: Default::default(),

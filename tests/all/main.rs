@@ -5,6 +5,7 @@
 
 mod analyst_errors;
 mod backtest;
+mod canary;
 mod cli_test;
 mod containment;
 mod contracts;

@@ -20,7 +20,8 @@ const TOKEN: &str = "s3cret-admin-token";
 struct Server {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    /// The ledger, token and rollout state (kept across a restart).
+    dir: Option<tempfile::TempDir>,
     ledger: PathBuf,
 }
 
@@ -36,7 +37,20 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn start(rules: &Path, extra: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), rules, extra)
+}
+
+impl Server {
+    /// Kills the server (no graceful shutdown) and starts it again on the
+    /// same ledger and rollout state.
+    fn restart(mut self, rules: &Path, extra: &[&str]) -> Server {
+        let dir = self.dir.take().unwrap();
+        drop(self);
+        start_in(dir, rules, extra)
+    }
+}
+
+fn start_in(dir: tempfile::TempDir, rules: &Path, extra: &[&str]) -> Server {
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     let ledger = dir.path().join("ledger.sqlite");
@@ -53,7 +67,7 @@ fn start(rules: &Path, extra: &[&str]) -> Server {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {line:?}")).to_owned();
-    Server { child, base, _dir: dir, ledger }
+    Server { child, base, dir: Some(dir), ledger }
 }
 
 fn client() -> reqwest::Client {
@@ -409,6 +423,7 @@ async fn the_openapi_document_matches_the_real_routes() {
             let req = match method.as_str() {
                 "get" => http.get(&url),
                 "post" => http.post(&url).bearer_auth(TOKEN).body("[]"),
+                "put" => http.put(&url).bearer_auth(TOKEN).body("[]"),
                 other => panic!("method {other}"),
             };
             let r = req.send().await.unwrap();
@@ -543,4 +558,126 @@ async fn a_shadow_candidate_reports_its_agreement_over_http() {
     let plain = start(set.dir.path(), &[]);
     let (s, e) = send(client().get(format!("{}/v1/shadow", plain.base))).await;
     assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NO_SHADOW")));
+}
+
+/// Posts one transaction from each of `sources`; returns the decisions.
+async fn decide(http: &reqwest::Client, base: &str, round: &str, sources: &[&str]) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let destination = if *source == "a1" { "a2" } else { "a1" };
+        let body = tx(&format!("c-{round}-{i}"), source, destination, "1.00");
+        let (s, d) = send(http.post(format!("{base}/v1/transactions")).json(&body)).await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+        seen.push(d);
+    }
+    seen
+}
+
+/// `rulehost rollout …` against the server; returns (exit code, stdout).
+fn rollout_cli(server: &Server, args: &[&str], with_token: bool) -> (i32, Value) {
+    let token = server.dir.as_ref().unwrap().path().join("token");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rulehost"));
+    command.args(["rollout", "--server", &server.base]).args(args).env_remove("RULEHOST_ADMIN_TOKEN");
+    if with_token {
+        command.args(["--admin-token-file", token.to_str().unwrap()]);
+    }
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), serde_json::from_str(&stdout).unwrap_or(Value::String(stdout.into_owned())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_set_promoted_rolled_back_and_aborted_through_the_api_and_cli_and_survives_restarts() {
+    let live = TempRuleSet::example();
+    let manifest = std::fs::read_to_string(live.dir.path().join("manifest.toml")).unwrap();
+    let candidate = TempRuleSet::new(&manifest.replace("review_at = 400", "review_at = 300"));
+    let (live_version, candidate_version) = (live.load().version, candidate.load().version);
+    let args = ["--canary", candidate.dir.path().to_str().unwrap()];
+    let server = start(live.dir.path(), &args);
+    let http = client();
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(TOKEN);
+
+    let (s, r) = send(http.get(format!("{}/v1/rollout", server.base))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!((r["phase"].as_str(), r["share"].as_u64()), (Some("canary"), Some(0)), "{r}");
+    assert_eq!(r["candidate"]["version"].as_str(), Some(&*candidate_version));
+
+    // The share through the CLI (the token is required).
+    let (code, _) = rollout_cli(&server, &["share", "20"], false);
+    assert_ne!(code, 0, "no token, no change");
+    let (code, answer) = rollout_cli(&server, &["share", "20"], true);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(answer["transition"]["event"], "share");
+    let (s, e) =
+        send(admin(http.put(format!("{}/v1/rollout/share", server.base))).json(&json!({"percent": 101}))).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_SHARE")));
+
+    // Each source meets the arm its bucket gives it, and says so.
+    let sources = ["a1", "a2", "holdy", "a4", "a5"];
+    for d in decide(&http, &server.base, "one", &sources).await {
+        let source = &sources[d["id"].as_str().unwrap().rsplit('-').next().unwrap().parse::<usize>().unwrap()];
+        let candidate_decides = rulehost::rollout::bucket(source) < 20;
+        assert_eq!(d["rollout"]["arm"] == "candidate", candidate_decides, "{d}");
+        let want = if candidate_decides { &candidate_version } else { &live_version };
+        assert_eq!(d["ruleset"].as_str(), Some(&**want), "{d}");
+        assert_eq!(d["rollout"]["share"], 20, "{d}");
+    }
+
+    // A restart (kill -9) resumes at 20%.
+    let server = server.restart(live.dir.path(), &args);
+    let (_, r) = send(http.get(format!("{}/v1/rollout", server.base))).await;
+    assert_eq!((r["phase"].as_str(), r["share"].as_u64()), (Some("canary"), Some(20)), "{r}");
+    let events: Vec<&str> = r["transitions"].as_array().unwrap().iter().map(|t| t["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["start", "share"]);
+
+    // Promotion through the API: the candidate is live, untagged.
+    let (s, p) = send(admin(http.post(format!("{}/v1/rollout/promote", server.base)))).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["rollout"]["phase"], "promoted");
+    let (_, rs) = send(http.get(format!("{}/v1/ruleset", server.base))).await;
+    assert_eq!(rs["version"].as_str(), Some(&*candidate_version), "{rs}");
+    for d in decide(&http, &server.base, "two", &sources).await {
+        assert_eq!(d["ruleset"].as_str(), Some(&*candidate_version), "{d}");
+        assert!(d.get("rollout").is_none(), "{d}");
+    }
+    let metrics = http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("rulehost_rollout_transitions_total{event=\"promote\"} 1"), "{metrics}");
+    let (s, e) = send(admin(http.post(format!("{}/v1/rollout/promote", server.base)))).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("ROLLOUT_CONFLICT")));
+
+    // The promotion survives a restart with the same command line.
+    let server = server.restart(live.dir.path(), &args);
+    let (_, rs) = send(http.get(format!("{}/v1/ruleset", server.base))).await;
+    assert_eq!(rs["version"].as_str(), Some(&*candidate_version), "{rs}");
+
+    // Rollback through the CLI: the old live serves, the demoted one is the
+    // candidate at 0%; then abort through the API.
+    let (code, answer) = rollout_cli(&server, &["rollback"], true);
+    assert_eq!(code, 0, "{answer}");
+    assert_eq!(
+        (answer["rollout"]["phase"].as_str(), answer["rollout"]["share"].as_u64()),
+        (Some("rolled-back"), Some(0))
+    );
+    let (_, rs) = send(http.get(format!("{}/v1/ruleset", server.base))).await;
+    assert_eq!(rs["version"].as_str(), Some(&*live_version), "{rs}");
+    let (code, _) = rollout_cli(&server, &["share", "50"], true);
+    assert_eq!(code, 0);
+    let (s, a) = send(admin(http.post(format!("{}/v1/rollout/abort", server.base)))).await;
+    assert_eq!(
+        (s, a["rollout"]["phase"].as_str(), a["rollout"]["share"].as_u64()),
+        (StatusCode::OK, Some("aborted"), Some(0))
+    );
+    let server = server.restart(live.dir.path(), &args);
+    let (code, status) = rollout_cli(&server, &["status"], false);
+    assert_eq!(code, 0, "{status}");
+    assert_eq!((status["phase"].as_str(), status["share"].as_u64()), (Some("aborted"), Some(0)), "{status}");
+    assert_eq!(status["candidate"]["version"].as_str(), Some(&*candidate_version));
+    let events: Vec<&str> =
+        status["transitions"].as_array().unwrap().iter().map(|t| t["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["start", "share", "promote", "rollback", "share", "abort"]);
+
+    // A host without a rollout says so.
+    let plain = start(live.dir.path(), &[]);
+    let (s, e) = send(http.get(format!("{}/v1/rollout", plain.base))).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NO_ROLLOUT")));
 }

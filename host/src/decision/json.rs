@@ -108,6 +108,15 @@ pub(super) fn decision(d: &Decision) -> String {
     strings(&mut out, &d.reasons);
     out.push_str(",\"ruleset\":");
     string(&mut out, &d.ruleset);
+    if let Some(tag) = &d.rollout {
+        out.push_str(",\"rollout\":{\"arm\":\"");
+        out.push_str(tag.arm.as_str());
+        out.push_str("\",\"bucket\":");
+        number(&mut out, u64::from(tag.bucket));
+        out.push_str(",\"share\":");
+        number(&mut out, u64::from(tag.share));
+        out.push('}');
+    }
     out.push_str(",\"rules\":[");
     for (i, t) in d.rules.iter().enumerate() {
         if i > 0 {

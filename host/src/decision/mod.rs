@@ -121,6 +121,9 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// Rule-set version (content hash) that made the decision.
     pub ruleset: Arc<str>,
+    /// While a canary candidate is configured: which arm decided and why
+    /// (`rollout` in the JSON, absent otherwise).
+    pub rollout: Option<crate::rollout::RolloutTag>,
     /// Per-rule trace, in the order the rules ran.
     pub rules: Vec<RuleTrace>,
     /// What the ledger did.
@@ -223,6 +226,8 @@ struct DecisionJson<'a> {
     score: u32,
     reasons: &'a [String],
     ruleset: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<crate::rollout::RolloutTag>,
     rules: Vec<TraceJson<'a>>,
     ledger: LedgerEffect,
 }
@@ -236,6 +241,7 @@ impl<'a> DecisionJson<'a> {
             score: d.score,
             reasons: &d.reasons,
             ruleset: &d.ruleset,
+            rollout: d.rollout,
             rules: d.rules.iter().map(TraceJson::new).collect(),
             ledger: d.ledger,
         }
@@ -277,6 +283,7 @@ impl Decision {
             score: d.score,
             reasons: d.reasons,
             ruleset: d.ruleset.into(),
+            rollout: d.rollout,
             rules,
             ledger: d.ledger,
             json: JsonCache::default(),
@@ -292,6 +299,8 @@ struct DecisionIn {
     score: u32,
     reasons: Vec<String>,
     ruleset: String,
+    #[serde(default)]
+    rollout: Option<crate::rollout::RolloutTag>,
     rules: Vec<TraceIn>,
     ledger: LedgerEffect,
 }
@@ -495,6 +504,11 @@ mod tests {
                 score: i as u32 * 100,
                 reasons: vec!["RULE_FAILED".into()],
                 ruleset: "abc".into(),
+                rollout: (i % 2 == 1).then_some(crate::rollout::RolloutTag {
+                    arm: [crate::rollout::Arm::Live, crate::rollout::Arm::Candidate][i % 4 / 2],
+                    bucket: i as u8,
+                    share: 20,
+                }),
                 rules: vec![trace(result.clone(), logs.clone()), trace(RuleResult::Accept, vec![])],
                 ledger: [LedgerEffect::Posted, LedgerEffect::Held, LedgerEffect::None][i % 3],
                 json: JsonCache::default(),

@@ -13,6 +13,7 @@ use crate::input::{ErrorCode, InputError, ParsedTransaction, parse_transaction};
 use crate::ledger::{Commit, Effect, Ledger, LedgerError};
 use crate::manifest::{OnError, RuleKind};
 use crate::model::Transaction;
+use crate::rollout::{Choice, Rollout, RolloutTag};
 use crate::ruleset::{LoadedRule, RuleSet};
 mod reads;
 mod shadow;
@@ -49,6 +50,8 @@ pub fn lock(ledger: &SharedLedger) -> MutexGuard<'_, Box<dyn Ledger>> {
 /// A transaction evaluated ahead of its turn.
 pub struct Speculation {
     outcome: Speculated,
+    /// Who the canary rollout chose to decide it (none without a rollout).
+    choice: Option<Choice>,
 }
 
 enum Speculated {
@@ -104,6 +107,8 @@ pub trait Observer: Send + Sync {
     fn decided(&self, record: &Record);
     /// The shadow candidate decided beside a new live decision.
     fn shadow_decided(&self, _live: &Decision, _candidate: &Decision) {}
+    /// A new decision was made by the arm of a canary rollout in `tag`.
+    fn rollout_decided(&self, _tag: &RolloutTag) {}
 }
 
 /// Evaluates transactions against a rule set and records them in a ledger.
@@ -114,6 +119,7 @@ pub struct Pipeline {
     versions: Arc<Mutex<Versions>>,
     observer: Option<Arc<dyn Observer>>,
     shadow: Option<Arc<Shadow>>,
+    rollout: Option<Arc<Rollout>>,
 }
 
 impl Pipeline {
@@ -124,7 +130,24 @@ impl Pipeline {
 
     /// A pipeline over `ledger` with another rule executor.
     pub fn with_executor(executor: Arc<dyn RuleExecutor>, ledger: SharedLedger) -> Self {
-        Pipeline { executor, ledger, versions: Arc::default(), observer: None, shadow: None }
+        Pipeline { executor, ledger, versions: Arc::default(), observer: None, shadow: None, rollout: None }
+    }
+
+    /// The same pipeline under a canary rollout: the candidate decides the
+    /// share of transactions the rollout gives it, the live rule set passed
+    /// to each call the rest (see [`Rollout`]).
+    pub fn with_rollout(mut self, rollout: Arc<Rollout>) -> Self {
+        self.rollout = Some(rollout);
+        self
+    }
+
+    /// The canary rollout, if any.
+    pub fn rollout(&self) -> Option<&Arc<Rollout>> {
+        self.rollout.as_ref()
+    }
+
+    fn choose(&self, tx: &Transaction) -> Option<Choice> {
+        self.rollout.as_ref().and_then(|r| r.choose(&tx.source))
     }
 
     /// The same pipeline, reporting rule calls and decisions to `observer`.
@@ -219,9 +242,14 @@ impl Pipeline {
     /// without committing anything (steps 1c–4).
     pub fn speculate(&self, ruleset: &RuleSet, parsed: &ParsedTransaction) -> Speculation {
         let tx = &parsed.tx;
+        let choice = self.choose(tx);
+        let ruleset = match choice.as_ref().and_then(|c| c.candidate.as_deref()) {
+            Some(candidate) => candidate,
+            None => ruleset,
+        };
         let _span = tracing::debug_span!("transaction", id = %tx.id, ruleset = %ruleset.version).entered();
         if let Some(code) = precheck(&**lock(&self.ledger), tx) {
-            return Speculation { outcome: Speculated::Prechecked(code) };
+            return Speculation { outcome: Speculated::Prechecked(code), choice };
         }
         let start = self.versions.lock().expect("versions lock").seq;
         let facts = Arc::new(RecordingFacts { ledger: self.ledger.clone(), reads: Mutex::default() });
@@ -233,7 +261,7 @@ impl Pipeline {
             (candidate, evaluation)
         });
         let reads = std::mem::take(&mut *facts.reads());
-        Speculation { outcome: Speculated::Evaluated { evaluation, shadow, reads, start } }
+        Speculation { outcome: Speculated::Evaluated { evaluation, shadow, reads, start }, choice }
     }
 
     /// Commits a speculation in its turn (steps 1b and 5): replays and
@@ -250,6 +278,18 @@ impl Pipeline {
                 return record;
             }
             let mut versions = self.versions.lock().expect("versions lock");
+            // Who decides now: a share or candidate changed since the
+            // speculation means it ran the wrong rules, so it runs again.
+            let choice = self.choose(tx);
+            let same_rules = match (&choice, &speculation.choice) {
+                (Some(now), Some(then)) => now.same_rules(then),
+                (None, None) => true,
+                _ => false,
+            };
+            let deciding = match choice.as_ref().and_then(|c| c.candidate.as_deref()) {
+                Some(candidate) => candidate,
+                None => ruleset,
+            };
             let (evaluation, counted, shadow) = match speculation.outcome {
                 Speculated::Prechecked(code) => {
                     let shadow = self
@@ -259,7 +299,7 @@ impl Pipeline {
                     (Evaluation::rejected(code.to_owned(), 0, Vec::new(), false), false, shadow)
                 }
                 Speculated::Evaluated { evaluation, shadow, reads, start } => {
-                    if !versions.unchanged_since(start, &reads) {
+                    if !same_rules || !versions.unchanged_since(start, &reads) {
                         drop(versions);
                         drop(ledger);
                         speculation = self.speculate(ruleset, parsed);
@@ -271,13 +311,20 @@ impl Pipeline {
             };
             // The candidate's decision, on the state the live one saw (before
             // the live effect is applied); it posts nothing.
-            let shadow = shadow.map(|(candidate, e)| decision_of(&**ledger, tx, &candidate.version, e).0);
-            let (decision, effect) = decision_of(&**ledger, tx, &ruleset.version, evaluation);
+            let shadow = shadow.map(|(candidate, e)| decision_of(&**ledger, tx, &candidate.version, None, e).0);
+            let tag = choice.as_ref().map(|c| c.tag);
+            let (decision, effect) = decision_of(&**ledger, tx, &deciding.version, tag, evaluation);
             let live = decision.clone();
             let commit = Commit { tx, fingerprint: parsed.fingerprint, decision, effect, count_in_history: counted };
             let record = finish(&mut **ledger, line, parsed, commit);
             if matches!(record, Record::Decision { replayed: false, .. }) {
                 versions.record(tx, effect, counted);
+                if let (Some(rollout), Some(choice)) = (&self.rollout, &choice) {
+                    rollout.decided(choice, &live);
+                    if let Some(o) = &self.observer {
+                        o.rollout_decided(&choice.tag);
+                    }
+                }
                 if let (Some(s), Some(candidate)) = (&self.shadow, shadow) {
                     if let Some(o) = &self.observer {
                         o.shadow_decided(&live, &candidate);
@@ -403,6 +450,7 @@ fn decision_of(
     ledger: &dyn Ledger,
     tx: &Transaction,
     version: &Arc<str>,
+    rollout: Option<RolloutTag>,
     evaluation: Evaluation,
 ) -> (Arc<Decision>, Effect) {
     let (mut outcome, mut reasons) = (evaluation.outcome, evaluation.reasons);
@@ -423,6 +471,7 @@ fn decision_of(
         score: evaluation.score,
         reasons,
         ruleset: version.clone(),
+        rollout,
         rules: evaluation.traces,
         ledger: match effect {
             Effect::Post => LedgerEffect::Posted,

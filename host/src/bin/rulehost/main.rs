@@ -9,6 +9,7 @@
 
 mod compare;
 mod ledger;
+mod rollout;
 mod ruleset;
 mod serve;
 
@@ -138,6 +139,8 @@ enum Command {
         #[arg(long, requires = "shadow")]
         shadow_log: Option<PathBuf>,
         #[command(flatten)]
+        canary: rollout::CanaryArgs,
+        #[command(flatten)]
         cache: CacheArg,
     },
     /// Generate deterministic sample accounts and transactions.
@@ -198,6 +201,9 @@ enum Command {
     },
     /// Serve the host over HTTP/JSON (see host/openapi.json).
     Serve(serve::ServeArgs),
+    /// The canary rollout of a serving host: status, share, promote, abort,
+    /// rollback (through its admin API).
+    Rollout(rollout::RolloutArgs),
     /// The durable ledger: import accounts, balances, journal, reconcile.
     Ledger {
         #[command(subcommand)]
@@ -339,8 +345,22 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
     match command {
         Command::Ledger { action } => ledger::ledger_command(action),
         Command::Serve(args) => serve::run(args),
+        Command::Rollout(args) => rollout::command(args),
         Command::Review { action } => ledger::review_command(action),
-        Command::Run { rules, accounts, ledger, input, output, quiet, threads, watch, shadow, shadow_log, cache } => {
+        Command::Run {
+            rules,
+            accounts,
+            ledger,
+            input,
+            output,
+            quiet,
+            threads,
+            watch,
+            shadow,
+            shadow_log,
+            canary,
+            cache,
+        } => {
             let sandbox = Arc::new(start(Sandbox::new(&sandbox_config(cache.dir())))?);
             let ruleset = start(
                 RuleSet::load(&sandbox, &rules).with_context(|| format!("loading rule set {}", rules.display())),
@@ -358,7 +378,21 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 let candidate = start(
                     RuleSet::load(&sandbox, dir).with_context(|| format!("loading shadow rule set {}", dir.display())),
                 )?;
+                rulehost::pipeline::lock(&ledger).retain_history(candidate.history_window_seconds_max);
                 pipeline = pipeline.with_shadow(Arc::new(Arc::new(candidate)));
+            }
+            if let Some(dir) = &canary.canary {
+                let candidate = start(
+                    RuleSet::load(&sandbox, dir).with_context(|| format!("loading canary rule set {}", dir.display())),
+                )?;
+                start(
+                    rulehost::rollout::check_guard(&canary.guard().over(candidate.guard.as_ref()))
+                        .map_err(|(key, message)| anyhow::anyhow!("canary guard: {key}: {message}")),
+                )?;
+                rulehost::pipeline::lock(&ledger).retain_history(candidate.history_window_seconds_max);
+                let candidate: Arc<dyn RuleSource> = Arc::new(Arc::new(candidate));
+                let rollout = rulehost::rollout::Rollout::new(candidate, canary.canary_share, canary.guard());
+                pipeline = pipeline.with_rollout(Arc::new(rollout));
             }
             let (source, _watcher): (Box<dyn RuleSource>, Option<Watcher>) = if watch {
                 let retain = ledger.clone();
@@ -421,6 +455,19 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 let live = source.current();
                 eprintln!("rule set {} ({} rules)", live.version, live.rules.len());
                 eprint!("{summary}");
+            }
+            if let Some(rollout) = pipeline.rollout()
+                && !quiet
+            {
+                let (live, candidate) = rollout.decided_counts();
+                eprintln!(
+                    "canary: {candidate} decided by the candidate, {live} by the live rule set; now {} at {}%",
+                    rollout.phase().as_str(),
+                    rollout.share()
+                );
+                for t in rollout.saved_state().transitions {
+                    eprintln!("  {} {} {}% -> {}%: {}", t.at, t.event.as_str(), t.from_share, t.to_share, t.why);
+                }
             }
             if shadow.is_some() {
                 if let Some(path) = &shadow_log {

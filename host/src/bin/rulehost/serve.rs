@@ -56,11 +56,34 @@ pub(crate) struct ServeArgs {
     /// decision; its agreement report is `GET /v1/shadow`.
     #[arg(long)]
     shadow: Option<PathBuf>,
+    #[command(flatten)]
+    canary: crate::rollout::CanaryArgs,
+    /// Where the rollout state is kept, so that a restart resumes it
+    /// (default: beside a durable ledger, `<ledger>.rollout.json`).
+    #[arg(long)]
+    rollout_state: Option<PathBuf>,
     /// Do not watch the rule-set folder (reload through the API only).
     #[arg(long)]
     no_watch: bool,
     #[command(flatten)]
     cache: crate::CacheArg,
+}
+
+/// The admin bearer token: the file's content (trimmed), else
+/// `RULEHOST_ADMIN_TOKEN`; an empty one is refused.
+pub(crate) fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>, Failure> {
+    let token = match file {
+        Some(p) => Some(start(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the admin token {}", p.display()))
+                .map(|t| t.trim().to_owned()),
+        )?),
+        None => std::env::var("RULEHOST_ADMIN_TOKEN").ok(),
+    };
+    if token.as_deref().is_some_and(str::is_empty) {
+        return Err(Failure::CannotStart(anyhow::anyhow!("the admin token is empty")));
+    }
+    Ok(token)
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -78,21 +101,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
         header_read_timeout_ms,
         threads,
         shadow,
+        canary,
+        rollout_state,
         no_watch,
         cache,
     } = args;
     let cache_dir = cache.dir();
-    let admin_token = match &admin_token_file {
-        Some(p) => Some(start(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading the admin token {}", p.display()))
-                .map(|t| t.trim().to_owned()),
-        )?),
-        None => std::env::var("RULEHOST_ADMIN_TOKEN").ok(),
-    };
-    if admin_token.as_deref().is_some_and(str::is_empty) {
-        return Err(Failure::CannotStart(anyhow::anyhow!("the admin token is empty")));
-    }
+    let admin_token = admin_token(admin_token_file.as_deref())?;
     let config = rulehost::server::ServeConfig {
         admin_token,
         body_bytes_max,
@@ -108,25 +123,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
             .build()
             .context("starting the runtime"),
     )?;
-    runtime.block_on(serve(rules, ledger, accounts, listen, threads, !no_watch, cache_dir, shadow, config))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    rules: PathBuf,
-    ledger: LedgerArg,
-    accounts: Option<PathBuf>,
-    listen: String,
-    threads: Option<usize>,
-    watch: bool,
-    cache_dir: Option<PathBuf>,
-    shadow: Option<PathBuf>,
-    config: rulehost::server::ServeConfig,
-) -> Result<u8, Failure> {
-    if config.admin_token.is_none() {
-        tracing::warn!("no admin token configured: admin endpoints answer 401");
-    }
-    let mut builder = HostBuilder::new(&rules).ledger(LedgerLocation::from_arg(&ledger.ledger)).watch(watch);
+    let mut builder = HostBuilder::new(&rules).ledger(LedgerLocation::from_arg(&ledger.ledger)).watch(!no_watch);
     if let Some(a) = accounts {
         builder = builder.accounts(a);
     }
@@ -138,6 +135,20 @@ async fn serve(
     }
     if let Some(s) = shadow {
         builder = builder.shadow(s);
+    }
+    if let Some(dir) = &canary.canary {
+        builder = builder.canary(dir, canary.canary_share);
+    }
+    builder = builder.canary_guard(canary.guard());
+    if let Some(file) = rollout_state {
+        builder = builder.rollout_state(file);
+    }
+    runtime.block_on(serve(builder, listen, config))
+}
+
+async fn serve(builder: HostBuilder, listen: String, config: rulehost::server::ServeConfig) -> Result<u8, Failure> {
+    if config.admin_token.is_none() {
+        tracing::warn!("no admin token configured: admin endpoints answer 401");
     }
     let host = builder.build().await.map_err(|e| Failure::CannotStart(e.into()))?;
     let listener = tokio::net::TcpListener::bind(&listen)

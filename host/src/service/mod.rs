@@ -39,9 +39,14 @@ use crate::input::{ErrorCode, InputError, ParsedTransaction, parse_transaction};
 use crate::ledger::{AccountBalances, Hold, LedgerError, LedgerLocation, Resolution, StoreOptions, import_file};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, SharedLedger, lock};
-use crate::reload::{DEBOUNCE_MS_DEFAULT, LiveRules, ReloadEvent, ReloadOutcome, RuleSource, Status, Watcher};
+use crate::reload::{ReloadEvent, ReloadOutcome, RuleSource, Status};
+use crate::rollout::{GuardOverride, RolloutError, Transition};
 use crate::ruleset::RuleSet;
 use crate::sandbox::{Sandbox, SandboxConfig};
+
+mod rollout;
+
+use rollout::{RolloutConfig, Rules};
 
 /// Builds a [`Host`].
 #[derive(Clone, Debug)]
@@ -55,6 +60,7 @@ pub struct HostBuilder {
     cache_dir: Option<PathBuf>,
     store: StoreOptions,
     shadow: Option<PathBuf>,
+    rollout: RolloutConfig,
 }
 
 /// Why a host could not start.
@@ -114,6 +120,7 @@ impl HostBuilder {
             cache_dir: None,
             store: StoreOptions::default(),
             shadow: None,
+            rollout: RolloutConfig::default(),
         }
     }
 
@@ -168,6 +175,30 @@ impl HostBuilder {
         self
     }
 
+    /// A canary rollout of the rule set in `dir`: it decides for `share`
+    /// percent of source accounts (by a stable hash; see
+    /// [`crate::rollout`]). With a rollout state file, a restart resumes the
+    /// rollout where it was, and this folder starts a new canary only if the
+    /// saved rollout has not seen it.
+    pub fn canary(mut self, dir: impl Into<PathBuf>, share: u8) -> Self {
+        self.rollout.canary = Some(dir.into());
+        self.rollout.share = share.min(crate::rollout::BUCKETS);
+        self
+    }
+
+    /// Where the rollout state is kept (default: beside a durable ledger,
+    /// `<ledger>.rollout.json`; none for a memory ledger).
+    pub fn rollout_state(mut self, file: impl Into<PathBuf>) -> Self {
+        self.rollout.state_file = Some(file.into());
+        self
+    }
+
+    /// Guard settings of the canary, over the candidate manifest's `[rollout]`.
+    pub fn canary_guard(mut self, guard: GuardOverride) -> Self {
+        self.rollout.guard = guard;
+        self
+    }
+
     /// Group commit settings of a durable ledger.
     pub fn store_options(mut self, options: StoreOptions) -> Self {
         self.store = options;
@@ -205,31 +236,14 @@ impl HostBuilder {
         }
         let ledger: SharedLedger = Arc::new(std::sync::Mutex::new(ledger));
         drop(first);
-        let retain = ledger.clone();
-        let live = Arc::new(
-            LiveRules::load(
-                sandbox.clone(),
-                &self.rules,
-                Some(Box::new(move |r: &RuleSet| lock(&retain).retain_history(r.history_window_seconds_max))),
-            )
-            .map_err(rules_error)?,
-        );
-        let mut events = live.subscribe();
-        let counted = metrics.clone();
-        runtime.spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(event) => counted.reload_event(&event),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
-        let watcher = if self.watch {
-            Some(Watcher::start(live.clone(), std::time::Duration::from_millis(DEBOUNCE_MS_DEFAULT)).map_err(other)?)
-        } else {
-            None
-        };
+        let mut rollout = self.rollout.clone();
+        if rollout.state_file.is_none()
+            && let LedgerLocation::File(path) = &self.ledger
+        {
+            rollout.state_file = Some(rollout::default_state_file(path));
+        }
+        let rules =
+            Rules::open(sandbox.clone(), ledger.clone(), self.watch, runtime, metrics.clone(), &self.rules, &rollout)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.eval_threads)
             .thread_name(|i| format!("rulehost-eval-{i}"))
@@ -237,6 +251,9 @@ impl HostBuilder {
             .build()
             .map_err(|e| other(e.to_string()))?;
         let mut pipeline = Pipeline::new(sandbox.clone(), ledger).with_observer(metrics.clone());
+        if let Some(r) = rules.rollout() {
+            pipeline = pipeline.with_rollout(r.clone());
+        }
         if let Some(dir) = &self.shadow {
             let candidate = RuleSet::load(&sandbox, dir)
                 .map_err(|e| BuildError::RuleSet { dir: dir.clone(), message: e.to_string() })?;
@@ -245,8 +262,7 @@ impl HostBuilder {
         Ok(Host {
             inner: Arc::new(Inner {
                 pipeline,
-                live,
-                _watcher: watcher,
+                rules,
                 pool,
                 metrics,
                 window: self.eval_threads * self.window_per_thread.clamp(1, crate::run::WINDOW_PER_THREAD_MAX),
@@ -273,8 +289,7 @@ impl Inner {
 
 struct Inner {
     pipeline: Pipeline,
-    live: Arc<LiveRules>,
-    _watcher: Option<Watcher>,
+    rules: Rules,
     pool: rayon::ThreadPool,
     metrics: Arc<Metrics>,
     window: usize,
@@ -330,7 +345,7 @@ impl Host {
     /// As [`Host::evaluate`], numbering the record `line`.
     pub async fn evaluate_line(&self, line: u64, json: String) -> Result<Record, HostError> {
         self.durably(move |inner| match inner.parse(line, &json) {
-            Ok(parsed) => inner.pipeline.decide(&inner.live.current(), line, &parsed),
+            Ok(parsed) => inner.pipeline.decide(&inner.rules.live().current(), line, &parsed),
             Err(e) => Record::Error(e),
         })
         .await
@@ -342,7 +357,7 @@ impl Host {
     pub async fn evaluate_batch(&self, lines: Vec<String>) -> Result<Vec<Record>, HostError> {
         self.durably(move |inner| {
             let parsed = lines.iter().zip(1..).map(|(l, line)| (line, inner.parse(line, l))).collect();
-            inner.pipeline.decide_many(&inner.live.current(), parsed, &inner.pool, inner.window)
+            inner.pipeline.decide_many(&inner.rules.live().current(), parsed, &inner.pool, inner.window)
         })
         .await
     }
@@ -382,12 +397,12 @@ impl Host {
 
     /// The live rule set.
     pub fn ruleset(&self) -> Arc<RuleSet> {
-        self.inner.live.current()
+        self.inner.rules.live().current()
     }
 
     /// The live rule-set version (content hash).
     pub fn version(&self) -> Arc<str> {
-        self.inner.live.current().version.clone()
+        self.inner.rules.live().current().version.clone()
     }
 
     /// The shadow candidate's agreement report so far (`None` without one).
@@ -397,25 +412,62 @@ impl Host {
 
     /// Reload status: version, history, last refused reload, counts.
     pub fn status(&self) -> Status {
-        self.inner.live.status()
+        self.inner.rules.live().status()
     }
 
     /// Every later reload, refusal and rollback.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ReloadEvent> {
-        self.inner.live.subscribe()
+        self.inner.rules.subscribe()
     }
 
     /// Loads the folder now; a version that fails validation is refused and
     /// the live one keeps serving.
     pub async fn reload(&self) -> Result<ReloadOutcome, String> {
-        let live = self.inner.live.clone();
+        let live = self.inner.rules.live();
         tokio::task::spawn_blocking(move || live.reload()).await.map_err(|e| e.to_string())?
     }
 
     /// Serves the previous version again.
     pub async fn rollback(&self) -> Result<ReloadOutcome, String> {
-        let live = self.inner.live.clone();
+        let live = self.inner.rules.live();
         tokio::task::spawn_blocking(move || live.rollback()).await.map_err(|e| e.to_string())?
+    }
+
+    /// The canary rollout's state and counts (`None` without a rollout).
+    pub fn rollout_status(&self) -> Option<serde_json::Value> {
+        self.inner.rules.status()
+    }
+
+    /// Sets the canary candidate's share, in percent (0..=100).
+    pub async fn set_canary_share(&self, percent: u64) -> Result<Transition, RolloutError> {
+        self.rollout_request(move |r| r.set_share(percent)).await
+    }
+
+    /// Aborts the canary (share 0, the candidate kept).
+    pub async fn abort_canary(&self) -> Result<Transition, RolloutError> {
+        self.rollout_request(Rules::abort).await
+    }
+
+    /// Promotes the candidate: it becomes live, the live rule set is kept
+    /// for [`Host::rollback_promotion`].
+    pub async fn promote_canary(&self) -> Result<Transition, RolloutError> {
+        self.rollout_request(Rules::promote).await
+    }
+
+    /// Rolls back the last promotion.
+    pub async fn rollback_promotion(&self) -> Result<Transition, RolloutError> {
+        self.rollout_request(Rules::rollback).await
+    }
+
+    /// Runs a rollout request off the runtime's workers (it writes the state file).
+    async fn rollout_request(
+        &self,
+        f: impl FnOnce(&Rules) -> Result<Transition, RolloutError> + Send + 'static,
+    ) -> Result<Transition, RolloutError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner.rules))
+            .await
+            .map_err(|e| RolloutError::State { path: PathBuf::new(), message: e.to_string() })?
     }
 
     /// The host's metrics.
