@@ -15,7 +15,7 @@ fn run(live: &TempRuleSet, candidate: Option<&TempRuleSet>, accounts: &str, tran
     let ruleset = Arc::new(live.load());
     let mut pipeline = Pipeline::new(sandbox(), ledger(accounts, &ruleset));
     if let Some(c) = candidate {
-        pipeline = pipeline.with_shadow(Arc::new(Arc::new(c.load())));
+        pipeline = pipeline.with_shadow_pairs(Arc::new(Arc::new(c.load())), usize::MAX);
     }
     let mut out = Vec::new();
     let options = RunOptions { threads: 2, ..RunOptions::default() };

@@ -14,14 +14,15 @@ use crate::decision::{Decision, RuleResult};
 /// posted) are kept beside the live ones, by input line.
 pub struct Shadow {
     pub(super) candidate: Arc<dyn crate::reload::RuleSource>,
-    /// The first `SHADOW_PAIRS_KEPT_MAX` pairs (for a shadow log).
+    /// The first `keep` pairs (for a shadow log; none unless asked for).
     decisions: Mutex<Vec<ShadowPair>>,
+    keep: usize,
     /// The agreement report over every pair, kept as they come.
     report: Mutex<crate::backtest::Report>,
 }
 
-/// Pairs of live and shadow decisions kept for `shadow_decisions` (the
-/// running report counts every one).
+/// Most pairs of live and shadow decisions `Pipeline::keep_shadow_pairs`
+/// keeps for `shadow_decisions` (the running report counts every one).
 pub const SHADOW_PAIRS_KEPT_MAX: usize = 1_000_000;
 
 impl Shadow {
@@ -32,8 +33,9 @@ impl Shadow {
         if let Ok(mut report) = self.report.lock() {
             report.absorb(one);
         }
-        if let Ok(mut kept) = self.decisions.lock()
-            && kept.len() < SHADOW_PAIRS_KEPT_MAX
+        if self.keep > 0
+            && let Ok(mut kept) = self.decisions.lock()
+            && kept.len() < self.keep
         {
             kept.push(pair);
         }
@@ -79,15 +81,22 @@ pub struct ShadowPair {
 
 impl Pipeline {
     /// The same pipeline, evaluating `candidate` in shadow beside every live
-    /// evaluation (see [`Shadow`]).
-    pub fn with_shadow(mut self, candidate: Arc<dyn crate::reload::RuleSource>) -> Self {
-        self.shadow = Some(Arc::new(Shadow { candidate, decisions: Mutex::default(), report: Mutex::default() }));
+    /// evaluation (see [`Shadow`]); it keeps the running report only.
+    pub fn with_shadow(self, candidate: Arc<dyn crate::reload::RuleSource>) -> Self {
+        self.with_shadow_pairs(candidate, 0)
+    }
+
+    /// As [`Pipeline::with_shadow`], also keeping the first `keep` pairs
+    /// (at most [`SHADOW_PAIRS_KEPT_MAX`]) for [`Pipeline::shadow_decisions`].
+    pub fn with_shadow_pairs(mut self, candidate: Arc<dyn crate::reload::RuleSource>, keep: usize) -> Self {
+        let keep = keep.min(SHADOW_PAIRS_KEPT_MAX);
+        self.shadow = Some(Arc::new(Shadow { candidate, decisions: Mutex::default(), keep, report: Mutex::default() }));
         self
     }
 
-    /// The shadow candidate's decisions so far beside the live ones, by
-    /// input line (empty without a shadow). Replays and error records have
-    /// none.
+    /// The shadow candidate's decisions kept so far beside the live ones,
+    /// by input line (empty without a shadow, or when none are kept).
+    /// Replays and error records have none.
     pub fn shadow_decisions(&self) -> Vec<ShadowPair> {
         let Some(shadow) = &self.shadow else { return Vec::new() };
         let mut all = shadow.decisions.lock().map(|d| d.clone()).unwrap_or_default();

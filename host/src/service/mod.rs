@@ -257,6 +257,7 @@ impl HostBuilder {
         if let Some(dir) = &self.shadow {
             let candidate = RuleSet::load(&sandbox, dir)
                 .map_err(|e| BuildError::RuleSet { dir: dir.clone(), message: e.to_string() })?;
+            lock(pipeline.ledger()).retain_history(candidate.history_window_seconds_max);
             pipeline = pipeline.with_shadow(Arc::new(Arc::new(candidate)));
         }
         Ok(Host {

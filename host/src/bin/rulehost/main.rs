@@ -379,7 +379,8 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                     RuleSet::load(&sandbox, dir).with_context(|| format!("loading shadow rule set {}", dir.display())),
                 )?;
                 rulehost::pipeline::lock(&ledger).retain_history(candidate.history_window_seconds_max);
-                pipeline = pipeline.with_shadow(Arc::new(Arc::new(candidate)));
+                let keep = if shadow_log.is_some() { rulehost::pipeline::SHADOW_PAIRS_KEPT_MAX } else { 0 };
+                pipeline = pipeline.with_shadow_pairs(Arc::new(Arc::new(candidate)), keep);
             }
             if let Some(dir) = &canary.canary {
                 let candidate = start(
