@@ -554,6 +554,15 @@ async fn a_shadow_candidate_reports_its_agreement_over_http() {
     assert_eq!((t["from"].as_str(), t["to"].as_str(), t["count"].as_u64()), (Some("approve"), Some("review"), Some(5)));
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("rulehost_shadow_decisions_total{live=\"approve\",candidate=\"review\"} 5"), "{metrics}");
+    // The same report from the command line, as JSON and as a page.
+    let page = server.dir.as_ref().unwrap().path().join("shadow.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehost"))
+        .args(["shadow", "report", "--json", "--server", base, "--html", page.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), report);
+    assert!(std::fs::read_to_string(&page).unwrap().contains("approve → review"));
     drop(server);
     let plain = start(set.dir.path(), &[]);
     let (s, e) = send(client().get(format!("{}/v1/shadow", plain.base))).await;

@@ -76,3 +76,41 @@ fn a_shadow_candidate_never_changes_a_live_decision_and_reports_its_own() {
     assert_eq!(report.changed, 0);
     assert!(report.transitions.iter().all(|t| t.from == t.to));
 }
+
+/// A candidate that decides every outcome and ledger effect as the live one
+/// does but scores differently (every risk weight halved, both thresholds
+/// halved): its alternate history is the live history, so a backtest over the
+/// same traffic must report exactly what shadow mode reports.
+#[test]
+fn the_shadow_report_equals_a_backtest_of_the_same_traffic() {
+    let (accounts, transactions) = generated(6, 300, 3_000);
+    let live = TempRuleSet::example();
+    let manifest = std::fs::read_to_string(live.dir.path().join("manifest.toml")).unwrap();
+    let halved = manifest
+        .replace("kind = \"risk\"", "kind = \"risk\"\nweight = \"0.5\"")
+        .replace("review_at = 400", "review_at = 200")
+        .replace("decline_at = 700", "decline_at = 350");
+    let candidate = TempRuleSet::new(&halved);
+    let (alone, pipeline) = run(&live, Some(&candidate), &accounts, &transactions);
+    let shadow = pipeline.shadow_report().unwrap();
+
+    let (next, _) = run(&candidate, None, &accounts, &transactions);
+    let parse = |text: &str| -> Vec<Value> { text.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let (live_records, candidate_records) = (parse(&alone), parse(&next));
+    let inputs: Vec<Value> = transactions.lines().map(|l| serde_json::from_str(l).unwrap_or_default()).collect();
+    // Shadow pairs new decisions only: no error records, no replays.
+    let new = |i: &usize| live_records[*i]["outcome"] != "error" && live_records[*i]["replayed"] != true;
+    let kept: Vec<usize> = (0..live_records.len()).filter(new).collect();
+    let pick = |all: &[Value]| -> Vec<Value> { kept.iter().map(|i| all[*i].clone()).collect() };
+    let mut backtest = rulehost::backtest::compare(
+        &pick(&live_records),
+        &pick(&candidate_records),
+        &pick(&inputs),
+        &Default::default(),
+    );
+    backtest.lines = shadow.lines;
+    assert_eq!(shadow, backtest);
+    assert!(shadow.changed > 100, "the scores change: {}", shadow.changed);
+    assert!(shadow.transitions.iter().all(|t| t.from == t.to));
+    assert_ne!(shadow.scores.live, shadow.scores.candidate);
+}

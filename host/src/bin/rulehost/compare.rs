@@ -10,9 +10,24 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use rulehost::ledger::import_file;
 use rulehost::pipeline::Pipeline;
-use rulehost::run::{RunOptions, run_stream};
+use rulehost::run::{Progress, RunOptions, run_stream};
 
-use crate::{CacheArg, Failure, load, start, threads_range};
+use crate::{CacheArg, Failure, load, spinner, start, threads_range};
+
+/// A temporary input file, removed when dropped.
+struct Spool(PathBuf);
+
+impl Spool {
+    fn new(what: &str) -> Spool {
+        Spool(std::env::temp_dir().join(format!("rulehost-{what}-{}.jsonl", std::process::id())))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 /// What `diff` and `backtest` share.
 #[derive(clap::Args)]
@@ -38,26 +53,20 @@ pub(crate) fn diff(
 ) -> Result<u8, Failure> {
     use rulehost::diff::{SideTime, compare, cpu_seconds};
     // Both sides read the same bytes: standard input is kept in a file.
-    struct Spool(PathBuf);
-    impl Drop for Spool {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
     let mut spool = None;
     let input = match input {
         Some(p) => p.to_owned(),
         None => {
-            let path = std::env::temp_dir().join(format!("rulehost-diff-{}.jsonl", std::process::id()));
+            let kept = Spool::new("diff");
+            let path = kept.0.clone();
             let mut file = start(File::create(&path).with_context(|| format!("creating {}", path.display())))?;
-            let kept = Spool(path.clone());
             start(io::copy(&mut io::stdin().lock(), &mut file).context("reading standard input"))?;
             spool = Some(kept);
             path
         }
     };
     let _spool = spool;
-    let (ours, ours_time) = start(decide_file(rules, accounts, &input, common))?;
+    let (ours, ours_time) = start(decide_file(rules, accounts, &input, common, spinner("rulehost")))?;
     let children_before = cpu_seconds().1;
     let started = std::time::Instant::now();
     let stdin = start(File::open(&input).with_context(|| format!("opening {}", input.display())))?;
@@ -100,6 +109,7 @@ fn decide_file(
     accounts: &Path,
     input: &Path,
     common: &CompareArgs,
+    progress: Option<Box<dyn Progress>>,
 ) -> Result<(Vec<u8>, rulehost::diff::SideTime)> {
     let (sandbox, ruleset) = load(rules, &common.cache)?;
     let mut memory: Box<dyn rulehost::ledger::Ledger> = Box::new(rulehost::ledger::MemoryLedger::default());
@@ -112,7 +122,7 @@ fn decide_file(
     let started = std::time::Instant::now();
     let reader = BufReader::new(File::open(input).with_context(|| format!("opening {}", input.display()))?);
     let mut out = Vec::new();
-    run_stream(&pipeline, &Arc::new(ruleset), reader, &mut out, &options, None)
+    run_stream(&pipeline, &Arc::new(ruleset), reader, &mut out, &options, progress)
         .with_context(|| format!("deciding {} with {}", input.display(), rules.display()))?;
     let time = rulehost::diff::SideTime {
         wall_s: started.elapsed().as_secs_f64(),
@@ -121,14 +131,44 @@ fn decide_file(
     Ok((out, time))
 }
 
+/// What part of the stream `backtest` decides and compares.
+#[derive(clap::Args)]
+pub(crate) struct BacktestScope {
+    /// Compare only transactions at or after this instant (RFC 3339); the
+    /// earlier ones are still decided, for the history they make.
+    #[arg(long, value_parser = instant)]
+    from: Option<(i128, String)>,
+    /// Compare only transactions before this instant (RFC 3339).
+    #[arg(long, value_parser = instant)]
+    to: Option<(i128, String)>,
+    /// Decide only the source accounts whose stable bucket (the canary's
+    /// hash) is below this percentage, 1..=100: a sample that keeps each
+    /// customer's whole history.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    sample: Option<u8>,
+    /// Also write the report as a self-contained HTML page (charts of the
+    /// transition matrix and score distributions).
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
+/// Records compared at a time by `backtest` (its memory for parsed records).
+const COMPARE_CHUNK_LINES: usize = 16_384;
+
+fn instant(text: &str) -> Result<(i128, String), String> {
+    rulehost::input::parse_timestamp(text).map(|n| (n, text.to_owned()))
+}
+
 /// `rulehost backtest`: the live and the candidate rule set over the same
 /// stream, each on a scratch ledger; nothing real is written.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn backtest(
     rules: &Path,
     candidate: &Path,
     accounts: &Path,
     input: &Path,
     labels: Option<&Path>,
+    scope: &BacktestScope,
     common: &CompareArgs,
 ) -> Result<u8, Failure> {
     let labels = match labels {
@@ -138,13 +178,78 @@ pub(crate) fn backtest(
         }
         None => Default::default(),
     };
-    let (live, _) = start(decide_file(rules, accounts, input, common))?;
-    let (next, _) = start(decide_file(candidate, accounts, input, common))?;
-    let values = |bytes: &[u8]| -> Vec<serde_json::Value> {
-        String::from_utf8_lossy(bytes).lines().map(|l| serde_json::from_str(l).unwrap_or_default()).collect()
+    let mut text = start(std::fs::read(input).with_context(|| format!("reading {}", input.display())))?;
+    // A sample: only the lines of sampled sources (a line without a
+    // readable source is kept; it is an error record on both sides).
+    let _spool;
+    let input = match scope.sample {
+        Some(percent) if percent < 100 => {
+            let sampled: Vec<&[u8]> = text
+                .split_inclusive(|b| *b == b'\n')
+                .filter(|line| {
+                    let source = serde_json::from_slice::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v.get("source").and_then(|s| s.as_str()).map(rulehost::rollout::bucket));
+                    source.is_none_or(|b| b < percent)
+                })
+                .collect();
+            let spool = Spool::new("backtest");
+            let joined = sampled.concat();
+            start(std::fs::write(&spool.0, &joined).with_context(|| format!("writing {}", spool.0.display())))?;
+            text = joined;
+            let path = spool.0.clone();
+            _spool = spool;
+            path
+        }
+        _ => input.to_owned(),
     };
-    let text = start(std::fs::read(input).with_context(|| format!("reading {}", input.display())))?;
-    let report = rulehost::backtest::compare(&values(&live), &values(&next), &values(&text), &labels);
+    let (live, _) = start(decide_file(rules, accounts, &input, common, spinner("live")))?;
+    let (next, _) = start(decide_file(candidate, accounts, &input, common, spinner("candidate")))?;
+    // Compared a chunk at a time: only one chunk's records are ever parsed.
+    // One record per line (an empty line is an error record); a final
+    // newline ends the last line.
+    fn records(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        (!bytes.is_empty()).then(|| body.split(|b| *b == b'\n')).into_iter().flatten()
+    }
+    let (mut live, mut next, mut transactions) = (records(&live), records(&next), records(&text));
+    let mut report = rulehost::backtest::Report::default();
+    let mut outside = 0u64;
+    loop {
+        let take = |it: &mut dyn Iterator<Item = &[u8]>| -> Vec<serde_json::Value> {
+            it.take(COMPARE_CHUNK_LINES).map(|l| serde_json::from_slice(l).unwrap_or_default()).collect()
+        };
+        let (l, c, t) = (take(&mut live), take(&mut next), take(&mut transactions));
+        if l.is_empty() && c.is_empty() {
+            break;
+        }
+        let in_range: Vec<bool> = t
+            .iter()
+            .map(|t| {
+                let at = t["timestamp"].as_str().and_then(|s| rulehost::input::parse_timestamp(s).ok());
+                // Unreadable: an error record on both sides, never compared.
+                at.is_none_or(|at| {
+                    scope.from.as_ref().is_none_or(|f| at >= f.0) && scope.to.as_ref().is_none_or(|t| at < t.0)
+                })
+            })
+            .collect();
+        outside += in_range.iter().filter(|k| !**k).count() as u64;
+        report.absorb(rulehost::backtest::compare_where(&l, &c, &t, &labels, |i| {
+            in_range.get(i).copied().unwrap_or(true)
+        }));
+    }
+    if scope.from.is_some() || scope.to.is_some() || scope.sample.is_some() {
+        report.scope = Some(rulehost::backtest::Scope {
+            from: scope.from.as_ref().map(|f| f.1.clone()),
+            to: scope.to.as_ref().map(|t| t.1.clone()),
+            sample_percent: scope.sample,
+            outside,
+        });
+    }
+    if let Some(path) = &scope.html {
+        let title = format!("Backtest: {} → {}", rules.display(), candidate.display());
+        start(std::fs::write(path, report.html(&title)).with_context(|| format!("writing {}", path.display())))?;
+    }
     if common.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {

@@ -204,6 +204,8 @@ enum Command {
     /// The canary rollout of a serving host: status, share, promote, abort,
     /// rollback (through its admin API).
     Rollout(rollout::RolloutArgs),
+    /// The shadow candidate of a serving host: its agreement report so far.
+    Shadow(rollout::ShadowArgs),
     /// The durable ledger: import accounts, balances, journal, reconcile.
     Ledger {
         #[command(subcommand)]
@@ -259,6 +261,8 @@ enum Command {
         #[arg(long)]
         labels: Option<PathBuf>,
         #[command(flatten)]
+        scope: compare::BacktestScope,
+        #[command(flatten)]
         common: compare::CompareArgs,
     },
     /// Load and validate a rule set; print its version and rules.
@@ -278,6 +282,24 @@ impl RuleSource for ArcRules {
     fn current(&self) -> Arc<RuleSet> {
         self.0.current()
     }
+}
+
+/// A progress spinner on standard error (lines, rate, time), when it is a
+/// terminal; `label` names the job.
+pub(crate) fn spinner(label: &str) -> Option<Box<dyn Progress>> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix}{human_pos} lines  {per_sec}  {elapsed}")
+            .expect("valid template"),
+    );
+    if !label.is_empty() {
+        bar.set_prefix(format!("{label}: "));
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(Box::new(bar))
 }
 
 /// The range of `--threads`: 1..=`rulehost::run::THREADS_MAX`.
@@ -346,6 +368,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Ledger { action } => ledger::ledger_command(action),
         Command::Serve(args) => serve::run(args),
         Command::Rollout(args) => rollout::command(args),
+        Command::Shadow(args) => rollout::shadow(args),
         Command::Review { action } => ledger::review_command(action),
         Command::Run {
             rules,
@@ -434,17 +457,7 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                 )?)),
                 None => Box::new(io::stdout()),
             };
-            let progress: Option<Box<dyn Progress>> = if io::stderr().is_terminal() && !quiet {
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{spinner} {human_pos} lines  {per_sec}  {elapsed}")
-                        .expect("valid template"),
-                );
-                bar.enable_steady_tick(std::time::Duration::from_millis(200));
-                Some(Box::new(bar))
-            } else {
-                None
-            };
+            let progress = if quiet { None } else { spinner("") };
             let mut options = RunOptions::default();
             if let Some(t) = threads {
                 options.threads = t;
@@ -558,8 +571,8 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
         Command::Diff { rules, accounts, legacy, input, equate, common } => {
             compare::diff(&rules, &accounts, &legacy, input.as_deref(), &equate, &common)
         }
-        Command::Backtest { rules, candidate, accounts, input, labels, common } => {
-            compare::backtest(&rules, &candidate, &accounts, &input, labels.as_deref(), &common)
+        Command::Backtest { rules, candidate, accounts, input, labels, scope, common } => {
+            compare::backtest(&rules, &candidate, &accounts, &input, labels.as_deref(), &scope, &common)
         }
         Command::Check { rules, cache } => {
             let (_, ruleset) = start(load(&rules, &cache))?;

@@ -1,6 +1,6 @@
-//! Canary rollout on the command line: the `--canary` options of `run` and
-//! `serve`, and `rulehost rollout …`, which talks to a serving host's admin
-//! API.
+//! Canary rollout and shadow on the command line: the `--canary` options of
+//! `run` and `serve`; `rulehost rollout …` and `rulehost shadow report`,
+//! clients of a serving host's API.
 
 use std::path::PathBuf;
 
@@ -91,15 +91,7 @@ enum RolloutAction {
 pub(crate) fn command(args: RolloutArgs) -> Result<u8, Failure> {
     let token = crate::serve::admin_token(args.admin_token_file.as_deref())?;
     let base = args.server.trim_end_matches('/').to_owned();
-    let runtime =
-        start(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime"))?;
-    let client = start(
-        reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(REQUEST_TIMEOUT_SECONDS))
-            .build()
-            .context("making an HTTP client"),
-    )?;
-    let request = match args.action {
+    let (status, body) = request(&base, token.as_deref(), |client| match args.action {
         RolloutAction::Status => client.get(format!("{base}/v1/rollout")),
         RolloutAction::Share { percent } => {
             client.put(format!("{base}/v1/rollout/share")).json(&serde_json::json!({ "percent": percent }))
@@ -107,19 +99,7 @@ pub(crate) fn command(args: RolloutArgs) -> Result<u8, Failure> {
         RolloutAction::Promote => client.post(format!("{base}/v1/rollout/promote")),
         RolloutAction::Abort => client.post(format!("{base}/v1/rollout/abort")),
         RolloutAction::Rollback => client.post(format!("{base}/v1/rollout/rollback")),
-    };
-    let request = match &token {
-        Some(t) => request.bearer_auth(t),
-        None => request,
-    };
-    let (status, body) = runtime
-        .block_on(async {
-            let response = request.send().await?;
-            let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.text().await?))
-        })
-        .with_context(|| format!("talking to {base}"))
-        .map_err(Failure::CannotStart)?;
+    })?;
     let pretty = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
@@ -132,5 +112,80 @@ pub(crate) fn command(args: RolloutArgs) -> Result<u8, Failure> {
     }
 }
 
+/// Sends the request `build` makes (with the bearer `token`) to the host at
+/// `base`; its status and body.
+fn request(
+    base: &str,
+    token: Option<&str>,
+    build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, String), Failure> {
+    let runtime =
+        start(tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime"))?;
+    let client = start(
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(REQUEST_TIMEOUT_SECONDS))
+            .build()
+            .context("making an HTTP client"),
+    )?;
+    let mut request = build(&client);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    runtime
+        .block_on(async {
+            let response = request.send().await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        })
+        .with_context(|| format!("talking to {base}"))
+        .map_err(Failure::CannotStart)
+}
+
 /// How long `rulehost rollout` waits for the host, in seconds.
 const REQUEST_TIMEOUT_SECONDS: u64 = 30;
+
+/// `rulehost shadow …`.
+#[derive(clap::Args)]
+pub(crate) struct ShadowArgs {
+    #[command(subcommand)]
+    action: ShadowAction,
+}
+
+#[derive(Subcommand)]
+enum ShadowAction {
+    /// The agreement report of the serving host's shadow candidate so far
+    /// (the backtest report, for the traffic seen).
+    Report {
+        /// The serving host.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write it as a self-contained HTML page.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+}
+
+/// Runs a `rulehost shadow` request.
+pub(crate) fn shadow(args: ShadowArgs) -> Result<u8, Failure> {
+    let ShadowAction::Report { server, json, html } = args.action;
+    let base = server.trim_end_matches('/').to_owned();
+    let (status, body) = request(&base, None, |client| client.get(format!("{base}/v1/shadow")))?;
+    if !status.is_success() {
+        return Err(Failure::CannotStart(anyhow!("{base} answered {status}: {body}")));
+    }
+    let report: rulehost::backtest::Report =
+        start(serde_json::from_str(&body).with_context(|| format!("{base}/v1/shadow did not answer a shadow report")))?;
+    if let Some(path) = &html {
+        let title = format!("Shadow: live → candidate at {base}");
+        start(std::fs::write(path, report.html(&title)).with_context(|| format!("writing {}", path.display())))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(0)
+}

@@ -9,11 +9,18 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod html;
+
+/// Width of a score bucket of the distributions, in points.
+pub const SCORE_BUCKET_WIDTH: u32 = 50;
+/// Buckets of a score distribution: `0..50`, …, `950..1000`, and `1000`.
+pub const SCORE_BUCKETS: usize = (crate::pipeline::SCORE_MAX / SCORE_BUCKET_WIDTH) as usize + 1;
+
 /// One cell of the transition matrix.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Transition {
     /// Live outcome.
     pub from: String,
@@ -26,7 +33,7 @@ pub struct Transition {
 }
 
 /// A rule's scores, live and candidate.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct RuleScores {
     /// Calls that returned a score on both sides.
     pub calls: u64,
@@ -39,7 +46,7 @@ pub struct RuleScores {
 }
 
 /// Against labels: flagged means any outcome but `approve`.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Confusion {
     /// Fraud flagged.
     pub caught: u64,
@@ -52,7 +59,7 @@ pub struct Confusion {
 }
 
 /// What labels say, before and after.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LabelReport {
     /// Labelled decisions seen.
     pub labelled: u64,
@@ -63,7 +70,7 @@ pub struct LabelReport {
 }
 
 /// The whole backtest.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     /// Input lines.
     pub lines: u64,
@@ -81,6 +88,55 @@ pub struct Report {
     pub rules: BTreeMap<String, RuleScores>,
     /// Present when labels were given.
     pub labels: Option<LabelReport>,
+    /// Aggregated scores of the decisions compared, live and candidate, in
+    /// buckets of [`SCORE_BUCKET_WIDTH`] points.
+    #[serde(default)]
+    pub scores: ScoreDistribution,
+    /// What part of the stream was compared, when not all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+}
+
+/// Aggregated scores, counted per bucket (`[i]` holds scores in
+/// `i * SCORE_BUCKET_WIDTH ..`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScoreDistribution {
+    /// With the live rule set.
+    pub live: Vec<u64>,
+    /// With the candidate.
+    pub candidate: Vec<u64>,
+}
+
+impl Default for ScoreDistribution {
+    fn default() -> Self {
+        ScoreDistribution { live: vec![0; SCORE_BUCKETS], candidate: vec![0; SCORE_BUCKETS] }
+    }
+}
+
+fn add_score(buckets: &mut Vec<u64>, score: u64) {
+    let i = usize::try_from(score / u64::from(SCORE_BUCKET_WIDTH)).unwrap_or(usize::MAX).min(SCORE_BUCKETS - 1);
+    if buckets.len() < SCORE_BUCKETS {
+        buckets.resize(SCORE_BUCKETS, 0);
+    }
+    buckets[i] = buckets[i].saturating_add(1);
+}
+
+/// The part of a stream a backtest compared.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Scope {
+    /// Transactions at or after this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Transactions before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Only source accounts whose stable bucket (`rollout::bucket`) is
+    /// below this percentage were decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_percent: Option<u8>,
+    /// Decided lines outside `from..to` (decided, for the history they
+    /// make, but not compared).
+    pub outside: u64,
 }
 
 fn outcome(v: &Value) -> &str {
@@ -119,14 +175,27 @@ fn count(cm: &mut Confusion, fraud: bool, decision: &Value) {
 /// `transactions` (one JSON line each, in order). `labels`: transaction id
 /// → fraud (true) or legitimate.
 pub fn compare(live: &[Value], candidate: &[Value], transactions: &[Value], labels: &HashMap<String, bool>) -> Report {
+    compare_where(live, candidate, transactions, labels, |_| true)
+}
+
+/// As [`compare`], for the lines (0-based) `keep` accepts only.
+pub fn compare_where(
+    live: &[Value],
+    candidate: &[Value],
+    transactions: &[Value],
+    labels: &HashMap<String, bool>,
+    keep: impl Fn(usize) -> bool,
+) -> Report {
     let mut report = Report { lines: live.len().max(candidate.len()) as u64, ..Report::default() };
     let mut cells: BTreeMap<(String, String), Transition> = BTreeMap::new();
     let mut label_report = LabelReport::default();
     for (i, (l, c)) in live.iter().zip(candidate).enumerate() {
-        if outcome(l) == "error" || outcome(c) == "error" {
+        if outcome(l) == "error" || outcome(c) == "error" || !keep(i) {
             continue;
         }
         report.decided = report.decided.saturating_add(1);
+        add_score(&mut report.scores.live, l["score"].as_u64().unwrap_or(0));
+        add_score(&mut report.scores.candidate, c["score"].as_u64().unwrap_or(0));
         if (outcome(l), &l["score"], reasons(l)) != (outcome(c), &c["score"], reasons(c)) {
             report.changed = report.changed.saturating_add(1);
         }
@@ -237,6 +306,16 @@ impl Report {
             e.candidate_total = e.candidate_total.saturating_add(r.candidate_total);
             e.changed = e.changed.saturating_add(r.changed);
         }
+        for (mine, theirs) in
+            [(&mut self.scores.live, other.scores.live), (&mut self.scores.candidate, other.scores.candidate)]
+        {
+            if mine.len() < theirs.len() {
+                mine.resize(theirs.len(), 0);
+            }
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a = a.saturating_add(b);
+            }
+        }
         if let Some(l) = other.labels {
             let mine = self.labels.get_or_insert_with(LabelReport::default);
             mine.labelled = mine.labelled.saturating_add(l.labelled);
@@ -254,6 +333,16 @@ impl Report {
         use std::fmt::Write;
         let mut s = String::new();
         let _ = writeln!(s, "{} lines, {} decided on both sides, {} changed", self.lines, self.decided, self.changed);
+        if let Some(scope) = &self.scope {
+            let _ = writeln!(
+                s,
+                "scope: from {} to {}, sources sampled {}% ({} decided lines outside the range)",
+                scope.from.as_deref().unwrap_or("the start"),
+                scope.to.as_deref().unwrap_or("the end"),
+                scope.sample_percent.unwrap_or(100),
+                scope.outside
+            );
+        }
         let _ = writeln!(s, "\noutcome transitions (live → candidate):");
         for t in &self.transitions {
             let volume: Vec<String> = t.volume.iter().map(|(c, v)| format!("{v} {c}")).collect();
