@@ -690,3 +690,50 @@ async fn a_canary_is_set_promoted_rolled_back_and_aborted_through_the_api_and_cl
     let (s, e) = send(http.get(format!("{}/v1/rollout", plain.base))).await;
     assert_eq!((s, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NO_ROLLOUT")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_aborts_a_failing_canary_and_the_abort_survives_a_restart() {
+    let live = TempRuleSet::example();
+    let manifest = std::fs::read_to_string(live.dir.path().join("manifest.toml")).unwrap();
+    let failing = TempRuleSet::new(&format!(
+        "{manifest}\n[[rule]]\nname = \"hostile\"\nkind = \"risk\"\nmodule = \"modules/hostile.wasm\"\non_error = \"review\"\n[rule.params]\nmode = \"trap\"\n"
+    ));
+    let args = [
+        "--canary",
+        failing.dir.path().to_str().unwrap(),
+        "--canary-share",
+        "100",
+        "--abort-failure-percent",
+        "10",
+        "--guard-window",
+        "10",
+        "--guard-min-decisions",
+        "5",
+    ];
+    let server = start(live.dir.path(), &args);
+    let http = client();
+    let mut arms = Vec::new();
+    for i in 0..8 {
+        let (s, d) =
+            send(http.post(format!("{}/v1/transactions", server.base)).json(&tx(&format!("g{i}"), "a1", "a2", "1.00")))
+                .await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+        arms.push(d["rollout"]["arm"].as_str().unwrap().to_owned());
+    }
+    // Five failing decisions fill the guard's minimum; then the live one decides.
+    assert_eq!(arms, ["candidate", "candidate", "candidate", "candidate", "candidate", "live", "live", "live"]);
+    let (_, r) = send(http.get(format!("{}/v1/rollout", server.base))).await;
+    assert_eq!((r["phase"].as_str(), r["share"].as_u64()), (Some("aborted"), Some(0)), "{r}");
+    let last = r["transitions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event"], "auto-abort", "{r}");
+    assert!(last["why"].as_str().unwrap().contains("rule-failure rate 5/5"), "{last}");
+    let metrics = http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("rulehost_rollout_transitions_total{event=\"auto-abort\"} 1"), "{metrics}");
+    assert!(metrics.contains("rulehost_rollout_decisions_total{arm=\"candidate\"} 5"), "{metrics}");
+
+    let server = server.restart(live.dir.path(), &args);
+    let (_, r) = send(http.get(format!("{}/v1/rollout", server.base))).await;
+    assert_eq!((r["phase"].as_str(), r["share"].as_u64()), (Some("aborted"), Some(0)), "{r}");
+    let (s, d) = send(http.post(format!("{}/v1/transactions", server.base)).json(&tx("g9", "a1", "a2", "1.00"))).await;
+    assert_eq!((s, d["rollout"]["arm"].as_str()), (StatusCode::OK, Some("live")), "{d}");
+}

@@ -139,29 +139,62 @@ pub struct Scope {
     pub outside: u64,
 }
 
-fn outcome(v: &Value) -> &str {
-    v["outcome"].as_str().unwrap_or("?")
+/// What a comparison reads of one decision.
+pub struct Seen<'a> {
+    /// The outcome's spelling.
+    pub outcome: &'a str,
+    /// The aggregated score.
+    pub score: Option<u64>,
+    /// The reasons, in order.
+    pub reasons: Vec<&'a str>,
+    /// Each risk rule's score, by rule name.
+    pub scores: Vec<(&'a str, u64)>,
 }
 
-fn reasons(v: &Value) -> Vec<&str> {
-    v["reasons"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
-}
+impl<'a> Seen<'a> {
+    /// From a record's JSON.
+    pub fn of_value(v: &'a Value) -> Self {
+        Seen {
+            outcome: v["outcome"].as_str().unwrap_or("?"),
+            score: v["score"].as_u64(),
+            reasons: v["reasons"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default(),
+            scores: v["rules"]
+                .as_array()
+                .map(|rules| {
+                    rules
+                        .iter()
+                        .filter(|r| r["result"] == "score")
+                        .filter_map(|r| Some((r["rule"].as_str()?, r["score"].as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
 
-fn scores(v: &Value) -> BTreeMap<&str, u64> {
-    v["rules"]
-        .as_array()
-        .map(|rules| {
-            rules
+    /// From a decision, without writing its JSON.
+    pub fn of_decision(d: &'a crate::decision::Decision) -> Self {
+        Seen {
+            outcome: d.outcome.as_str(),
+            score: Some(u64::from(d.score)),
+            reasons: d.reasons.iter().map(String::as_str).collect(),
+            scores: d
+                .rules
                 .iter()
-                .filter(|r| r["result"] == "score")
-                .filter_map(|r| Some((r["rule"].as_str()?, r["score"].as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default()
+                .filter_map(|t| match &t.result {
+                    crate::decision::RuleResult::Score { score, .. } => Some((&*t.rule, u64::from(*score))),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    fn score_of(&self, rule: &str) -> Option<u64> {
+        self.scores.iter().rev().find(|(r, _)| *r == rule).map(|(_, s)| *s)
+    }
 }
 
-fn count(cm: &mut Confusion, fraud: bool, decision: &Value) {
-    let flagged = outcome(decision) != "approve";
+fn count(cm: &mut Confusion, fraud: bool, decision: &Seen<'_>) {
+    let flagged = decision.outcome != "approve";
     let cell = match (fraud, flagged) {
         (true, true) => &mut cm.caught,
         (true, false) => &mut cm.missed,
@@ -169,6 +202,15 @@ fn count(cm: &mut Confusion, fraud: bool, decision: &Value) {
         (false, false) => &mut cm.true_negatives,
     };
     *cell = cell.saturating_add(1);
+}
+
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n = n.saturating_add(1),
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
+    }
 }
 
 /// Compares the records of the live and the candidate run of the same
@@ -187,64 +229,82 @@ pub fn compare_where(
     keep: impl Fn(usize) -> bool,
 ) -> Report {
     let mut report = Report { lines: live.len().max(candidate.len()) as u64, ..Report::default() };
-    let mut cells: BTreeMap<(String, String), Transition> = BTreeMap::new();
-    let mut label_report = LabelReport::default();
     for (i, (l, c)) in live.iter().zip(candidate).enumerate() {
-        if outcome(l) == "error" || outcome(c) == "error" || !keep(i) {
+        let (sl, sc) = (Seen::of_value(l), Seen::of_value(c));
+        if sl.outcome == "error" || sc.outcome == "error" || !keep(i) {
             continue;
         }
-        report.decided = report.decided.saturating_add(1);
-        add_score(&mut report.scores.live, l["score"].as_u64().unwrap_or(0));
-        add_score(&mut report.scores.candidate, c["score"].as_u64().unwrap_or(0));
-        if (outcome(l), &l["score"], reasons(l)) != (outcome(c), &c["score"], reasons(c)) {
-            report.changed = report.changed.saturating_add(1);
-        }
-        let cell = cells.entry((outcome(l).to_owned(), outcome(c).to_owned())).or_insert_with(|| Transition {
-            from: outcome(l).to_owned(),
-            to: outcome(c).to_owned(),
-            ..Transition::default()
-        });
-        cell.count = cell.count.saturating_add(1);
         let tx = transactions.get(i);
-        if let (Some(currency), Some(amount)) = (
-            tx.and_then(|t| t["currency"].as_str()),
-            tx.and_then(|t| t["amount"].as_str()).and_then(|a| a.parse::<Decimal>().ok()),
-        ) {
+        let volume = tx.and_then(|t| {
+            Some((t["currency"].as_str()?, t["amount"].as_str().and_then(|a| a.parse::<Decimal>().ok())?))
+        });
+        let fraud = l["id"].as_str().and_then(|id| labels.get(id)).copied();
+        report.add(&sl, &sc, volume, fraud);
+    }
+    if !labels.is_empty() {
+        report.labels.get_or_insert_with(LabelReport::default);
+    }
+    report
+}
+
+impl Report {
+    /// Counts one transaction decided by both sides: `volume` is its
+    /// currency and amount, `fraud` its label if it has one. (`lines` is
+    /// the caller's.)
+    pub fn add(&mut self, l: &Seen<'_>, c: &Seen<'_>, volume: Option<(&str, Decimal)>, fraud: Option<bool>) {
+        self.decided = self.decided.saturating_add(1);
+        add_score(&mut self.scores.live, l.score.unwrap_or(0));
+        add_score(&mut self.scores.candidate, c.score.unwrap_or(0));
+        if (l.outcome, l.score, &l.reasons) != (c.outcome, c.score, &c.reasons) {
+            self.changed = self.changed.saturating_add(1);
+        }
+        let at = self.transitions.binary_search_by(|t| (t.from.as_str(), t.to.as_str()).cmp(&(l.outcome, c.outcome)));
+        let i = match at {
+            Ok(i) => i,
+            Err(i) => {
+                let cell = Transition { from: l.outcome.to_owned(), to: c.outcome.to_owned(), ..Transition::default() };
+                self.transitions.insert(i, cell);
+                i
+            }
+        };
+        let cell = &mut self.transitions[i];
+        cell.count = cell.count.saturating_add(1);
+        if let Some((currency, amount)) = volume {
             let v = cell.volume.entry(currency.to_owned()).or_default();
             *v = v.saturating_add(amount);
         }
-        let (rl, rc) = (reasons(l), reasons(c));
-        for r in rc.iter().filter(|r| !rl.contains(r)) {
-            let n = report.reasons_gained.entry((*r).to_owned()).or_default();
-            *n = n.saturating_add(1);
+        for r in c.reasons.iter().filter(|r| !l.reasons.contains(r)) {
+            bump(&mut self.reasons_gained, r);
         }
-        for r in rl.iter().filter(|r| !rc.contains(r)) {
-            let n = report.reasons_lost.entry((*r).to_owned()).or_default();
-            *n = n.saturating_add(1);
+        for r in l.reasons.iter().filter(|r| !c.reasons.contains(r)) {
+            bump(&mut self.reasons_lost, r);
         }
-        let (sl, sc) = (scores(l), scores(c));
-        for (rule, live_score) in &sl {
-            if let Some(candidate_score) = sc.get(rule) {
-                let e = report.rules.entry((*rule).to_owned()).or_default();
+        let mut seen: Vec<&str> = Vec::with_capacity(l.scores.len());
+        for (rule, _) in &l.scores {
+            if seen.contains(rule) {
+                continue;
+            }
+            seen.push(rule);
+            if let (Some(live_score), Some(candidate_score)) = (l.score_of(rule), c.score_of(rule)) {
+                let e = match self.rules.get_mut(*rule) {
+                    Some(e) => e,
+                    None => self.rules.entry((*rule).to_owned()).or_default(),
+                };
                 e.calls = e.calls.saturating_add(1);
-                e.live_total = e.live_total.saturating_add(*live_score);
-                e.candidate_total = e.candidate_total.saturating_add(*candidate_score);
+                e.live_total = e.live_total.saturating_add(live_score);
+                e.candidate_total = e.candidate_total.saturating_add(candidate_score);
                 if live_score != candidate_score {
                     e.changed = e.changed.saturating_add(1);
                 }
             }
         }
-        if let Some(fraud) = l["id"].as_str().and_then(|id| labels.get(id)) {
-            label_report.labelled = label_report.labelled.saturating_add(1);
-            count(&mut label_report.live, *fraud, l);
-            count(&mut label_report.candidate, *fraud, c);
+        if let Some(fraud) = fraud {
+            let labels = self.labels.get_or_insert_with(LabelReport::default);
+            labels.labelled = labels.labelled.saturating_add(1);
+            count(&mut labels.live, fraud, l);
+            count(&mut labels.candidate, fraud, c);
         }
     }
-    report.transitions = cells.into_values().collect();
-    if !labels.is_empty() {
-        report.labels = Some(label_report);
-    }
-    report
 }
 
 /// Reads a labels file: one `{"id": …, "label": "fraud" | "legit"}` per

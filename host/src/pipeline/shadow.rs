@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use rust_decimal::Decimal;
 
 use super::Pipeline;
-use crate::decision::{Decision, RuleResult};
+use crate::backtest::Seen;
+use crate::decision::Decision;
 
 /// Shadow mode: a candidate rule set evaluated on every transaction beside
 /// the live one, against the same ledger state; only the live decision acts.
@@ -27,11 +28,10 @@ pub const SHADOW_PAIRS_KEPT_MAX: usize = 1_000_000;
 
 impl Shadow {
     pub(super) fn record(&self, pair: ShadowPair) {
-        let tx = serde_json::json!({ "currency": pair.currency, "amount": pair.amount.to_string() });
-        let one =
-            crate::backtest::compare(&[summary(&pair.live)], &[summary(&pair.candidate)], &[tx], &Default::default());
         if let Ok(mut report) = self.report.lock() {
-            report.absorb(one);
+            report.lines = report.lines.saturating_add(1);
+            let (live, candidate) = (Seen::of_decision(&pair.live), Seen::of_decision(&pair.candidate));
+            report.add(&live, &candidate, Some((&pair.currency, pair.amount)), None);
         }
         if self.keep > 0
             && let Ok(mut kept) = self.decisions.lock()
@@ -40,28 +40,6 @@ impl Shadow {
             kept.push(pair);
         }
     }
-}
-
-/// What the agreement report reads of a decision, without writing its
-/// whole JSON (traces and logs are not compared).
-fn summary(d: &Decision) -> serde_json::Value {
-    let scores: Vec<serde_json::Value> = d
-        .rules
-        .iter()
-        .filter_map(|t| match &t.result {
-            RuleResult::Score { score, .. } => {
-                Some(serde_json::json!({ "rule": &*t.rule, "result": "score", "score": score }))
-            }
-            _ => None,
-        })
-        .collect();
-    serde_json::json!({
-        "id": d.id,
-        "outcome": d.outcome.as_str(),
-        "score": d.score,
-        "reasons": d.reasons,
-        "rules": scores,
-    })
 }
 
 /// One transaction decided live and in shadow.
