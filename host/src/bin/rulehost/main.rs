@@ -500,8 +500,10 @@ fn dispatch(command: Command) -> Result<u8, Failure> {
                         .map_err(Failure::Io)?;
                     }
                 }
-                eprintln!("shadow (live → candidate):");
-                eprint!("{}", pipeline.shadow_report().unwrap_or_default().render());
+                if !quiet {
+                    eprintln!("shadow (live → candidate):");
+                    eprint!("{}", pipeline.shadow_report().unwrap_or_default().render());
+                }
             }
             Ok(if summary.error_count() > 0 { EXIT_SOME_ERRORS } else { 0 })
         }
