@@ -186,7 +186,7 @@ pub(crate) fn too_long_error(line_no: u64, bytes: u64) -> InputError {
 }
 
 /// Parses one line's bytes (at most `LINE_BYTES_MAX` of them).
-pub(crate) fn parse_bytes(line_no: u64, bytes: &[u8]) -> Parsed {
+pub fn parse_bytes(line_no: u64, bytes: &[u8]) -> Result<ParsedTransaction, InputError> {
     if bytes.len() > LINE_BYTES_MAX {
         return too_long(line_no, bytes.len() as u64);
     }

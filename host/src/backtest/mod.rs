@@ -1,10 +1,12 @@
 //! `rulehost backtest`: what would a candidate rule set have decided? The
-//! same stream is decided twice in its order — by the live rule set and by
-//! the candidate, each on its own scratch ledger — and the two sets of
-//! records are compared: an outcome transition matrix with counts and money
+//! same stream is decided in its order by the live rule set and by the
+//! candidate, each on its own scratch ledger (`stream.rs`, one pass), and
+//! each pair is compared: an outcome transition matrix with counts and money
 //! volume per currency, reasons gained and lost, each rule's score change,
-//! and, given labels of known fraud, what was caught, missed and flagged
-//! wrongly before and after.
+//! the score distributions, and, given labels of known fraud, what was
+//! caught, missed and flagged wrongly before and after. Shadow mode counts
+//! its pairs with the same [`Report::add`]; [`compare`] does it for two
+//! files of records.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod html;
+mod stream;
+
+pub use stream::{CHUNK_LINES, Side, StreamOptions, backtest_stream};
 
 /// Width of a score bucket of the distributions, in points.
 pub const SCORE_BUCKET_WIDTH: u32 = 50;

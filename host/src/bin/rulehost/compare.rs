@@ -152,9 +152,6 @@ pub(crate) struct BacktestScope {
     html: Option<PathBuf>,
 }
 
-/// Records compared at a time by `backtest` (its memory for parsed records).
-const COMPARE_CHUNK_LINES: usize = 16_384;
-
 fn instant(text: &str) -> Result<(i128, String), String> {
     rulehost::input::parse_timestamp(text).map(|n| (n, text.to_owned()))
 }
@@ -181,63 +178,55 @@ pub(crate) fn backtest(
     let mut text = start(std::fs::read(input).with_context(|| format!("reading {}", input.display())))?;
     // A sample: only the lines of sampled sources (a line without a
     // readable source is kept; it is an error record on both sides).
-    let _spool;
-    let input = match scope.sample {
-        Some(percent) if percent < 100 => {
-            let sampled: Vec<&[u8]> = text
-                .split_inclusive(|b| *b == b'\n')
-                .filter(|line| {
-                    let source = serde_json::from_slice::<serde_json::Value>(line)
-                        .ok()
-                        .and_then(|v| v.get("source").and_then(|s| s.as_str()).map(rulehost::rollout::bucket));
-                    source.is_none_or(|b| b < percent)
-                })
-                .collect();
-            let spool = Spool::new("backtest");
-            let joined = sampled.concat();
-            start(std::fs::write(&spool.0, &joined).with_context(|| format!("writing {}", spool.0.display())))?;
-            text = joined;
-            let path = spool.0.clone();
-            _spool = spool;
-            path
-        }
-        _ => input.to_owned(),
-    };
-    let (live, _) = start(decide_file(rules, accounts, &input, common, spinner("live")))?;
-    let (next, _) = start(decide_file(candidate, accounts, &input, common, spinner("candidate")))?;
-    // Compared a chunk at a time: only one chunk's records are ever parsed.
-    // One record per line (an empty line is an error record); a final
-    // newline ends the last line.
-    fn records(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        (!bytes.is_empty()).then(|| body.split(|b| *b == b'\n')).into_iter().flatten()
-    }
-    let (mut live, mut next, mut transactions) = (records(&live), records(&next), records(&text));
-    let mut report = rulehost::backtest::Report::default();
-    let mut outside = 0u64;
-    loop {
-        let take = |it: &mut dyn Iterator<Item = &[u8]>| -> Vec<serde_json::Value> {
-            it.take(COMPARE_CHUNK_LINES).map(|l| serde_json::from_slice(l).unwrap_or_default()).collect()
-        };
-        let (l, c, t) = (take(&mut live), take(&mut next), take(&mut transactions));
-        if l.is_empty() && c.is_empty() {
-            break;
-        }
-        let in_range: Vec<bool> = t
-            .iter()
-            .map(|t| {
-                let at = t["timestamp"].as_str().and_then(|s| rulehost::input::parse_timestamp(s).ok());
-                // Unreadable: an error record on both sides, never compared.
-                at.is_none_or(|at| {
-                    scope.from.as_ref().is_none_or(|f| at >= f.0) && scope.to.as_ref().is_none_or(|t| at < t.0)
-                })
+    if let Some(percent) = scope.sample.filter(|p| *p < 100) {
+        let sampled: Vec<&[u8]> = text
+            .split_inclusive(|b| *b == b'\n')
+            .filter(|line| {
+                let source = serde_json::from_slice::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("source").and_then(|s| s.as_str()).map(rulehost::rollout::bucket));
+                source.is_none_or(|b| b < percent)
             })
             .collect();
-        outside += in_range.iter().filter(|k| !**k).count() as u64;
-        report.absorb(rulehost::backtest::compare_where(&l, &c, &t, &labels, |i| {
-            in_range.get(i).copied().unwrap_or(true)
-        }));
+        text = sampled.concat();
     }
+    let threads = common.threads.unwrap_or(RunOptions::default().threads);
+    let pool = start(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("rulehost-eval-{i}"))
+            .build()
+            .context("starting the evaluation threads"),
+    )?;
+    let (sandbox, live_rules) = start(load(rules, &common.cache))?;
+    let candidate_rules = start(
+        rulehost::ruleset::RuleSet::load(&sandbox, candidate)
+            .with_context(|| format!("loading rule set {}", candidate.display())),
+    )?;
+    let window = live_rules.history_window_seconds_max.max(candidate_rules.history_window_seconds_max);
+    let scratch = || -> Result<Pipeline> {
+        let mut memory: Box<dyn rulehost::ledger::Ledger> = Box::new(rulehost::ledger::MemoryLedger::default());
+        memory.retain_history(window);
+        import_file(&mut *memory, accounts).map_err(|e| anyhow::anyhow!("{}: {e}", accounts.display()))?;
+        Ok(Pipeline::new(sandbox.clone(), Arc::new(Mutex::new(memory))))
+    };
+    let (live_pipeline, candidate_pipeline) = (start(scratch())?, start(scratch())?);
+    let options = rulehost::backtest::StreamOptions {
+        pool: &pool,
+        window: threads * rulehost::run::WINDOW_PER_THREAD_DEFAULT,
+        labels: &labels,
+    };
+    let (mut report, outside) = rulehost::backtest::backtest_stream(
+        rulehost::backtest::Side { pipeline: &live_pipeline, ruleset: &live_rules },
+        rulehost::backtest::Side { pipeline: &candidate_pipeline, ruleset: &candidate_rules },
+        &text,
+        &options,
+        |tx| {
+            scope.from.as_ref().is_none_or(|f| tx.timestamp >= f.0)
+                && scope.to.as_ref().is_none_or(|t| tx.timestamp < t.0)
+        },
+        spinner("backtest"),
+    );
     if scope.from.is_some() || scope.to.is_some() || scope.sample.is_some() {
         report.scope = Some(rulehost::backtest::Scope {
             from: scope.from.as_ref().map(|f| f.1.clone()),
