@@ -334,12 +334,12 @@ impl Window {
             self.version = Some(version.clone());
         }
         self.flags.push_back((failed, flagged));
-        self.failed += u64::from(failed);
-        self.flagged += u64::from(flagged);
+        self.failed = self.failed.saturating_add(u64::from(failed));
+        self.flagged = self.flagged.saturating_add(u64::from(flagged));
         while self.flags.len() > size as usize {
             if let Some((f, g)) = self.flags.pop_front() {
-                self.failed -= u64::from(f);
-                self.flagged -= u64::from(g);
+                self.failed = self.failed.saturating_sub(u64::from(f));
+                self.flagged = self.flagged.saturating_sub(u64::from(g));
             }
         }
     }
@@ -562,7 +562,8 @@ impl Rollout {
     /// returned, already saved).
     pub fn decided(&self, choice: &Choice, decision: &Decision) -> Option<Transition> {
         let mut state = self.lock();
-        state.decided[usize::from(choice.tag.arm == Arm::Candidate)] += 1;
+        let arm = usize::from(choice.tag.arm == Arm::Candidate);
+        state.decided[arm] = state.decided[arm].saturating_add(1);
         let rules = choice.candidate.as_ref()?;
         let guard = state.guard.over(rules.guard.as_ref());
         if guard.failure_percent.is_none() && guard.flagged_percent.is_none() {
@@ -840,6 +841,36 @@ mod tests {
         // Another version starts afresh.
         w.push(&"v2".into(), true, false, guard.window);
         assert_eq!((w.flags.len(), w.failed), (1, 1));
+    }
+
+    #[test]
+    fn a_state_file_is_refused_with_its_name_when_unreadable_and_round_trips_when_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollout.json");
+        assert_eq!(load_state(&path), Ok(None), "absent: no rollout yet");
+        std::fs::write(&path, "{not json").unwrap();
+        let e = load_state(&path).unwrap_err().to_string();
+        assert!(e.contains("rollout.json") && e.contains("not a rollout state"), "{e}");
+        let candidate: Arc<dyn RuleSource> = Arc::new(DummySource);
+        let r = Rollout::new(candidate.clone(), 20, GuardOverride::default()).keep_in(&path).unwrap();
+        r.set_share(50, "test").unwrap();
+        assert_eq!(r.set_share(101, "test"), Err(RolloutError::Share(101)));
+        let saved = load_state(&path).unwrap().unwrap();
+        assert_eq!((saved.share, saved.phase, saved.transitions.len()), (50, Phase::Canary, 2));
+        let mut future = saved.clone();
+        future.format = STATE_FORMAT + 1;
+        std::fs::write(&path, serde_json::to_vec(&future).unwrap()).unwrap();
+        assert!(load_state(&path).unwrap_err().to_string().contains("remove the file"));
+    }
+
+    /// A rule source that is never asked for rules beyond its version.
+    struct DummySource;
+
+    impl RuleSource for DummySource {
+        fn current(&self) -> Arc<RuleSet> {
+            static SET: std::sync::OnceLock<Arc<RuleSet>> = std::sync::OnceLock::new();
+            SET.get_or_init(|| Arc::new(RuleSet::empty_for_tests("v-test"))).clone()
+        }
     }
 
     #[test]

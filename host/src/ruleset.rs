@@ -336,3 +336,21 @@ fn load_lists(root: &Path, dir: &Path) -> Result<(Lists, BTreeMap<String, String
     }
     Ok((lists, hashes))
 }
+
+#[cfg(test)]
+impl RuleSet {
+    /// A rule set without rules, for unit tests that only need a version.
+    pub(crate) fn empty_for_tests(version: &str) -> RuleSet {
+        RuleSet {
+            version: version.into(),
+            sha256: String::new(),
+            review_at: crate::manifest::REVIEW_AT_DEFAULT,
+            decline_at: crate::manifest::DECLINE_AT_DEFAULT,
+            rules: Vec::new(),
+            lists: Arc::default(),
+            history_window_seconds_max: 0,
+            dir: PathBuf::new(),
+            guard: None,
+        }
+    }
+}
