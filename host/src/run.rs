@@ -148,7 +148,7 @@ pub fn run_stream(
             // against the rule set it started with, even if a reload swaps
             // in another meanwhile.
             let ruleset = rules.current();
-            let records: Vec<Record> = pipeline.decide_many(&ruleset, batch, &pool, window);
+            let records: Vec<Record> = pipeline.decide_many(&ruleset, &batch, &pool, window);
             let durable = crate::pipeline::lock(pipeline.ledger()).sync_point();
             if decided_tx.send((records, durable)).is_err() {
                 break;

@@ -222,21 +222,10 @@ fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
 /// `transactions` (one JSON line each, in order). `labels`: transaction id
 /// → fraud (true) or legitimate.
 pub fn compare(live: &[Value], candidate: &[Value], transactions: &[Value], labels: &HashMap<String, bool>) -> Report {
-    compare_where(live, candidate, transactions, labels, |_| true)
-}
-
-/// As [`compare`], for the lines (0-based) `keep` accepts only.
-pub fn compare_where(
-    live: &[Value],
-    candidate: &[Value],
-    transactions: &[Value],
-    labels: &HashMap<String, bool>,
-    keep: impl Fn(usize) -> bool,
-) -> Report {
     let mut report = Report { lines: live.len().max(candidate.len()) as u64, ..Report::default() };
     for (i, (l, c)) in live.iter().zip(candidate).enumerate() {
         let (sl, sc) = (Seen::of_value(l), Seen::of_value(c));
-        if sl.outcome == "error" || sc.outcome == "error" || !keep(i) {
+        if sl.outcome == "error" || sc.outcome == "error" {
             continue;
         }
         let tx = transactions.get(i);
@@ -337,62 +326,6 @@ pub fn parse_labels(text: &str) -> Result<HashMap<String, bool>, String> {
 }
 
 impl Report {
-    /// Adds `other`'s counts to this report (a running report over traffic
-    /// that arrives one decision at a time).
-    pub fn absorb(&mut self, other: Report) {
-        self.lines = self.lines.saturating_add(other.lines);
-        self.decided = self.decided.saturating_add(other.decided);
-        self.changed = self.changed.saturating_add(other.changed);
-        for t in other.transitions {
-            match self.transitions.iter_mut().find(|x| x.from == t.from && x.to == t.to) {
-                Some(x) => {
-                    x.count = x.count.saturating_add(t.count);
-                    for (c, v) in t.volume {
-                        let e = x.volume.entry(c).or_default();
-                        *e = e.saturating_add(v);
-                    }
-                }
-                None => self.transitions.push(t),
-            }
-        }
-        self.transitions.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
-        for (mine, theirs) in
-            [(&mut self.reasons_gained, other.reasons_gained), (&mut self.reasons_lost, other.reasons_lost)]
-        {
-            for (r, n) in theirs {
-                let e = mine.entry(r).or_default();
-                *e = e.saturating_add(n);
-            }
-        }
-        for (rule, r) in other.rules {
-            let e = self.rules.entry(rule).or_default();
-            e.calls = e.calls.saturating_add(r.calls);
-            e.live_total = e.live_total.saturating_add(r.live_total);
-            e.candidate_total = e.candidate_total.saturating_add(r.candidate_total);
-            e.changed = e.changed.saturating_add(r.changed);
-        }
-        for (mine, theirs) in
-            [(&mut self.scores.live, other.scores.live), (&mut self.scores.candidate, other.scores.candidate)]
-        {
-            if mine.len() < theirs.len() {
-                mine.resize(theirs.len(), 0);
-            }
-            for (a, b) in mine.iter_mut().zip(theirs) {
-                *a = a.saturating_add(b);
-            }
-        }
-        if let Some(l) = other.labels {
-            let mine = self.labels.get_or_insert_with(LabelReport::default);
-            mine.labelled = mine.labelled.saturating_add(l.labelled);
-            for (a, b) in [(&mut mine.live, l.live), (&mut mine.candidate, l.candidate)] {
-                a.caught = a.caught.saturating_add(b.caught);
-                a.missed = a.missed.saturating_add(b.missed);
-                a.false_positives = a.false_positives.saturating_add(b.false_positives);
-                a.true_negatives = a.true_negatives.saturating_add(b.true_negatives);
-            }
-        }
-    }
-
     /// A readable report.
     pub fn render(&self) -> String {
         use std::fmt::Write;

@@ -56,16 +56,14 @@ pub fn backtest_stream(
         if chunk.is_empty() {
             break;
         }
-        let parsed = |first: u64| -> Vec<_> {
-            chunk
-                .iter()
-                .zip(first..)
-                .map(|(l, n)| (n, crate::run::parse_bytes(n, l.strip_suffix(b"\r").unwrap_or(l))))
-                .collect()
-        };
-        let inputs = parsed(next_line);
-        let l = live.pipeline.decide_many(live.ruleset, parsed(next_line), options.pool, options.window);
-        let c = candidate.pipeline.decide_many(candidate.ruleset, parsed(next_line), options.pool, options.window);
+        // Parsed once; both sides decide the same parsed lines.
+        let inputs: Vec<_> = chunk
+            .iter()
+            .zip(next_line..)
+            .map(|(l, n)| (n, crate::run::parse_bytes(n, l.strip_suffix(b"\r").unwrap_or(l))))
+            .collect();
+        let l = live.pipeline.decide_many(live.ruleset, &inputs, options.pool, options.window);
+        let c = candidate.pipeline.decide_many(candidate.ruleset, &inputs, options.pool, options.window);
         for ((input, l), c) in inputs.iter().zip(&l).zip(&c) {
             report.lines = report.lines.saturating_add(1);
             let (Ok(p), Record::Decision { decision: dl, .. }, Record::Decision { decision: dc, .. }) =

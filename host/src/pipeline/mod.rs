@@ -4,25 +4,24 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
-
-use crate::decision::{Decision, LedgerEffect, Outcome, Record, RuleResult, RuleTrace};
+use crate::decision::{Decision, LedgerEffect, Outcome, Record};
 use crate::facts::Facts;
 use crate::input::{ErrorCode, InputError, ParsedTransaction, parse_transaction};
 use crate::ledger::{Commit, Effect, Ledger, LedgerError};
-use crate::manifest::{OnError, RuleKind};
 use crate::model::Transaction;
 use crate::rollout::{Choice, Rollout, RolloutTag};
 use crate::ruleset::{LoadedRule, RuleSet};
+mod evaluate;
 mod reads;
 mod shadow;
+
+use evaluate::Evaluation;
 
 use reads::{ReadSet, RecordingFacts, Versions};
 
 pub use shadow::{SHADOW_PAIRS_KEPT_MAX, Shadow, ShadowPair};
 
-use crate::sandbox::{CallContext, CallOutcome, Failure, FailureKind, Sandbox, TxSession, Verdict, check_verdict};
+use crate::sandbox::{CallContext, CallOutcome, Sandbox, TxSession};
 
 /// Reason of a failed rule under `on_error = review|reject`.
 pub const RULE_FAILED: &str = "RULE_FAILED";
@@ -146,8 +145,12 @@ impl Pipeline {
         self.rollout.as_ref()
     }
 
-    fn choose(&self, tx: &Transaction) -> Option<Choice> {
-        self.rollout.as_ref().and_then(|r| r.choose(&tx.source))
+    /// Who decides `tx` under the rollout (`None` without one); the
+    /// source's bucket is hashed once per transaction (`known` carries it).
+    fn choose(&self, tx: &Transaction, known: Option<&Choice>) -> Option<Choice> {
+        let rollout = self.rollout.as_ref()?;
+        let bucket = known.map_or_else(|| crate::rollout::bucket(&tx.source), |c| c.tag.bucket);
+        rollout.choose(bucket)
     }
 
     /// The same pipeline, reporting rule calls and decisions to `observer`.
@@ -183,7 +186,7 @@ impl Pipeline {
     pub fn decide_many(
         &self,
         ruleset: &RuleSet,
-        lines: Vec<(u64, Result<ParsedTransaction, InputError>)>,
+        lines: &[(u64, Result<ParsedTransaction, InputError>)],
         pool: &rayon::ThreadPool,
         window: usize,
     ) -> Vec<Record> {
@@ -194,8 +197,8 @@ impl Pipeline {
             // in turn on this thread (no hand-offs, nothing evaluated twice).
             for (line, parsed) in lines {
                 records.push(match parsed {
-                    Ok(p) => self.decide(ruleset, line, &p),
-                    Err(e) => Record::Error(e),
+                    Ok(p) => self.decide(ruleset, *line, p),
+                    Err(e) => Record::Error(e.clone()),
                 });
             }
             return records;
@@ -242,11 +245,8 @@ impl Pipeline {
     /// without committing anything (steps 1c–4).
     pub fn speculate(&self, ruleset: &RuleSet, parsed: &ParsedTransaction) -> Speculation {
         let tx = &parsed.tx;
-        let choice = self.choose(tx);
-        let ruleset = match choice.as_ref().and_then(|c| c.candidate.as_deref()) {
-            Some(candidate) => candidate,
-            None => ruleset,
-        };
+        let choice = self.choose(tx, None);
+        let ruleset = Choice::rules(choice.as_ref(), ruleset);
         let _span = tracing::debug_span!("transaction", id = %tx.id, ruleset = %ruleset.version).entered();
         if let Some(code) = precheck(&**lock(&self.ledger), tx) {
             return Speculation { outcome: Speculated::Prechecked(code), choice };
@@ -280,16 +280,9 @@ impl Pipeline {
             let mut versions = self.versions.lock().expect("versions lock");
             // Who decides now: a share or candidate changed since the
             // speculation means it ran the wrong rules, so it runs again.
-            let choice = self.choose(tx);
-            let same_rules = match (&choice, &speculation.choice) {
-                (Some(now), Some(then)) => now.same_rules(then),
-                (None, None) => true,
-                _ => false,
-            };
-            let deciding = match choice.as_ref().and_then(|c| c.candidate.as_deref()) {
-                Some(candidate) => candidate,
-                None => ruleset,
-            };
+            let choice = self.choose(tx, speculation.choice.as_ref());
+            let same_rules = Choice::same_rules(choice.as_ref(), speculation.choice.as_ref());
+            let deciding = Choice::rules(choice.as_ref(), ruleset);
             let (evaluation, counted, shadow) = match speculation.outcome {
                 Speculated::Prechecked(code) => {
                     let shadow = self
@@ -344,104 +337,6 @@ impl Pipeline {
             o.decided(record);
         }
     }
-
-    /// One rule call, timed for the observer and traced as a span. Every
-    /// verdict meets the output contract here, whatever executor ran it
-    /// (checked once: by the sandbox, or here for any other executor); one
-    /// outside it becomes an `invalid-output` failure.
-    fn call(&self, calls: &mut dyn RuleCalls, rule: &LoadedRule, ctx: CallContext) -> CallOutcome {
-        let _span = tracing::debug_span!("rule", rule = %rule.name, version = %rule.version).entered();
-        let mut out = match &self.observer {
-            None => calls.call(rule, ctx),
-            Some(o) => {
-                let started = std::time::Instant::now();
-                let out = calls.call(rule, ctx);
-                o.rule_call(rule, started.elapsed(), &out);
-                out
-            }
-        };
-        if !self.executor.checks_output()
-            && let Ok(verdict) = &out.result
-            && let Err(failure) = check_verdict(rule.kind, verdict)
-        {
-            out.result = Err(failure);
-        }
-        out
-    }
-
-    fn context(rule: &LoadedRule, ruleset: &RuleSet, facts: &Arc<dyn Facts>) -> CallContext {
-        CallContext {
-            params: rule.params.clone(),
-            lists: ruleset.lists.clone(),
-            declared_lists: rule.lists.clone(),
-            history_window_seconds_max: rule.history_window_seconds_max,
-            facts: facts.clone(),
-            budget: rule.budget,
-        }
-    }
-
-    /// Runs validation then risk rules and aggregates (steps 2–4).
-    fn evaluate(&self, ruleset: &RuleSet, tx: &Transaction, facts: &Arc<dyn Facts>) -> Evaluation {
-        let mut calls = self.executor.begin(tx);
-        let mut traces = Vec::with_capacity(ruleset.rules.len());
-        let mut reasons = Reasons::default();
-        let mut forced_review = false;
-
-        for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Validation) {
-            let out = self.call(&mut *calls, rule, Self::context(rule, ruleset, facts));
-            match &out.result {
-                Ok(Verdict::Reject { code, message }) => {
-                    traces.push(rule_trace(
-                        rule,
-                        RuleResult::Reject { code: code.clone(), message: message.clone() },
-                        &out,
-                    ));
-                    return Evaluation::rejected(code.clone(), 0, traces, false);
-                }
-                Ok(Verdict::Accept) => traces.push(rule_trace(rule, RuleResult::Accept, &out)),
-                // `call` turned a score from a validation rule into a failure.
-                Ok(Verdict::Score { .. }) | Err(_) => {
-                    if on_failure(rule, &failure_of(&out), &out, &mut traces, &mut reasons, &mut forced_review) {
-                        return Evaluation::rejected(RULE_FAILED.into(), 0, traces, false);
-                    }
-                }
-            }
-        }
-
-        let mut total = Decimal::ZERO;
-        for rule in ruleset.rules.iter().filter(|r| r.kind == RuleKind::Risk) {
-            let out = self.call(&mut *calls, rule, Self::context(rule, ruleset, facts));
-            match &out.result {
-                Ok(Verdict::Score { score, reasons: rs }) => {
-                    // Weights are bounded at load (manifest::WEIGHT_MAX), so
-                    // this cannot overflow; saturating keeps it so for any
-                    // rule set built by hand. Every term is ≥ 0.
-                    let term = rule.weight.checked_mul(Decimal::from(*score)).unwrap_or(Decimal::MAX);
-                    total = total.checked_add(term).unwrap_or(Decimal::MAX);
-                    if *score > 0 {
-                        rs.iter().for_each(|r| reasons.push(r));
-                    }
-                    traces.push(rule_trace(rule, RuleResult::Score { score: *score, reasons: rs.clone() }, &out));
-                }
-                // `call` turned any other verdict of a risk rule into a failure.
-                Ok(Verdict::Accept | Verdict::Reject { .. }) | Err(_) => {
-                    if on_failure(rule, &failure_of(&out), &out, &mut traces, &mut reasons, &mut forced_review) {
-                        return Evaluation::rejected(RULE_FAILED.into(), clamp(total), traces, true);
-                    }
-                }
-            }
-        }
-
-        let score = clamp(total);
-        let outcome = if score >= ruleset.decline_at {
-            Outcome::Decline
-        } else if score >= ruleset.review_at || forced_review {
-            Outcome::Review
-        } else {
-            Outcome::Approve
-        };
-        Evaluation { outcome, score, reasons: reasons.0, traces, reached_risk: true }
-    }
 }
 
 /// The decision of an evaluation and the ledger effect it asks for (step 5:
@@ -481,75 +376,6 @@ fn decision_of(
         json: Default::default(),
     });
     (decision, effect)
-}
-
-/// The failure of a call that did not give its kind's verdict.
-fn failure_of(out: &CallOutcome) -> Failure {
-    match &out.result {
-        Err(f) => f.clone(),
-        Ok(_) => {
-            Failure { kind: FailureKind::InvalidOutput, message: "the verdict does not fit the rule's kind".into() }
-        }
-    }
-}
-
-/// The trace entry of one call.
-fn rule_trace(rule: &LoadedRule, result: RuleResult, out: &CallOutcome) -> RuleTrace {
-    RuleTrace { rule: rule.name.clone(), version: rule.version.clone(), result, fuel: out.fuel, logs: out.logs.clone() }
-}
-
-/// Records a failed call in the trace and applies the rule's `on_error`
-/// (RULES.md step 4); true when the policy rejects the transaction.
-fn on_failure(
-    rule: &LoadedRule,
-    failure: &Failure,
-    out: &CallOutcome,
-    traces: &mut Vec<RuleTrace>,
-    reasons: &mut Reasons,
-    forced_review: &mut bool,
-) -> bool {
-    let result = RuleResult::Failed { kind: failure.kind, message: failure.message.clone(), on_error: rule.on_error };
-    traces.push(rule_trace(rule, result, out));
-    match rule.on_error {
-        OnError::Review => {
-            *forced_review = true;
-            reasons.push(RULE_FAILED);
-            false
-        }
-        OnError::Reject => true,
-        OnError::Ignore => false,
-    }
-}
-
-/// `min(1000, floor(total))`.
-fn clamp(total: Decimal) -> u32 {
-    total.floor().to_u32().unwrap_or(SCORE_MAX).min(SCORE_MAX)
-}
-
-/// Reasons in first-seen order without duplicates.
-#[derive(Default)]
-struct Reasons(Vec<String>);
-
-impl Reasons {
-    fn push(&mut self, r: &str) {
-        if !self.0.iter().any(|x| x == r) {
-            self.0.push(r.to_owned());
-        }
-    }
-}
-
-struct Evaluation {
-    outcome: Outcome,
-    score: u32,
-    reasons: Vec<String>,
-    traces: Vec<RuleTrace>,
-    reached_risk: bool,
-}
-
-impl Evaluation {
-    fn rejected(code: String, score: u32, traces: Vec<RuleTrace>, reached_risk: bool) -> Self {
-        Evaluation { outcome: Outcome::Reject, score, reasons: vec![code], traces, reached_risk }
-    }
 }
 
 /// Step 1b: an id already decided is replayed (same content) or a conflict.

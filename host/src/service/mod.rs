@@ -357,8 +357,8 @@ impl Host {
     /// their records once all are durable.
     pub async fn evaluate_batch(&self, lines: Vec<String>) -> Result<Vec<Record>, HostError> {
         self.durably(move |inner| {
-            let parsed = lines.iter().zip(1..).map(|(l, line)| (line, inner.parse(line, l))).collect();
-            inner.pipeline.decide_many(&inner.rules.live().current(), parsed, &inner.pool, inner.window)
+            let parsed: Vec<_> = lines.iter().zip(1..).map(|(l, line)| (line, inner.parse(line, l))).collect();
+            inner.pipeline.decide_many(&inner.rules.live().current(), &parsed, &inner.pool, inner.window)
         })
         .await
     }

@@ -15,7 +15,7 @@ use super::BuildError;
 use crate::metrics::Metrics;
 use crate::pipeline::{SharedLedger, lock};
 use crate::reload::{DEBOUNCE_MS_DEFAULT, LiveRules, ReloadEvent, RuleSource, Watcher};
-use crate::rollout::{GuardOverride, Phase, Rollout, RolloutError, Saved, Side, Transition};
+use crate::rollout::{GuardOverride, Rollout, RolloutError, Saved, Side, Transition};
 use crate::ruleset::RuleSet;
 use crate::sandbox::Sandbox;
 
@@ -178,34 +178,16 @@ impl Rules {
         let rollout = if saved.is_none() && sides.candidate.is_none() {
             None
         } else {
-            let mut state = saved.clone().unwrap_or(Saved {
-                format: crate::rollout::STATE_FORMAT,
-                phase: Phase::Canary,
-                share: config.share,
-                live: None,
-                candidate: None,
-                previous: None,
-                guard: GuardOverride::default(),
-                transitions_total: 0,
-                transitions: Vec::new(),
-            });
-            let g = config.guard;
-            state.guard = GuardOverride {
-                failure_percent: g.failure_percent.or(state.guard.failure_percent),
-                flagged_percent: g.flagged_percent.or(state.guard.flagged_percent),
-                window: g.window.or(state.guard.window),
-                min_decisions: g.min_decisions.or(state.guard.min_decisions),
-            };
+            let mut state = saved.clone().unwrap_or_else(|| Saved::fresh(config.share, GuardOverride::default()));
+            state.guard = config.guard.or(state.guard);
             if new_canary.is_some() {
                 state.share = config.share;
             }
             if let Some(c) = &sides.candidate {
-                crate::rollout::check_guard(&state.guard.over(c.current().guard.as_ref())).map_err(
-                    |(key, message)| BuildError::RuleSet {
-                        dir: c.dir().to_owned(),
-                        message: format!("canary guard: {key}: {message}"),
-                    },
-                )?;
+                state
+                    .guard
+                    .checked_over(c.current().guard.as_ref())
+                    .map_err(|message| BuildError::RuleSet { dir: c.dir().to_owned(), message })?;
             }
             let candidate: Option<Arc<dyn RuleSource>> = sides.candidate.clone().map(|c| -> Arc<dyn RuleSource> { c });
             let metrics = opener.metrics.clone();
@@ -216,7 +198,8 @@ impl Rules {
                 sides.candidate.as_deref().map(side),
                 sides.previous.as_deref().map(side),
             );
-            if new_canary.is_some() || saved.is_none() {
+            // Without a saved state, the candidate is the configured one.
+            if new_canary.is_some() {
                 rollout.started();
             }
             if let Some(path) = &config.state_file {
