@@ -96,7 +96,16 @@ fn decision(id: &str, traces: usize) -> Arc<Decision> {
 
 /// Commits an approved transfer.
 fn post(ledger: &mut dyn Ledger, tx: &Transaction, fingerprint: [u8; 32], decision: &Arc<Decision>) {
-    let commit = Commit { tx, fingerprint, decision: decision.clone(), effect: Effect::Post, count_in_history: true };
+    let decision = decision.clone();
+    let commit = Commit {
+        tx,
+        fingerprint,
+        extra: None,
+        wanted: Effect::Post,
+        count_in_history: true,
+        facts: Default::default(),
+        decide: Box::new(move |_| decision),
+    };
     ledger.commit(commit).unwrap();
 }
 

@@ -33,6 +33,9 @@ pub enum ErrorCode {
     InvalidField,
     /// The id was seen before with different content.
     IdempotencyConflict,
+    /// The ledger could not commit the decision (its store failed); nothing
+    /// was decided, and the transaction may be sent again.
+    LedgerUnavailable,
 }
 
 impl ErrorCode {
@@ -43,6 +46,7 @@ impl ErrorCode {
             ErrorCode::MissingField => "MISSING_FIELD",
             ErrorCode::InvalidField => "INVALID_FIELD",
             ErrorCode::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
+            ErrorCode::LedgerUnavailable => "LEDGER_UNAVAILABLE",
         }
     }
 }
@@ -73,6 +77,9 @@ pub struct ParsedTransaction {
     pub tx: Transaction,
     /// SHA-256 of the canonical form of the whole object.
     pub fingerprint: [u8; 32],
+    /// Top-level fields beyond the known ones, as a JSON object (kept with
+    /// the stored decision), when there are any.
+    pub extra: Option<Box<str>>,
 }
 
 /// Strips the single trailing `\r` a CRLF file leaves on each line.
@@ -270,6 +277,21 @@ fn readable_id(map: &Map<String, Value>) -> Option<String> {
     }
 }
 
+/// Every field a transaction's typed form holds.
+const KNOWN_FIELDS: [&str; 11] = [
+    "id",
+    "timestamp",
+    "kind",
+    "source",
+    "destination",
+    "amount",
+    "currency",
+    "country",
+    "merchant_category",
+    "channel",
+    "metadata",
+];
+
 /// Optional transaction fields: `null` means absent, also for idempotency.
 const OPTIONAL_FIELDS: [&str; 4] = ["country", "merchant_category", "channel", "metadata"];
 
@@ -334,7 +356,9 @@ pub fn parse_transaction(line_no: u64, text: &str) -> Result<ParsedTransaction, 
         reason = "a map of JSON values always serializes (string keys, no floats beyond JSON's)"
     )]
     let canonical = serde_json::to_vec(&map).expect("a JSON map always serializes");
-    Ok(ParsedTransaction { tx, fingerprint: Sha256::digest(&canonical).into() })
+    let extra: Map<String, Value> = map.into_iter().filter(|(k, _)| !KNOWN_FIELDS.contains(&k.as_str())).collect();
+    let extra = (!extra.is_empty()).then(|| Value::Object(extra).to_string().into_boxed_str());
+    Ok(ParsedTransaction { tx, fingerprint: Sha256::digest(&canonical).into(), extra })
 }
 
 /// Parses one account line of `accounts.jsonl`.

@@ -10,6 +10,8 @@ use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
 use crate::files::{FileError, LIST_BYTES_MAX, MANIFEST_BYTES_MAX, MODULE_BYTES_MAX, read_bounded};
+use crate::ledger::RulesetArchive;
+use crate::ledger::record::ArchiveFile;
 use crate::manifest::{Budget, MANIFEST_FILE, Manifest, ManifestError, OnError, RuleKind};
 use crate::params::Params;
 use crate::sandbox::{CompiledRule, LoadError, Sandbox};
@@ -196,6 +198,9 @@ pub struct RuleSet {
     pub dir: PathBuf,
     /// The manifest's `[rollout]` guard, for when it is a canary candidate.
     pub guard: Option<crate::rollout::Guard>,
+    /// Every file the content hash covers, for the ledger to keep (so a
+    /// decision can be re-evaluated with this version later).
+    pub archive: Arc<RulesetArchive>,
 }
 
 /// Reads a file of the rule set in `root`: a regular file (a symlink only
@@ -219,8 +224,13 @@ impl RuleSet {
         })?;
         let manifest = Manifest::parse(&manifest_path.display().to_string(), &manifest_text)?;
 
-        let (lists, list_hashes) = load_lists(dir, &dir.join(LISTS_DIR))?;
+        let (lists, list_hashes, list_files) = load_lists(dir, &dir.join(LISTS_DIR))?;
         let lists = Arc::new(lists);
+        let mut files = vec![ArchiveFile {
+            path: MANIFEST_FILE.to_owned(),
+            sha256: hex_sha256(&manifest_bytes),
+            bytes: manifest_bytes.as_slice().into(),
+        }];
 
         let mut hasher = Sha256::new();
         hasher.update(b"manifest\0");
@@ -263,6 +273,11 @@ impl RuleSet {
                     });
                 }
             }
+            files.push(ArchiveFile {
+                path: entry.module.clone(),
+                sha256: sha256.clone(),
+                bytes: bytes.as_slice().into(),
+            });
             hasher.update(b"\0module\0");
             hasher.update(entry.module.as_bytes());
             hasher.update(b"\0");
@@ -292,9 +307,13 @@ impl RuleSet {
         }
         let sha256 = hex::encode(hasher.finalize());
         let history_window_seconds_max = rules.iter().map(|r| r.history_window_seconds_max).max().unwrap_or(0);
+        let version: Arc<str> = sha256[..VERSION_HEX_DIGITS].into();
+        files.extend(list_files);
+        let archive = Arc::new(RulesetArchive { version: version.clone(), sha256: sha256.clone(), files });
         Ok(RuleSet {
-            version: sha256[..VERSION_HEX_DIGITS].into(),
+            version,
             sha256,
+            archive,
             review_at: manifest.review_at,
             decline_at: manifest.decline_at,
             rules,
@@ -306,12 +325,16 @@ impl RuleSet {
     }
 }
 
-fn load_lists(root: &Path, dir: &Path) -> Result<(Lists, BTreeMap<String, String>), RuleSetError> {
+/// The lists of a rule set, their hashes by name, and their files.
+type LoadedLists = (Lists, BTreeMap<String, String>, Vec<ArchiveFile>);
+
+fn load_lists(root: &Path, dir: &Path) -> Result<LoadedLists, RuleSetError> {
     let mut lists = Lists::default();
     let mut hashes = BTreeMap::new();
+    let mut files = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((lists, hashes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((lists, hashes, files)),
         Err(source) => {
             return Err(RuleSetError::Io { path: dir.to_owned(), source });
         }
@@ -331,10 +354,17 @@ fn load_lists(root: &Path, dir: &Path) -> Result<(Lists, BTreeMap<String, String
         if values.len() > LIST_ENTRIES_MAX {
             return Err(RuleSetError::ListTooLarge { path });
         }
-        hashes.insert(name.clone(), hex_sha256(&bytes));
+        let sha256 = hex_sha256(&bytes);
+        files.push(ArchiveFile {
+            path: format!("{LISTS_DIR}/{name}.txt"),
+            sha256: sha256.clone(),
+            bytes: bytes.into(),
+        });
+        hashes.insert(name.clone(), sha256);
         lists.lists.insert(name, values.into_iter().collect());
     }
-    Ok((lists, hashes))
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((lists, hashes, files))
 }
 
 #[cfg(test)]
@@ -351,6 +381,7 @@ impl RuleSet {
             history_window_seconds_max: 0,
             dir: PathBuf::new(),
             guard: None,
+            archive: Arc::new(RulesetArchive { version: version.into(), sha256: String::new(), files: Vec::new() }),
         }
     }
 }

@@ -113,7 +113,7 @@ fn opening_balances_beyond_range_fail_the_import_and_import_nothing() {
     let e = ledger.import_accounts(&accounts).expect_err("equity:USD cannot hold ten of them");
     assert!(matches!(&e, LedgerError::BalanceOverflow(what) if what.contains("equity:USD")), "{e}");
     assert!(ledger.account_ids().is_empty(), "all or nothing");
-    assert!(ledger.journal().is_empty());
+    assert!(ledger.journal(None).unwrap().is_empty());
 }
 
 #[test]
@@ -127,10 +127,14 @@ fn a_negative_opening_balance_is_the_same_on_both_ledgers_and_survives_a_restart
         let mut durable = LedgerLocation::File(path.clone()).open(&StoreOptions::default()).unwrap();
         durable.import_accounts(&accounts).unwrap();
         durable.sync_point().wait().expect("the writer accepts a negative opening balance");
-        assert_eq!(durable.journal(), memory.journal());
+        assert_eq!(durable.journal(None).unwrap(), memory.journal(None).unwrap());
     }
     let reopened = rulehost::ledger::SqliteLedger::open(&path, &StoreOptions::default()).unwrap();
-    assert_eq!(reopened.journal(), memory.journal(), "the journal reads back as it was written");
+    assert_eq!(
+        reopened.journal(None).unwrap(),
+        memory.journal(None).unwrap(),
+        "the journal reads back as it was written"
+    );
     assert_eq!(reopened.balances("neg").unwrap().posted, Decimal::new(-525, 2));
     assert_eq!(memory.system_balance("equity:USD"), Decimal::new(225, 2));
     let mut reopened = reopened;

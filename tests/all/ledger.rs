@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use rulehost::decision::{Decision, LedgerEffect, Outcome};
-use rulehost::input::{parse_accounts, parse_transaction};
+use rulehost::input::{ParsedTransaction, parse_accounts, parse_transaction};
 use rulehost::ledger::{
-    Commit, Effect, HoldState, Ledger, LedgerError, MemoryLedger, OpenError, Resolution, SqliteLedger, StoreOptions,
-    StoreReader,
+    Admission, Commit, Committed, Effect, HoldState, Ledger, LedgerError, MemoryLedger, OpenError, Resolution,
+    SqliteLedger, StoreOptions, StoreReader,
 };
 use rulehost::pipeline::{Pipeline, SharedLedger};
 use rust_decimal::Decimal;
@@ -65,8 +65,8 @@ fn durable_ledger_decides_like_memory_and_reopens_identical() {
     for id in memory.account_ids() {
         assert_eq!(reopened.balances(&id), memory.balances(&id), "balances of {id}");
     }
-    assert_eq!(reopened.holds(), memory.holds());
-    assert_eq!(reopened.journal(), memory.journal());
+    assert_eq!(reopened.holds().unwrap(), memory.holds().unwrap());
+    assert_eq!(reopened.journal(None).unwrap(), memory.journal(None).unwrap());
     let report = reopened.reconcile().unwrap();
     assert!(report.is_clean(), "{:?}", report.discrepancies);
     assert!(report.decisions > 0 && report.holds > 0 && report.entries > 0, "{report:?}");
@@ -74,8 +74,8 @@ fn durable_ledger_decides_like_memory_and_reopens_identical() {
     let again = decide_all(&Pipeline::new(sandbox(), reopened.clone()), &ruleset, &transactions);
     let strip = |s: &str| s.replace(",\"replayed\":true", "");
     assert_eq!(strip(&again), strip(&want), "replays after reopening return the stored decisions");
-    let journal_len = reopened.lock().unwrap().journal().len();
-    assert_eq!(journal_len, memory.journal().len(), "replaying posts nothing twice");
+    let journal_len = reopened.lock().unwrap().journal(None).unwrap().len();
+    assert_eq!(journal_len, memory.journal(None).unwrap().len(), "replaying posts nothing twice");
 }
 
 #[test]
@@ -87,18 +87,12 @@ fn the_store_itself_refuses_a_second_decision_or_posting_for_an_id() {
     let parsed = parse_transaction(1, &fixture("transactions.jsonl").lines().next().unwrap().replace("t01", "k1"))
         .expect("first fixture line parses");
     let tx = &parsed.tx;
-    let decision = Arc::new(decision(&tx.id, Outcome::Approve, LedgerEffect::Posted));
-    store
-        .commit(Commit { tx, fingerprint: parsed.fingerprint, decision, effect: Effect::Post, count_in_history: true })
-        .unwrap();
+    assert_eq!(commit_as(&mut store, &parsed, Effect::Post, true).unwrap().effect, Effect::Post);
     store.close().unwrap();
 
     // Bypass the host: the database's own keys refuse duplicates.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let dup_decision = conn.execute(
-        "INSERT INTO decisions (id, fingerprint, outcome, ledger, record) VALUES (?1, x'00', 'approve', 'posted', '{}')",
-        [&tx.id],
-    );
+    let dup_decision = conn.execute("INSERT INTO decisions (id, record) VALUES (?1, x'01')", [&tx.id]);
     assert!(dup_decision.is_err(), "decisions.id is unique");
     let dup_posting = conn.execute(
         "INSERT INTO journal (reference, kind, debit, credit, currency, amount) SELECT reference, kind, debit, credit, currency, amount FROM journal WHERE reference = ?1",
@@ -169,10 +163,11 @@ fn reconcile_names_every_tampered_figure() {
     assert!(StoreReader::open(&path).unwrap().reconcile().unwrap().is_clean());
 
     let conn = rusqlite::Connection::open(&path).unwrap();
+    let first: String = conn.query_row("SELECT id FROM decisions ORDER BY seq LIMIT 1", [], |r| r.get(0)).unwrap();
     conn.execute("UPDATE accounts SET posted = '123456.78' WHERE id = 'a1'", []).unwrap();
     conn.execute("UPDATE holds SET state = 'voided' WHERE id = 't16-hold'", []).unwrap();
     conn.execute("DELETE FROM journal WHERE seq = (SELECT max(seq) FROM journal WHERE kind = 'transfer')", []).unwrap();
-    // A record `run` would refuse at open (not JSON any more).
+    // A record no replay can read (its format byte is gone).
     conn.execute("UPDATE decisions SET record = substr(record, 2) WHERE seq = (SELECT min(seq) FROM decisions)", [])
         .unwrap();
     drop(conn);
@@ -182,8 +177,12 @@ fn reconcile_names_every_tampered_figure() {
     assert!(all.contains("pending holds sum to"), "a voided hold no longer explains pending: {all}");
     assert!(all.contains("has 0 transfer(s)"), "a decision lost its posting: {all}");
     assert!(all.contains("account a2: posted"), "the lost posting's accounts no longer match: {all}");
-    assert!(all.contains("its record is unreadable"), "reconcile reads every record run reads: {all}");
-    assert!(SqliteLedger::open(&path, &StoreOptions::default()).is_err(), "and run refuses it");
+    assert!(all.contains("its record is unreadable"), "reconcile reads every record a replay reads: {all}");
+    // Opening reads no decisions (fast start): the damaged record is found
+    // when its id comes again, as an error, never a panic or a new decision.
+    let store = SqliteLedger::open(&path, &StoreOptions::default()).unwrap();
+    let err = store.decision(&first).unwrap_err();
+    assert!(err.to_string().contains("stored decision record"), "{err}");
 }
 
 // ---------------------------------------------------------------- property test
@@ -219,6 +218,33 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..24).prop_map(|id| Step::Replay { id }),
         1 => Just(Step::Reopen),
     ]
+}
+
+/// Commits `parsed` asking for `wanted`; the decision follows the ledger's
+/// funds check (approve/review when admitted, reject otherwise).
+fn commit_as(
+    store: &mut dyn Ledger,
+    parsed: &ParsedTransaction,
+    wanted: Effect,
+    counted: bool,
+) -> Result<Committed, LedgerError> {
+    let id = parsed.tx.id.clone();
+    store.commit(Commit {
+        tx: &parsed.tx,
+        fingerprint: parsed.fingerprint,
+        extra: None,
+        wanted,
+        count_in_history: counted,
+        facts: Default::default(),
+        decide: Box::new(move |admission| {
+            let (outcome, ledger) = match (admission, wanted) {
+                (Admission::Admitted, Effect::Post) => (Outcome::Approve, LedgerEffect::Posted),
+                (Admission::Admitted, Effect::Hold) => (Outcome::Review, LedgerEffect::Held),
+                _ => (Outcome::Reject, LedgerEffect::None),
+            };
+            Arc::new(decision(&id, outcome, ledger))
+        }),
+    })
 }
 
 fn decision(id: &str, outcome: Outcome, ledger: LedgerEffect) -> Decision {
@@ -258,19 +284,19 @@ fn agree(store: &mut SqliteLedger, model: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!((b.posted, b.pending), (*posted, *pending), "balances of {}", id);
     }
     for (id, (source, destination, amount, state)) in &model.holds {
-        let h = store.hold(id).expect("hold exists");
+        let h = store.hold(id).unwrap().expect("hold exists");
         prop_assert_eq!((&h.source, &h.destination, h.amount, h.state), (source, destination, *amount, *state));
     }
-    prop_assert_eq!(store.holds().len(), model.holds.len());
-    let on_disk = store
-        .inspect(|conn| {
-            let mut stmt = conn.prepare("SELECT id, posted, pending FROM accounts ORDER BY id").unwrap();
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect::<Vec<_>>()
-        })
-        .unwrap();
+    prop_assert_eq!(store.holds().unwrap().len(), model.holds.len());
+    store.sync_point().wait().unwrap();
+    let on_disk = {
+        let reader = StoreReader::open(store.path()).unwrap();
+        let mut stmt = reader.connection().prepare("SELECT id, posted, pending FROM accounts ORDER BY id").unwrap();
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    };
     for (id, posted, pending) in on_disk {
         let (p, q, _) = model.accounts[&id];
         prop_assert_eq!((posted.parse::<Decimal>().unwrap(), pending.parse::<Decimal>().unwrap()), (p, q));
@@ -301,7 +327,7 @@ fn run_steps(openings: Vec<(u32, u32)>, steps: Vec<Step>) -> Result<(), TestCase
                 let id = format!("t{id}");
                 let parsed = parse_transaction(1, &tx_line(&id, source, destination, cents)).unwrap();
                 if model.decided.contains(&id) {
-                    prop_assert!(store.decision(&id).is_some());
+                    prop_assert!(store.decision(&id).unwrap().is_some());
                     continue;
                 }
                 if source == destination {
@@ -312,21 +338,14 @@ fn run_steps(openings: Vec<(u32, u32)>, steps: Vec<Step>) -> Result<(), TestCase
                 let wanted = if review { Effect::Hold } else { Effect::Post };
                 let admitted = store.admit(&parsed.tx.source, &parsed.tx.destination, amount, wanted);
                 prop_assert_eq!(admitted.is_ok(), funded);
-                let (outcome, effect, ledger) = match (funded, review) {
-                    (true, false) => (Outcome::Approve, Effect::Post, LedgerEffect::Posted),
-                    (true, true) => (Outcome::Review, Effect::Hold, LedgerEffect::Held),
-                    (false, _) => (Outcome::Reject, Effect::Nothing, LedgerEffect::None),
+                let effect = match (funded, review) {
+                    (true, false) => Effect::Post,
+                    (true, true) => Effect::Hold,
+                    (false, _) => Effect::Nothing,
                 };
-                let d = Arc::new(decision(&id, outcome, ledger));
-                store
-                    .commit(Commit {
-                        tx: &parsed.tx,
-                        fingerprint: parsed.fingerprint,
-                        decision: d,
-                        effect,
-                        count_in_history: true,
-                    })
-                    .unwrap();
+                // The funds check inside the commit agrees with the model.
+                let committed = commit_as(&mut store, &parsed, wanted, true).unwrap();
+                prop_assert_eq!(committed.effect, effect);
                 model.decided.insert(id.clone());
                 let (s, t) = (parsed.tx.source.clone(), parsed.tx.destination.clone());
                 match effect {
@@ -371,16 +390,10 @@ fn run_steps(openings: Vec<(u32, u32)>, steps: Vec<Step>) -> Result<(), TestCase
             }
             Step::Replay { id } => {
                 let id = format!("t{id}");
-                if let Some(stored) = store.decision(&id).cloned() {
+                if store.decision(&id).unwrap().is_some() {
                     let parsed = parse_transaction(1, &tx_line(&id, 0, 1, 1)).unwrap();
-                    let again = store.commit(Commit {
-                        tx: &parsed.tx,
-                        fingerprint: parsed.fingerprint,
-                        decision: stored.decision().unwrap(),
-                        effect: Effect::Nothing,
-                        count_in_history: false,
-                    });
-                    prop_assert_eq!(again, Err(LedgerError::DuplicateDecision(id)));
+                    let again = commit_as(&mut store, &parsed, Effect::Post, false).err();
+                    prop_assert_eq!(again, Some(LedgerError::DuplicateDecision(id)));
                 }
             }
             Step::Reopen => {

@@ -26,13 +26,16 @@ fn s(p: &Path) -> &str {
 
 /// Stored decisions by id, as JSON values.
 fn stored_decisions(ledger: &Path) -> HashMap<String, Value> {
-    let conn = rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let mut stmt = conn.prepare("SELECT id, record FROM decisions").unwrap();
-    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .unwrap()
-        .map(|r| {
-            let (id, record) = r.unwrap();
-            (id, serde_json::from_str(&record).unwrap())
+    let reader = rulehost::ledger::StoreReader::open(ledger).unwrap();
+    let ids: Vec<String> = {
+        let mut stmt = reader.connection().prepare("SELECT id FROM decisions").unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
+    };
+    ids.into_iter()
+        .map(|id| {
+            let record = reader.record(&id).unwrap().expect("a listed decision reads back");
+            let json = serde_json::from_str(record.decision.json()).unwrap();
+            (id, json)
         })
         .collect()
 }

@@ -19,6 +19,7 @@ mod input_errors;
 mod isolation;
 mod ledger;
 mod ledger_cli;
+mod ledger_scale;
 mod pipeline;
 mod reload;
 mod rules;

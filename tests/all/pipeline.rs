@@ -89,7 +89,7 @@ fn fixture_stream_covers_what_it_claims() {
         (holdy.posted, holdy.pending, holdy.available),
         (Decimal::new(7000, 0), Decimal::new(7000, 0), Decimal::ZERO)
     );
-    let holds = ledger.holds();
+    let holds = ledger.holds().unwrap();
     assert!(holds.iter().any(|h| h.id == "t16-hold" && h.state == HoldState::Pending));
     assert!(!holds.iter().any(|h| h.id == "t15-poor-review"), "no hold without funds");
 }

@@ -319,17 +319,13 @@ async fn sigterm_finishes_in_flight_requests_and_loses_nothing_acknowledged() {
         acked.extend(c.await.unwrap());
     }
     assert!(acked.len() > 20, "requests were answered before SIGTERM ({})", acked.len());
-    let conn =
-        rusqlite::Connection::open_with_flags(&server.ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let reader = rulehost::ledger::StoreReader::open(&server.ledger).unwrap();
     for decision in &acked {
         let id = decision["id"].as_str().unwrap();
-        let stored: String =
-            conn.query_row("SELECT record FROM decisions WHERE id = ?1", [id], |r| r.get(0)).unwrap_or_else(|e| {
-                panic!("acknowledged {id} is not in the ledger: {e}");
-            });
-        assert_eq!(&serde_json::from_str::<Value>(&stored).unwrap(), decision);
+        let stored = reader.record(id).unwrap().unwrap_or_else(|| panic!("acknowledged {id} is not in the ledger"));
+        assert_eq!(&serde_json::from_str::<Value>(stored.decision.json()).unwrap(), decision);
     }
-    drop(conn);
+    drop(reader);
     let reconcile = Command::new(env!("CARGO_BIN_EXE_rulehost"))
         .args(["ledger", "reconcile", "--ledger", server.ledger.to_str().unwrap()])
         .output()

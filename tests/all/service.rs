@@ -42,7 +42,7 @@ async fn the_host_decides_resolves_and_reports_from_a_tokio_service() {
     let Record::Decision { decision, replayed: false, .. } = &record else { panic!("{record:?}") };
     assert_eq!(decision.outcome, Outcome::Approve);
     assert_eq!(*decision.ruleset, *host.version());
-    assert_eq!(host.decision("s1").as_deref(), Some(&**decision));
+    assert_eq!(host.decision("s1").unwrap().as_deref(), Some(&**decision));
     let again = host.evaluate(&tx("s1", "a1", "a2", "10.00")).await.unwrap();
     assert!(matches!(again, Record::Decision { replayed: true, .. }));
     let bad = host.evaluate(r#"{"id":"s2","amount":1.5}"#).await.unwrap();
@@ -59,7 +59,7 @@ async fn the_host_decides_resolves_and_reports_from_a_tokio_service() {
     let review = r#"{"id":"s5","timestamp":"2026-01-05T10:13:00Z","kind":"payment","source":"holdy","destination":"a2","amount":"6000.00","currency":"USD","country":"RU","merchant_category":"7995"}"#;
     let held = host.evaluate(review).await.unwrap();
     assert_eq!(held.outcome(), Outcome::Review, "{}", held.to_json());
-    assert_eq!(host.pending_holds().len(), 1);
+    assert_eq!(host.pending_holds().unwrap().len(), 1);
     let (resolution, hold) = host.resolve_hold("s5", true).await.unwrap();
     assert_eq!((resolution, hold.state), (Resolution::Done, HoldState::Posted));
     let (resolution, _) = host.resolve_hold("s5", true).await.unwrap();

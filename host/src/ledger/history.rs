@@ -49,8 +49,9 @@ impl History {
         self.retention_nanos = self.retention_nanos.max(wanted);
     }
 
-    /// Records a transaction of `source`.
-    pub fn record(&mut self, source: &str, timestamp: Nanos, amount: Decimal) {
+    /// Records a transaction of `source`; returns the source's horizon
+    /// (entries before it are no longer kept).
+    pub fn record(&mut self, source: &str, timestamp: Nanos, amount: Decimal) -> Nanos {
         let h = match self.sources.get_mut(source) {
             Some(h) => h,
             None => self.sources.entry(source.to_owned()).or_default(),
@@ -65,6 +66,7 @@ impl History {
         while h.entries.front().is_some_and(|(t, _)| *t < horizon) {
             h.entries.pop_front();
         }
+        horizon
     }
 
     /// Count and sum of the source's entries in `(from, to]` within `[min, max)`.

@@ -10,9 +10,13 @@ use foldhash::HashMap;
 
 use rust_decimal::Decimal;
 
+use std::sync::Arc;
+
+use super::record::{self, Dictionary, RecordedInput};
 use super::{
-    Balances, Commit, Effect, EntryKind, History, Hold, HoldState, JournalEntry, LATENESS_SECONDS_DEFAULT, Ledger,
-    LedgerError, Posting, Refusal, Resolution, StoredDecision, equity_account, exact_add, exact_sub,
+    Admission, Balances, Commit, Committed, DecisionRecord, Effect, EntryKind, History, Hold, HoldState, JournalEntry,
+    LATENESS_SECONDS_DEFAULT, Ledger, LedgerError, Posting, Refusal, Resolution, RulesetArchive, StoredDecision, Usage,
+    equity_account, exact_add, exact_sub,
 };
 use crate::facts::{HistoryQuery, HistoryStats};
 use crate::model::{Account, Nanos};
@@ -23,16 +27,40 @@ struct AccountState {
     pending: Decimal,
 }
 
-/// A ledger held entirely in memory.
+/// A ledger held entirely in memory. Decisions are kept in their compact
+/// stored form ([`record`]), so a replay answers the same bytes a durable
+/// ledger would.
+///
+/// The durable ledger puts one in front of its store as its hot state,
+/// with `keep_everything` off: then it keeps balances, pending holds and
+/// history only, and the journal, decisions and resolved holds live in the
+/// store alone.
 pub struct MemoryLedger {
     accounts: HashMap<String, AccountState>,
     /// Balances of system accounts (equity), which have no static facts.
     system: BTreeMap<String, Decimal>,
     holds: HashMap<String, Hold>,
-    decisions: HashMap<String, StoredDecision>,
+    /// Encoded decision records, by id (only when keeping everything).
+    decisions: HashMap<String, Box<[u8]>>,
+    decision_bytes: u64,
+    dictionary: Dictionary,
+    archives: HashMap<Arc<str>, Arc<RulesetArchive>>,
     journal: Vec<JournalEntry>,
+    /// Entries posted and not yet taken by the store (hot state only).
+    unstored: Vec<JournalEntry>,
+    /// Entries posted so far (the next entry's seq is one more).
+    journal_len: u64,
+    keep_everything: bool,
     history: History,
     lateness_seconds: u64,
+}
+
+/// What applying a commit's effect did, for a store to write.
+pub(super) struct Applied {
+    pub(super) committed: Committed,
+    /// When it counted in history: the source's retention horizon after it
+    /// (entries before it are no longer kept).
+    pub(super) horizon: Option<Nanos>,
 }
 
 impl Default for MemoryLedger {
@@ -49,15 +77,27 @@ impl MemoryLedger {
             system: BTreeMap::new(),
             holds: HashMap::default(),
             decisions: HashMap::default(),
+            decision_bytes: 0,
+            dictionary: Dictionary::default(),
+            archives: HashMap::default(),
             journal: Vec::new(),
+            unstored: Vec::new(),
+            journal_len: 0,
+            keep_everything: true,
             history: History::new(0, lateness_seconds),
             lateness_seconds,
         }
     }
 
+    /// The hot state of a durable ledger: balances, pending holds and
+    /// history, nothing that grows with decisions.
+    pub(super) fn hot(lateness_seconds: u64) -> Self {
+        MemoryLedger { keep_everything: false, ..Self::new(lateness_seconds) }
+    }
+
     /// Appends a balanced entry and applies it to posted balances; nothing
     /// changes if a balance would leave the range of an exact decimal.
-    fn post(&mut self, reference: &str, kind: EntryKind, postings: Vec<Posting>) -> Result<(), LedgerError> {
+    fn post(&mut self, reference: &str, kind: EntryKind, postings: Vec<Posting>) -> Result<JournalEntry, LedgerError> {
         let mut per_currency: BTreeMap<&str, Decimal> = BTreeMap::new();
         for p in &postings {
             let sum = per_currency.entry(&p.currency).or_default();
@@ -74,9 +114,14 @@ impl MemoryLedger {
                 }
             }
         }
-        let seq = (self.journal.len() as u64).saturating_add(1);
-        self.journal.push(JournalEntry { seq, reference: reference.to_owned(), kind, postings });
-        Ok(())
+        self.journal_len = self.journal_len.saturating_add(1);
+        let entry = JournalEntry { seq: self.journal_len, reference: reference.to_owned(), kind, postings };
+        if self.keep_everything {
+            self.journal.push(entry.clone());
+        } else {
+            self.unstored.push(entry.clone());
+        }
+        Ok(entry)
     }
 
     /// The posted balance each posting leaves its account with, in order
@@ -150,11 +195,15 @@ impl MemoryLedger {
         self.system.insert(id, posted);
     }
 
-    /// Restores a journal entry as stored; balances are restored separately.
-    pub(super) fn restore_entry(&mut self, entry: JournalEntry) {
-        // Invariant: the store's loader checks the sequence has no gap.
-        assert_eq!(entry.seq, (self.journal.len() as u64).saturating_add(1), "journal restored out of order");
-        self.journal.push(entry);
+    /// The entries posted since the last call (hot state only): what the
+    /// store must write.
+    pub(super) fn take_unstored(&mut self) -> Vec<JournalEntry> {
+        std::mem::take(&mut self.unstored)
+    }
+
+    /// Restores the journal's length (a durable store keeps the entries).
+    pub(super) fn restore_journal_len(&mut self, len: u64) {
+        self.journal_len = len;
     }
 
     /// Restores a hold as stored.
@@ -162,18 +211,126 @@ impl MemoryLedger {
         self.holds.insert(hold.id.clone(), hold);
     }
 
-    /// Restores a stored decision and, when it counted, its history entry
-    /// (in commit order, so pruning matches an uninterrupted run).
-    pub(super) fn restore_decision(
-        &mut self,
-        id: String,
-        stored: StoredDecision,
-        counted: Option<(&str, Nanos, Decimal)>,
-    ) {
-        if let Some((source, timestamp, amount)) = counted {
-            self.history.record(source, timestamp, amount);
+    /// Forgets a resolved hold (a durable store keeps it).
+    pub(super) fn forget_hold(&mut self, id: &str) {
+        self.holds.remove(id);
+    }
+
+    /// Restores a history entry (in commit order per source, so pruning
+    /// matches an uninterrupted run).
+    pub(super) fn restore_history(&mut self, source: &str, timestamp: Nanos, amount: Decimal) {
+        self.history.record(source, timestamp, amount);
+    }
+
+    /// The dictionary records are encoded against.
+    pub(super) fn dictionary(&self) -> &Dictionary {
+        &self.dictionary
+    }
+
+    /// The dictionary, to restore or extend.
+    pub(super) fn dictionary_mut(&mut self) -> &mut Dictionary {
+        &mut self.dictionary
+    }
+
+    /// Checks funds for `c.wanted`, makes the decision, applies its effect
+    /// and records history — everything of a commit but storing the record.
+    pub(super) fn apply(&mut self, c: Commit<'_>) -> Result<(Applied, DecisionRecord), LedgerError> {
+        let tx = c.tx;
+        let admission = match c.wanted {
+            Effect::Nothing => Admission::NotAsked,
+            wanted => match self.admit(&tx.source, &tx.destination, tx.amount, wanted) {
+                Ok(()) => Admission::Admitted,
+                Err(refusal) => Admission::Refused(refusal),
+            },
+        };
+        let effect = if admission == Admission::Admitted { c.wanted } else { Effect::Nothing };
+        if effect != Effect::Nothing {
+            self.state(&tx.destination)?;
+            self.state(&tx.source)?;
         }
-        self.decisions.insert(id, stored);
+        let decision = (c.decide)(admission);
+        match effect {
+            Effect::Post => {
+                let postings = Self::transfer_postings(&tx.source, &tx.destination, &tx.currency, tx.amount);
+                self.post(&tx.id, EntryKind::Transfer, postings)?;
+            }
+            Effect::Hold => {
+                let source =
+                    self.accounts.get_mut(&tx.source).ok_or_else(|| LedgerError::UnknownAccount(tx.source.clone()))?;
+                source.pending = exact_add(source.pending, tx.amount)
+                    .ok_or_else(|| LedgerError::BalanceOverflow(tx.source.clone()))?;
+                self.holds.insert(
+                    tx.id.clone(),
+                    Hold {
+                        id: tx.id.clone(),
+                        source: tx.source.clone(),
+                        destination: tx.destination.clone(),
+                        amount: tx.amount,
+                        currency: tx.currency.clone(),
+                        state: HoldState::Pending,
+                    },
+                );
+            }
+            Effect::Nothing => {}
+        }
+        let horizon = c.count_in_history.then(|| self.history.record(&tx.source, tx.timestamp, tx.amount));
+        let record = DecisionRecord {
+            fingerprint: c.fingerprint,
+            decision: decision.clone(),
+            input: Some(RecordedInput {
+                tx: tx.clone(),
+                extra: c.extra.map(str::to_owned),
+                admission,
+                counted: c.count_in_history,
+                facts: c.facts,
+            }),
+        };
+        Ok((Applied { committed: Committed { decision, effect }, horizon }, record))
+    }
+
+    /// Encodes a record against this ledger's dictionary; returns the bytes
+    /// and the dictionary entry that changed, if one did.
+    pub(super) fn encode(&mut self, r: &DecisionRecord) -> Result<(Vec<u8>, Option<u32>), LedgerError> {
+        record::encode(r, &mut self.dictionary).map_err(|e| LedgerError::Storage(e.to_string()))
+    }
+
+    /// Decodes a stored record.
+    pub(super) fn decode(&self, bytes: &[u8]) -> Result<DecisionRecord, LedgerError> {
+        record::decode(bytes, &self.dictionary).map_err(|e| LedgerError::Storage(e.to_string()))
+    }
+
+    /// Accounts, holds and history in memory (without decisions and journal).
+    pub(super) fn hot_usage(&self) -> Usage {
+        let pending = self.holds.values().filter(|h| h.state == HoldState::Pending).count() as u64;
+        let history = self.history.len() as u64;
+        // Rough per-entry sizes: an account with its map slot ≈ 200 B, a
+        // hold ≈ 160 B, a history entry 32 B (plus its source's slot).
+        let bytes = (self.accounts.len() as u64)
+            .saturating_mul(200)
+            .saturating_add((self.holds.len() as u64).saturating_mul(160))
+            .saturating_add(history.saturating_mul(32));
+        Usage {
+            accounts: self.accounts.len() as u64,
+            pending_holds: pending,
+            history_entries: history,
+            decisions: 0,
+            journal_entries: 0,
+            bytes,
+        }
+    }
+
+    /// Keeps an archive in memory; whether it was new.
+    pub(super) fn keep_archive(&mut self, archive: &Arc<RulesetArchive>) -> bool {
+        if self.archives.contains_key(&archive.version) {
+            return false;
+        }
+        self.archives.insert(archive.version.clone(), archive.clone());
+        true
+    }
+
+    /// An archive kept in memory.
+    pub(super) fn archive(&self, version: &str) -> Option<&Arc<RulesetArchive>> {
+        self.archives.get(version)
     }
 }
 
@@ -270,8 +427,12 @@ impl Ledger for MemoryLedger {
         if fits { Ok(()) } else { Err(Refusal::BalanceOverflow) }
     }
 
-    fn decision(&self, id: &str) -> Option<&StoredDecision> {
-        self.decisions.get(id)
+    fn decision(&self, id: &str) -> Result<Option<StoredDecision>, LedgerError> {
+        Ok(self.record(id)?.map(|r| StoredDecision { fingerprint: r.fingerprint, decision: r.decision }))
+    }
+
+    fn record(&self, id: &str) -> Result<Option<DecisionRecord>, LedgerError> {
+        self.decisions.get(id).map(|bytes| self.decode(bytes)).transpose()
     }
 
     fn history(&self, query: &HistoryQuery<'_>) -> HistoryStats {
@@ -282,52 +443,16 @@ impl Ledger for MemoryLedger {
         self.history.retain_at_least(window_seconds_max, self.lateness_seconds);
     }
 
-    fn commit(&mut self, c: Commit<'_>) -> Result<(), LedgerError> {
-        let tx = c.tx;
-        if self.decisions.contains_key(&tx.id) {
-            return Err(LedgerError::DuplicateDecision(tx.id.clone()));
+    fn commit(&mut self, c: Commit<'_>) -> Result<Committed, LedgerError> {
+        let id = c.tx.id.clone();
+        if self.decisions.contains_key(&id) {
+            return Err(LedgerError::DuplicateDecision(id));
         }
-        if c.effect != Effect::Nothing {
-            // The pipeline admitted the effect under the same lock; checked
-            // again so that no caller can post what `admit` refuses.
-            self.state(&tx.destination)?;
-            self.state(&tx.source)?;
-            self.admit(&tx.source, &tx.destination, tx.amount, c.effect).map_err(|r| match r {
-                Refusal::InsufficientFunds => LedgerError::InsufficientFunds(tx.source.clone()),
-                Refusal::BalanceOverflow | Refusal::AmountNotPositive => {
-                    LedgerError::BalanceOverflow(tx.source.clone())
-                }
-            })?;
-        }
-        match c.effect {
-            Effect::Post => {
-                let postings = Self::transfer_postings(&tx.source, &tx.destination, &tx.currency, tx.amount);
-                self.post(&tx.id, EntryKind::Transfer, postings)?;
-            }
-            Effect::Hold => {
-                let source =
-                    self.accounts.get_mut(&tx.source).ok_or_else(|| LedgerError::UnknownAccount(tx.source.clone()))?;
-                source.pending = exact_add(source.pending, tx.amount)
-                    .ok_or_else(|| LedgerError::BalanceOverflow(tx.source.clone()))?;
-                self.holds.insert(
-                    tx.id.clone(),
-                    Hold {
-                        id: tx.id.clone(),
-                        source: tx.source.clone(),
-                        destination: tx.destination.clone(),
-                        amount: tx.amount,
-                        currency: tx.currency.clone(),
-                        state: HoldState::Pending,
-                    },
-                );
-            }
-            Effect::Nothing => {}
-        }
-        if c.count_in_history {
-            self.history.record(&tx.source, tx.timestamp, tx.amount);
-        }
-        self.decisions.insert(tx.id.clone(), StoredDecision::of(c.fingerprint, &c.decision));
-        Ok(())
+        let (applied, record) = self.apply(c)?;
+        let (bytes, _) = self.encode(&record)?;
+        self.decision_bytes = self.decision_bytes.saturating_add(bytes.len() as u64).saturating_add(id.len() as u64);
+        self.decisions.insert(id, bytes.into_boxed_slice());
+        Ok(applied.committed)
     }
 
     fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError> {
@@ -364,7 +489,7 @@ impl Ledger for MemoryLedger {
         source.pending = exact_sub(reserved, hold.amount).ok_or_else(overflow)?;
         if approve {
             let postings = Self::transfer_postings(&hold.source, &hold.destination, &hold.currency, hold.amount);
-            if let Err(e) = self.post(id, EntryKind::HoldPosted, postings) {
+            if let Err(e) = self.post(id, EntryKind::HoldPosted, postings).map(|_| ()) {
                 // Nothing changes: the hold keeps its reservation.
                 if let Some(source) = self.accounts.get_mut(&hold.source) {
                     source.pending = reserved;
@@ -378,17 +503,40 @@ impl Ledger for MemoryLedger {
         Ok(Resolution::Done)
     }
 
-    fn hold(&self, id: &str) -> Option<Hold> {
-        self.holds.get(id).cloned()
+    fn hold(&self, id: &str) -> Result<Option<Hold>, LedgerError> {
+        Ok(self.holds.get(id).cloned())
     }
 
-    fn holds(&self) -> Vec<Hold> {
+    fn holds(&self) -> Result<Vec<Hold>, LedgerError> {
         let mut holds: Vec<Hold> = self.holds.values().cloned().collect();
         holds.sort_by(|a, b| a.id.cmp(&b.id));
-        holds
+        Ok(holds)
     }
 
-    fn journal(&self) -> &[JournalEntry] {
-        &self.journal
+    fn journal(&self, account: Option<&str>) -> Result<Vec<JournalEntry>, LedgerError> {
+        Ok(match account {
+            None => self.journal.clone(),
+            Some(a) => self.journal.iter().filter(|e| e.postings.iter().any(|p| p.account == a)).cloned().collect(),
+        })
+    }
+
+    fn keep_ruleset(&mut self, archive: &Arc<RulesetArchive>) -> Result<(), LedgerError> {
+        self.keep_archive(archive);
+        Ok(())
+    }
+
+    fn ruleset(&self, version: &str) -> Result<Option<RulesetArchive>, LedgerError> {
+        Ok(self.archive(version).map(|a| (**a).clone()))
+    }
+
+    fn usage(&self) -> Usage {
+        let hot = self.hot_usage();
+        let journal = self.journal.len() as u64;
+        Usage {
+            decisions: self.decisions.len() as u64,
+            journal_entries: journal,
+            bytes: hot.bytes.saturating_add(self.decision_bytes).saturating_add(journal.saturating_mul(120)),
+            ..hot
+        }
     }
 }

@@ -10,13 +10,16 @@
 
 mod history;
 mod memory;
+pub mod record;
 mod sqlite;
 
 pub use history::{History, LATENESS_SECONDS_DEFAULT};
 pub use memory::MemoryLedger;
+pub use record::{Admission, DecisionRecord, RecordedFacts, RecordedInput, RulesetArchive};
 pub use sqlite::{
-    CommitHook, CommitStats, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX, HANDOFF_OPS_MAX, OpenError, Report,
-    SCHEMA_VERSION, SqliteLedger, StoreOptions, StoreReader, WRITE_QUEUE_OPS_MAX, reconcile,
+    CommitHook, CommitStats, DECISION_CACHE_ENTRIES_DEFAULT, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX,
+    HANDOFF_OPS_MAX, ID_FILTER_BYTES_DEFAULT, OpenError, Report, SCHEMA_VERSION, SqliteLedger, StoreOptions,
+    StoreReader, WRITE_QUEUE_OPS_MAX, reconcile,
 };
 
 use std::sync::Arc;
@@ -160,28 +163,14 @@ pub struct Hold {
     pub state: HoldState,
 }
 
-/// A decision kept for idempotency and audit: its JSON only, the compact
-/// form (the structured decision is rebuilt when a replay needs it).
+/// A decision as kept for idempotency: the fingerprint of its transaction's
+/// content and the decision (its JSON is the stored bytes again).
 #[derive(Clone, Debug)]
 pub struct StoredDecision {
     /// Fingerprint of the transaction's content.
     pub fingerprint: [u8; 32],
-    /// The decision's JSON, as first written.
-    pub json: Arc<str>,
-}
-
-impl StoredDecision {
-    /// Keeps `decision` (its JSON is made now if it was not yet).
-    pub fn of(fingerprint: [u8; 32], decision: &Decision) -> Self {
-        StoredDecision { fingerprint, json: decision.shared_json().clone() }
-    }
-
-    /// The decision, rebuilt from its JSON. The JSON was made by this host
-    /// (checked when a durable ledger opens), so a failure here is a
-    /// corrupted store and reads as an error decision... never a panic.
-    pub fn decision(&self) -> Result<Arc<Decision>, String> {
-        Decision::from_stored_json(&self.json).map(Arc::new)
-    }
+    /// The decision.
+    pub decision: Arc<Decision>,
 }
 
 /// What the ledger does for a decision.
@@ -195,19 +184,61 @@ pub enum Effect {
     Nothing,
 }
 
-/// Everything the ledger records for one decided transaction, atomically.
-#[derive(Clone, Debug)]
+/// Everything the ledger records for one decided transaction, atomically:
+/// the ledger runs the funds and range check for `wanted`, hands its answer
+/// to `decide` for the decision, applies the effect and stores the record —
+/// one step, so no other commit can come between the check and the posting.
 pub struct Commit<'a> {
     /// The transaction.
     pub tx: &'a Transaction,
     /// Its content fingerprint.
     pub fingerprint: [u8; 32],
-    /// The decision.
-    pub decision: Arc<Decision>,
-    /// Post, hold or nothing.
-    pub effect: Effect,
+    /// Its top-level fields beyond the known ones (JSON object), if any.
+    pub extra: Option<&'a str>,
+    /// Post, hold or nothing, as the rules' outcome asks.
+    pub wanted: Effect,
     /// Whether it counts in source history (it reached risk scoring).
     pub count_in_history: bool,
+    /// What its rules read (stored so it can be replayed).
+    pub facts: RecordedFacts,
+    /// Makes the decision from the funds check's answer (called once).
+    pub decide: Box<dyn FnOnce(Admission) -> Arc<Decision> + 'a>,
+}
+
+impl std::fmt::Debug for Commit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commit").field("tx", &self.tx.id).field("wanted", &self.wanted).finish()
+    }
+}
+
+/// What a commit did.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    /// The decision as stored.
+    pub decision: Arc<Decision>,
+    /// The effect applied.
+    pub effect: Effect,
+}
+
+/// The ledger's own accounting of what it keeps in memory (what the
+/// bounded-memory test and `/metrics` watch): entries, and an estimate of
+/// their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Accounts (with their balances).
+    pub accounts: u64,
+    /// Pending holds.
+    pub pending_holds: u64,
+    /// Source-history entries within retention.
+    pub history_entries: u64,
+    /// Decisions kept in memory (all of them for a memory ledger; the
+    /// recent-decision cache for a durable one).
+    pub decisions: u64,
+    /// Journal entries kept in memory (none for a durable ledger).
+    pub journal_entries: u64,
+    /// Estimated bytes of the above (ids, records and entries; not the
+    /// allocator's overhead).
+    pub bytes: u64,
 }
 
 /// Ledger errors: operating errors a caller can act on.
@@ -246,6 +277,10 @@ pub enum LedgerError {
     /// An account id in the ledger's reserved namespace.
     #[error("account id {0:?} is reserved: ids starting with `equity:` belong to the ledger's own accounts")]
     ReservedAccount(String),
+    /// Another writer changed what this commit read (a shared store); the
+    /// caller may decide again.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The durable store failed; nothing after the last durable point is
     /// acknowledged.
     #[error("ledger store: {0}")]
@@ -271,7 +306,10 @@ impl Resolution {
     }
 }
 
-/// The storage trait of the ledger.
+/// The storage trait of the ledger. Reads that may go to a store return
+/// owned data and a typed error; the hot-path reads (accounts, balances,
+/// history) are answered from what every backend keeps in memory, bounded
+/// by accounts and retention.
 pub trait Ledger: Send {
     /// Adds accounts, posting opening balances against the per-currency
     /// equity account. All or nothing; an account identical to one already
@@ -284,27 +322,39 @@ pub trait Ledger: Send {
     fn account_ids(&self) -> Vec<String>;
     /// An account's balances.
     fn balances(&self, id: &str) -> Option<Balances>;
-    /// Whether the ledger step may apply `effect` (`Post` or `Hold`) for a
-    /// transfer of `amount` from `source` to `destination`: the funds check
-    /// (available + overdraft ≥ amount), then that no balance would leave
-    /// the range of an exact decimal.
+    /// What the funds and range check would answer now for `effect`
+    /// (`Post` or `Hold`) of `amount` from `source` to `destination`:
+    /// available + overdraft ≥ amount, then that no balance would leave the
+    /// range of an exact decimal. [`Ledger::commit`] runs the same check
+    /// atomically with the posting.
     fn admit(&self, source: &str, destination: &str, amount: Decimal, effect: Effect) -> Result<(), Refusal>;
-    /// The stored decision for an id.
-    fn decision(&self, id: &str) -> Option<&StoredDecision>;
+    /// The stored decision for an id, however long ago it was decided.
+    fn decision(&self, id: &str) -> Result<Option<StoredDecision>, LedgerError>;
+    /// The full stored record of an id's decision (input, facts, trace).
+    fn record(&self, id: &str) -> Result<Option<DecisionRecord>, LedgerError>;
     /// Answers a history query.
     fn history(&self, query: &HistoryQuery<'_>) -> HistoryStats;
     /// Widens history retention for a rule set's longest window.
     fn retain_history(&mut self, window_seconds_max: u64);
-    /// Records a decided transaction and its effect, atomically.
-    fn commit(&mut self, commit: Commit<'_>) -> Result<(), LedgerError>;
+    /// Checks funds, makes the decision, applies its effect and stores it,
+    /// atomically (see [`Commit`]). An id already decided is
+    /// [`LedgerError::DuplicateDecision`] and changes nothing.
+    fn commit(&mut self, commit: Commit<'_>) -> Result<Committed, LedgerError>;
     /// Posts (`approve`) or voids a pending hold; idempotent.
     fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError>;
     /// The hold of a transaction.
-    fn hold(&self, id: &str) -> Option<Hold>;
+    fn hold(&self, id: &str) -> Result<Option<Hold>, LedgerError>;
     /// All holds, sorted by id.
-    fn holds(&self) -> Vec<Hold>;
-    /// The journal, in order.
-    fn journal(&self) -> &[JournalEntry];
+    fn holds(&self) -> Result<Vec<Hold>, LedgerError>;
+    /// The journal in order, optionally only entries touching `account`.
+    fn journal(&self, account: Option<&str>) -> Result<Vec<JournalEntry>, LedgerError>;
+    /// Keeps a rule-set version's files (by content hash), so its decisions
+    /// can be re-evaluated later; a version already kept is a no-op.
+    fn keep_ruleset(&mut self, archive: &Arc<RulesetArchive>) -> Result<(), LedgerError>;
+    /// A kept rule-set version, by its version string.
+    fn ruleset(&self, version: &str) -> Result<Option<RulesetArchive>, LedgerError>;
+    /// What it keeps in memory.
+    fn usage(&self) -> Usage;
     /// A point covering every change made so far: waiting on it returns once
     /// they are all durable (at once for a memory-only ledger).
     fn sync_point(&self) -> SyncPoint {

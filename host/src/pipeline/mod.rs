@@ -7,18 +7,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::decision::{Decision, LedgerEffect, Outcome, Record};
 use crate::facts::Facts;
 use crate::input::{ErrorCode, InputError, ParsedTransaction, parse_transaction};
-use crate::ledger::{Commit, Effect, Ledger, LedgerError};
+use crate::ledger::{Admission, Commit, Effect, Ledger, LedgerError, RecordedFacts};
 use crate::model::Transaction;
 use crate::rollout::{Choice, Rollout, RolloutTag};
 use crate::ruleset::{LoadedRule, RuleSet};
 mod evaluate;
 mod reads;
+mod replay;
 mod shadow;
 
 use evaluate::Evaluation;
 
 use reads::{ReadSet, RecordingFacts, Versions};
 
+pub use replay::{ReplayError, Replayed};
 pub use shadow::{SHADOW_PAIRS_KEPT_MAX, Shadow, ShadowPair};
 
 use crate::sandbox::{CallContext, CallOutcome, Sandbox, TxSession};
@@ -283,13 +285,13 @@ impl Pipeline {
             let choice = self.choose(tx, speculation.choice.as_ref());
             let same_rules = Choice::same_rules(choice.as_ref(), speculation.choice.as_ref());
             let deciding = Choice::rules(choice.as_ref(), ruleset);
-            let (evaluation, counted, shadow) = match speculation.outcome {
+            let (evaluation, counted, shadow, recorded) = match speculation.outcome {
                 Speculated::Prechecked(code) => {
                     let shadow = self
                         .shadow
                         .as_ref()
                         .map(|s| (s.candidate.current(), Evaluation::rejected(code.to_owned(), 0, Vec::new(), false)));
-                    (Evaluation::rejected(code.to_owned(), 0, Vec::new(), false), false, shadow)
+                    (Evaluation::rejected(code.to_owned(), 0, Vec::new(), false), false, shadow, Vec::new())
                 }
                 Speculated::Evaluated { evaluation, shadow, reads, start } => {
                     if !same_rules || !versions.unchanged_since(start, &reads) {
@@ -299,18 +301,39 @@ impl Pipeline {
                         continue;
                     }
                     let counted = evaluation.reached_risk;
-                    (evaluation, counted, shadow)
+                    (evaluation, counted, shadow, reads.recorded)
                 }
             };
             // The candidate's decision, on the state the live one saw (before
             // the live effect is applied); it posts nothing.
-            let shadow = shadow.map(|(candidate, e)| decision_of(&**ledger, tx, &candidate.version, None, e).0);
+            let shadow = shadow.map(|(candidate, e)| {
+                let wanted = wanted_effect(e.outcome);
+                let admission = match wanted {
+                    Effect::Nothing => Admission::NotAsked,
+                    w => match ledger.admit(&tx.source, &tx.destination, tx.amount, w) {
+                        Ok(()) => Admission::Admitted,
+                        Err(refusal) => Admission::Refused(refusal),
+                    },
+                };
+                decision_of(tx, &candidate.version, None, e, admission)
+            });
+            if let Err(e) = ledger.keep_ruleset(&deciding.archive) {
+                tracing::warn!(error = %e, ruleset = %deciding.version, "the rule set's files could not be kept");
+            }
             let tag = choice.as_ref().map(|c| c.tag);
-            let (decision, effect) = decision_of(&**ledger, tx, &deciding.version, tag, evaluation);
-            let live = decision.clone();
-            let commit = Commit { tx, fingerprint: parsed.fingerprint, decision, effect, count_in_history: counted };
-            let record = finish(&mut **ledger, line, parsed, commit);
-            if matches!(record, Record::Decision { replayed: false, .. }) {
+            let version = deciding.version.clone();
+            let commit = Commit {
+                tx,
+                fingerprint: parsed.fingerprint,
+                extra: parsed.extra.as_deref(),
+                wanted: wanted_effect(evaluation.outcome),
+                count_in_history: counted,
+                facts: RecordedFacts::new(recorded),
+                decide: Box::new(move |admission| decision_of(tx, &version, tag, evaluation, admission)),
+            };
+            let (record, effect) = finish(&mut **ledger, line, parsed, commit);
+            if let (Record::Decision { replayed: false, decision: live, .. }, Some(effect)) = (&record, effect) {
+                let live = live.clone();
                 versions.record(tx, effect, counted);
                 if let (Some(rollout), Some(choice)) = (&self.rollout, &choice) {
                     rollout.decided(choice, &live);
@@ -339,28 +362,34 @@ impl Pipeline {
     }
 }
 
-/// The decision of an evaluation and the ledger effect it asks for (step 5:
-/// the funds and range check, without applying anything).
+/// The ledger effect an outcome asks for: approve posts, review holds.
+fn wanted_effect(outcome: Outcome) -> Effect {
+    match outcome {
+        Outcome::Approve => Effect::Post,
+        Outcome::Review => Effect::Hold,
+        _ => Effect::Nothing,
+    }
+}
+
+/// The decision of an evaluation given the funds check's answer (step 5).
 fn decision_of(
-    ledger: &dyn Ledger,
     tx: &Transaction,
     version: &Arc<str>,
     rollout: Option<RolloutTag>,
     evaluation: Evaluation,
-) -> (Arc<Decision>, Effect) {
+    admission: Admission,
+) -> Arc<Decision> {
     let (mut outcome, mut reasons) = (evaluation.outcome, evaluation.reasons);
     let mut effect = Effect::Nothing;
-    if matches!(outcome, Outcome::Approve | Outcome::Review) {
-        let wanted = if outcome == Outcome::Approve { Effect::Post } else { Effect::Hold };
-        match ledger.admit(&tx.source, &tx.destination, tx.amount, wanted) {
-            Ok(()) => effect = wanted,
-            Err(refusal) => {
-                outcome = Outcome::Reject;
-                reasons = vec![refusal.code().to_owned()];
-            }
+    match admission {
+        Admission::Admitted => effect = wanted_effect(outcome),
+        Admission::Refused(refusal) => {
+            outcome = Outcome::Reject;
+            reasons = vec![refusal.code().to_owned()];
         }
+        Admission::NotAsked => {}
     }
-    let decision = Arc::new(Decision {
+    Arc::new(Decision {
         id: tx.id.clone(),
         outcome,
         score: evaluation.score,
@@ -374,42 +403,47 @@ fn decision_of(
             Effect::Nothing => LedgerEffect::None,
         },
         json: Default::default(),
-    });
-    (decision, effect)
+    })
 }
 
 /// Step 1b: an id already decided is replayed (same content) or a conflict.
 fn replay(ledger: &dyn Ledger, line: u64, parsed: &ParsedTransaction) -> Option<Record> {
-    let stored = ledger.decision(&parsed.tx.id)?;
-    Some(if stored.fingerprint == parsed.fingerprint {
-        match stored.decision() {
-            Ok(decision) => Record::Decision { line, decision, replayed: true },
-            // Not decided again (nothing may post twice), and said plainly.
-            Err(e) => Record::Error(InputError {
-                line,
-                id: Some(parsed.tx.id.clone()),
-                code: ErrorCode::IdempotencyConflict,
-                field: Some("id".into()),
-                message: format!(
-                    "transaction {:?} was decided before, but its stored decision is unreadable: {e}",
-                    parsed.tx.id
-                ),
-            }),
-        }
-    } else {
+    let conflict = |message: String| {
         Record::Error(InputError {
             line,
             id: Some(parsed.tx.id.clone()),
             code: ErrorCode::IdempotencyConflict,
             field: Some("id".into()),
-            message: format!("transaction {:?} was already decided with different content", parsed.tx.id),
+            message,
         })
-    })
+    };
+    match ledger.decision(&parsed.tx.id) {
+        Ok(None) => None,
+        Ok(Some(stored)) if stored.fingerprint == parsed.fingerprint => {
+            Some(Record::Decision { line, decision: stored.decision, replayed: true })
+        }
+        Ok(Some(_)) => {
+            Some(conflict(format!("transaction {:?} was already decided with different content", parsed.tx.id)))
+        }
+        // Not decided again (nothing may post twice), and said plainly.
+        Err(e) => Some(conflict(format!(
+            "transaction {:?} may have been decided before, but its stored decision cannot be read: {e}",
+            parsed.tx.id
+        ))),
+    }
 }
 
 /// Step 1c: the native pre-checks, in order.
 fn precheck(ledger: &dyn Ledger, tx: &Transaction) -> Option<&'static str> {
-    let (Some(source), Some(destination)) = (ledger.account(&tx.source), ledger.account(&tx.destination)) else {
+    precheck_with(|id| ledger.account(id), tx)
+}
+
+/// [`precheck`] with accounts from `account`.
+fn precheck_with<'a>(
+    account: impl Fn(&str) -> Option<&'a crate::model::Account>,
+    tx: &Transaction,
+) -> Option<&'static str> {
+    let (Some(source), Some(destination)) = (account(&tx.source), account(&tx.destination)) else {
         return Some(ACCOUNT_UNKNOWN);
     };
     if tx.source == tx.destination {
@@ -421,16 +455,34 @@ fn precheck(ledger: &dyn Ledger, tx: &Transaction) -> Option<&'static str> {
     None
 }
 
-/// Commits and turns the result into the output record. A concurrent
-/// decision of the same id (possible when callers race) becomes a replay
-/// or conflict, exactly as if it had come first.
-fn finish(ledger: &mut dyn Ledger, line: u64, parsed: &ParsedTransaction, commit: Commit<'_>) -> Record {
-    let decision = commit.decision.clone();
+/// Commits and turns the result into the output record (with the effect
+/// applied, for a new decision). A concurrent decision of the same id
+/// (possible when callers race) becomes a replay or conflict, exactly as if
+/// it had come first; a ledger that cannot commit is an error record naming
+/// why (nothing was decided).
+fn finish(
+    ledger: &mut dyn Ledger,
+    line: u64,
+    parsed: &ParsedTransaction,
+    commit: Commit<'_>,
+) -> (Record, Option<Effect>) {
     match ledger.commit(commit) {
-        Ok(()) => Record::Decision { line, decision, replayed: false },
-        Err(LedgerError::DuplicateDecision(_)) => {
-            replay(ledger, line, parsed).expect("a duplicate has a stored decision")
-        }
-        Err(e) => panic!("ledger refused a checked commit: {e}"),
+        Ok(c) => (Record::Decision { line, decision: c.decision, replayed: false }, Some(c.effect)),
+        Err(LedgerError::DuplicateDecision(_)) => match replay(ledger, line, parsed) {
+            Some(record) => (record, None),
+            None => (unavailable(line, parsed, "the ledger reported a duplicate it cannot show"), None),
+        },
+        Err(e) => (unavailable(line, parsed, &e.to_string()), None),
     }
+}
+
+/// The error record of a transaction the ledger could not commit.
+fn unavailable(line: u64, parsed: &ParsedTransaction, why: &str) -> Record {
+    Record::Error(InputError {
+        line,
+        id: Some(parsed.tx.id.clone()),
+        code: ErrorCode::LedgerUnavailable,
+        field: None,
+        message: format!("transaction {:?} was not decided: the ledger could not commit it: {why}", parsed.tx.id),
+    })
 }

@@ -9,6 +9,7 @@ use foldhash::HashMap;
 use super::{SharedLedger, lock};
 use crate::facts::{AccountFacts, AccountView, Facts, HistoryQuery, HistoryStats};
 use crate::ledger::Effect;
+use crate::ledger::record::Read;
 use crate::model::Transaction;
 
 /// What a speculative evaluation read from the ledger: accounts (their
@@ -20,6 +21,8 @@ use crate::model::Transaction;
 pub(super) struct ReadSet {
     accounts: Vec<u64>,
     histories: Vec<u64>,
+    /// Each read with its answer, stored with the decision for replay.
+    pub(super) recorded: Vec<Read>,
 }
 
 /// The hash an id is tracked by in [`ReadSet`] and [`Versions`].
@@ -43,10 +46,14 @@ impl RecordingFacts {
 
 impl Facts for RecordingFacts {
     fn account(&self, id: &str) -> Option<AccountFacts> {
-        self.reads().accounts.push(key(id));
         let ledger = lock(&self.ledger);
-        let a = ledger.account(id)?;
-        let balances = ledger.balances(id)?;
+        let found = ledger.account(id).zip(ledger.balances(id));
+        {
+            let mut reads = self.reads();
+            reads.accounts.push(key(id));
+            reads.recorded.push(Read::Account { id: id.to_owned(), available: found.map(|(_, b)| b.available) });
+        }
+        let (a, balances) = found?;
         Some(AccountFacts {
             id: a.id.clone(),
             currency: a.currency.clone(),
@@ -58,7 +65,6 @@ impl Facts for RecordingFacts {
     }
 
     fn with_account(&self, id: &str, f: &mut dyn FnMut(Option<AccountView<'_>>)) {
-        self.reads().accounts.push(key(id));
         let ledger = lock(&self.ledger);
         let view = ledger.account(id).zip(ledger.balances(id)).map(|(a, balances)| AccountView {
             id: &a.id,
@@ -68,12 +74,27 @@ impl Facts for RecordingFacts {
             status: a.status,
             available: balances.available,
         });
+        {
+            let mut reads = self.reads();
+            reads.accounts.push(key(id));
+            reads.recorded.push(Read::Account { id: id.to_owned(), available: view.map(|v| v.available) });
+        }
         f(view)
     }
 
     fn history(&self, query: &HistoryQuery<'_>) -> HistoryStats {
-        self.reads().histories.push(key(query.account));
-        lock(&self.ledger).history(query)
+        let stats = lock(&self.ledger).history(query);
+        let mut reads = self.reads();
+        reads.histories.push(key(query.account));
+        reads.recorded.push(Read::History {
+            account: query.account.to_owned(),
+            from_exclusive: query.from_exclusive,
+            to_inclusive: query.to_inclusive,
+            min: query.min,
+            max: query.max,
+            stats,
+        });
+        stats
     }
 }
 

@@ -149,11 +149,12 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// A record as an HTTP answer: decisions 200, bad input 400, an id decided
-/// with other content 409.
+/// with other content 409, a ledger that cannot commit 503.
 fn record_response(record: &Record) -> Response {
     let status = match record {
         Record::Decision { .. } => StatusCode::OK,
         Record::Error(e) if e.code == ErrorCode::IdempotencyConflict => StatusCode::CONFLICT,
+        Record::Error(e) if e.code == ErrorCode::LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Record::Error(_) => StatusCode::BAD_REQUEST,
     };
     json_response(status, record.to_json())
@@ -454,7 +455,7 @@ async fn stored_decision(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let (id, found) = lookup(&state, path, |host, id| host.decision(id)).await?;
-    match found {
+    match found? {
         Some(d) => Ok(json_response(StatusCode::OK, d.to_json())),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no decision for transaction {id:?}"))),
     }

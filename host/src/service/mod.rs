@@ -363,9 +363,9 @@ impl Host {
         .await
     }
 
-    /// The recorded decision of a transaction.
-    pub fn decision(&self, id: &str) -> Option<Arc<Decision>> {
-        lock(self.inner.pipeline.ledger()).decision(id).and_then(|d| d.decision().ok())
+    /// The recorded decision of a transaction, however long ago it was made.
+    pub fn decision(&self, id: &str) -> Result<Option<Arc<Decision>>, HostError> {
+        Ok(lock(self.inner.pipeline.ledger()).decision(id)?.map(|d| d.decision))
     }
 
     /// An account's facts and balances.
@@ -381,19 +381,21 @@ impl Host {
         let resolved = self
             .durably(move |inner| {
                 let mut ledger = lock(inner.pipeline.ledger());
-                ledger.resolve_hold(&id, approve).map(|r| (r, ledger.hold(&id).expect("resolved hold")))
+                let resolution = ledger.resolve_hold(&id, approve)?;
+                let hold = ledger.hold(&id)?.ok_or_else(|| LedgerError::UnknownHold(id.clone()))?;
+                Ok::<_, LedgerError>((resolution, hold))
             })
             .await?;
         Ok(resolved?)
     }
 
     /// Pending holds.
-    pub fn pending_holds(&self) -> Vec<Hold> {
-        lock(self.inner.pipeline.ledger())
-            .holds()
+    pub fn pending_holds(&self) -> Result<Vec<Hold>, HostError> {
+        Ok(lock(self.inner.pipeline.ledger())
+            .holds()?
             .into_iter()
             .filter(|h| h.state == crate::ledger::HoldState::Pending)
-            .collect()
+            .collect())
     }
 
     /// The live rule set.

@@ -19,6 +19,32 @@ pub(crate) struct LedgerArg {
     pub(crate) ledger: PathBuf,
 }
 
+/// How much of a durable ledger `run` and `serve` keep in memory.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct StoreArgs {
+    /// Recent decisions kept in memory, in decisions (older ones are read
+    /// from the file when an id comes again; decisions not yet durable are
+    /// always kept).
+    #[arg(long, default_value_t = rulehost::ledger::DECISION_CACHE_ENTRIES_DEFAULT)]
+    decision_cache_entries: usize,
+    /// Size of the in-memory filter of every id ever decided, in bytes
+    /// (fixed: more ids only make a "maybe seen" — one indexed read — more
+    /// frequent).
+    #[arg(long, default_value_t = rulehost::ledger::ID_FILTER_BYTES_DEFAULT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8..=(1u64 << 34)))]
+    id_filter_bytes: usize,
+}
+
+impl StoreArgs {
+    /// These settings over `options`.
+    pub(crate) fn apply(&self, options: StoreOptions) -> StoreOptions {
+        StoreOptions {
+            decision_cache_entries: self.decision_cache_entries,
+            id_filter_bytes: self.id_filter_bytes,
+            ..options
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub(crate) enum LedgerAction {
     /// Import accounts (JSON Lines): all or nothing; a bad line is named by
@@ -52,6 +78,31 @@ pub(crate) enum LedgerAction {
     /// Recompute every balance from the journal and check every invariant;
     /// exit 1 on any discrepancy.
     Reconcile {
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+    /// Print a stored decision with its input, the facts its rules read and
+    /// the funds check's answer (JSON).
+    Show {
+        /// The transaction id.
+        id: String,
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+    /// Re-evaluate a stored decision with its own rule-set version (kept in
+    /// the ledger) against the facts it saw, and say whether the result is
+    /// byte-identical; exit 1 if it is not.
+    Replay {
+        /// The transaction id.
+        id: String,
+        #[command(flatten)]
+        ledger: LedgerArg,
+        #[command(flatten)]
+        cache: crate::CacheArg,
+    },
+    /// Bring a ledger written by an earlier release to this release's
+    /// schema (`run` and `serve` also do it when they open one).
+    Migrate {
         #[command(flatten)]
         ledger: LedgerArg,
     },
@@ -168,7 +219,137 @@ pub(crate) fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
                 Ok(EXIT_SOME_ERRORS)
             }
         }
+        LedgerAction::Show { id, ledger } => {
+            let shown = start(read_store(&ledger).and_then(|r| show(&r, &id)))?;
+            print_json_lines([shown]).map(|_| 0)
+        }
+        LedgerAction::Replay { id, ledger, cache } => {
+            let (identical, shown) = start(read_store(&ledger).and_then(|r| replay(&r, &id, &cache)))?;
+            print_json_lines([shown])?;
+            if identical {
+                eprintln!("replayed {id:?}: byte-identical to the stored decision");
+                Ok(0)
+            } else {
+                eprintln!("replayed {id:?}: DIFFERS from the stored decision");
+                Ok(EXIT_SOME_ERRORS)
+            }
+        }
+        LedgerAction::Migrate { ledger } => {
+            let store = start(open_store(&ledger))?;
+            start(store.close().context("closing the ledger"))?;
+            eprintln!("ledger {} is at schema version {}", ledger.ledger.display(), rulehost::ledger::SCHEMA_VERSION);
+            Ok(0)
+        }
     }
+}
+
+/// `ledger show`: the stored record as JSON.
+fn show(reader: &StoreReader, id: &str) -> Result<serde_json::Value> {
+    use rulehost::ledger::record::Read;
+    let record =
+        reader.record(id).map_err(anyhow::Error::msg)?.ok_or_else(|| anyhow::anyhow!("no decision for {id:?}"))?;
+    let decision: serde_json::Value = serde_json::from_str(record.decision.json())?;
+    let kept = reader.ruleset(&record.decision.ruleset).map_err(anyhow::Error::msg)?.is_some();
+    let mut out = serde_json::json!({
+        "id": id,
+        "decision": decision,
+        "ruleset_kept": kept,
+    });
+    match &record.input {
+        None => out["input"] = serde_json::Value::Null,
+        Some(input) => {
+            let reads: Vec<serde_json::Value> = input
+                .facts
+                .reads()
+                .iter()
+                .map(|r| match r {
+                    Read::Account { id, available } => serde_json::json!({
+                        "account": id, "available": available.map(|a| a.to_string()),
+                    }),
+                    Read::History { account, from_exclusive, to_inclusive, min, max, stats } => serde_json::json!({
+                        "history": account,
+                        "from_exclusive": rulehost::input::format_timestamp(*from_exclusive),
+                        "to_inclusive": rulehost::input::format_timestamp(*to_inclusive),
+                        "min": min.map(|m| m.to_string()),
+                        "max": max.map(|m| m.to_string()),
+                        "count": stats.count,
+                        "sum": stats.sum.to_string(),
+                    }),
+                })
+                .collect();
+            let funds = match input.admission {
+                rulehost::ledger::Admission::NotAsked => "not-asked".to_owned(),
+                rulehost::ledger::Admission::Admitted => "admitted".to_owned(),
+                rulehost::ledger::Admission::Refused(r) => r.code().to_owned(),
+            };
+            out["input"] = serde_json::json!({
+                "transaction": input.transaction_json(),
+                "counted_in_history": input.counted,
+                "funds_check": funds,
+                "reads": reads,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `ledger replay`: re-evaluates a stored decision; whether it is identical.
+fn replay(reader: &StoreReader, id: &str, cache: &crate::CacheArg) -> Result<(bool, serde_json::Value)> {
+    let record =
+        reader.record(id).map_err(anyhow::Error::msg)?.ok_or_else(|| anyhow::anyhow!("no decision for {id:?}"))?;
+    let version = record.decision.ruleset.clone();
+    let archive = reader.ruleset(&version).map_err(anyhow::Error::msg)?.ok_or_else(|| {
+        anyhow::anyhow!("rule-set version {version} that decided {id:?} is not kept in this ledger (it was decided before the ledger kept rule sets)")
+    })?;
+    let dir = std::env::temp_dir().join(format!("rulehost-replay-{}-{version}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    archive.extract(&dir).map_err(anyhow::Error::msg)?;
+    let (sandbox, ruleset) = crate::load(&dir, cache)?;
+    if ruleset.sha256 != archive.sha256 {
+        anyhow::bail!(
+            "rule-set version {version} read back with another content hash ({}): the kept files are damaged",
+            ruleset.sha256
+        );
+    }
+    let mut accounts = Vec::new();
+    if let Some(input) = &record.input {
+        let mut ids: Vec<&str> = vec![&input.tx.source, &input.tx.destination];
+        ids.extend(input.facts.reads().iter().map(|r| match r {
+            rulehost::ledger::record::Read::Account { id, .. } => id.as_str(),
+            rulehost::ledger::record::Read::History { account, .. } => account.as_str(),
+        }));
+        ids.sort_unstable();
+        ids.dedup();
+        for a in ids {
+            if let Some(account) = reader.account(a).map_err(anyhow::Error::msg)? {
+                accounts.push(account);
+            }
+        }
+    }
+    let ledger: rulehost::pipeline::SharedLedger =
+        std::sync::Arc::new(std::sync::Mutex::new(Box::new(rulehost::ledger::MemoryLedger::default())));
+    let pipeline = rulehost::pipeline::Pipeline::new(sandbox, ledger);
+    let replayed = pipeline.replay(&ruleset, &record, accounts)?;
+    let json = |d: &rulehost::decision::Decision| serde_json::from_str::<serde_json::Value>(d.json());
+    Ok((
+        replayed.identical,
+        serde_json::json!({
+            "id": id,
+            "ruleset": &*version,
+            "identical": replayed.identical,
+            "unrecorded_reads": replayed.unrecorded_reads,
+            "stored": json(&replayed.stored)?,
+            "replayed": json(&replayed.replayed)?,
+        }),
+    ))
 }
 
 pub(crate) fn review_command(action: ReviewAction) -> Result<u8, Failure> {
@@ -185,9 +366,9 @@ pub(crate) fn review_command(action: ReviewAction) -> Result<u8, Failure> {
     start(store.sync_point().wait().context("making the resolution durable"))?;
     let hold = store.hold(&id);
     start(store.close().context("closing the ledger"))?;
-    match result {
-        Ok(resolution) => {
-            println!("{}", resolution.answer(&hold.expect("a resolved hold exists")));
+    match result.and_then(|r| Ok((r, hold?.ok_or_else(|| rulehost::ledger::LedgerError::UnknownHold(id.clone()))?))) {
+        Ok((resolution, hold)) => {
+            println!("{}", resolution.answer(&hold));
             Ok(0)
         }
         Err(e) => {

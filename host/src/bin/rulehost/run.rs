@@ -28,6 +28,8 @@ pub(crate) struct RunArgs {
     accounts: Option<PathBuf>,
     #[command(flatten)]
     ledger: crate::ledger::LedgerArg,
+    #[command(flatten)]
+    store: crate::ledger::StoreArgs,
     /// Input transactions (default: standard input).
     #[arg(long)]
     input: Option<PathBuf>,
@@ -71,12 +73,26 @@ impl RuleSource for ArcRules {
 
 /// Runs `rulehost run`.
 pub(crate) fn command(args: RunArgs) -> Result<u8, Failure> {
-    let RunArgs { rules, accounts, ledger, input, output, quiet, threads, watch, shadow, shadow_log, canary, cache } =
-        args;
+    let RunArgs {
+        rules,
+        accounts,
+        ledger,
+        store,
+        input,
+        output,
+        quiet,
+        threads,
+        watch,
+        shadow,
+        shadow_log,
+        canary,
+        cache,
+    } = args;
     let sandbox = Arc::new(start(Sandbox::new(&sandbox_config(cache.dir())))?);
     let ruleset =
         start(RuleSet::load(&sandbox, &rules).with_context(|| format!("loading rule set {}", rules.display())))?;
-    let options = StoreOptions { history_window_seconds_max: ruleset.history_window_seconds_max, ..Default::default() };
+    let options = store
+        .apply(StoreOptions { history_window_seconds_max: ruleset.history_window_seconds_max, ..Default::default() });
     let mut opened = start(LedgerLocation::from_arg(&ledger.ledger).open(&options).context("opening the ledger"))?;
     if let Some(accounts) = &accounts {
         start(import_file(&mut *opened, accounts).map_err(|e| anyhow::anyhow!("{}: {e}", accounts.display())))?;

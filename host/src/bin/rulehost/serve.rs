@@ -18,6 +18,8 @@ pub(crate) struct ServeArgs {
     rules: PathBuf,
     #[command(flatten)]
     ledger: LedgerArg,
+    #[command(flatten)]
+    store: crate::ledger::StoreArgs,
     /// Accounts to import first (JSON Lines).
     #[arg(long)]
     accounts: Option<PathBuf>,
@@ -91,6 +93,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
     let ServeArgs {
         rules,
         ledger,
+        store,
         accounts,
         listen,
         admin_token_file,
@@ -123,7 +126,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
             .build()
             .context("starting the runtime"),
     )?;
-    let mut builder = HostBuilder::new(&rules).ledger(LedgerLocation::from_arg(&ledger.ledger)).watch(!no_watch);
+    let mut builder = HostBuilder::new(&rules)
+        .ledger(LedgerLocation::from_arg(&ledger.ledger))
+        .store_options(store.apply(rulehost::ledger::StoreOptions::default()))
+        .watch(!no_watch);
     if let Some(a) = accounts {
         builder = builder.accounts(a);
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use rusqlite::Connection;
 use rust_decimal::Decimal;
 
-use super::rows::{load_message, read_accounts, read_holds, read_journal, read_system};
+use super::rows::{load_message, read_accounts, read_dictionary, read_holds, read_journal, read_system};
 use crate::ledger::{EntryKind, HoldState};
 
 /// What `reconcile` found.
@@ -149,35 +149,29 @@ pub fn reconcile(conn: &Connection) -> Result<Report, String> {
         }
     }
 
-    // Decisions against their effects.
-    // Every record is read as `run` reads it at open: one it would refuse
-    // is a discrepancy here, never a pass.
-    let mut stmt =
-        conn.prepare("SELECT id, outcome, ledger, record FROM decisions ORDER BY seq").map_err(|e| e.to_string())?;
+    // Decisions against their effects. Every record is decoded as a replay
+    // would decode it: one it cannot read is a discrepancy here, never a pass.
+    let dictionary = read_dictionary(conn).map_err(load_message)?;
+    let mut stmt = conn.prepare("SELECT id, record FROM decisions ORDER BY seq").map_err(|e| e.to_string())?;
     let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
     let mut decided: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Some(r) = rows.next().map_err(|e| e.to_string())? {
         let id: String = r.get(0).map_err(|e| e.to_string())?;
-        let outcome: String = r.get(1).map_err(|e| e.to_string())?;
-        let ledger: String = r.get(2).map_err(|e| e.to_string())?;
-        match r
-            .get::<_, String>(3)
-            .map_err(|e| e.to_string())
-            .and_then(|record| crate::decision::Decision::from_json(&record))
-        {
-            Ok(d) if d.id == id && d.outcome.as_str() == outcome && d.ledger.as_str() == ledger => {}
-            Ok(d) => discrepancies.push(format!(
-                "decision {id:?}: its record says {:?} {} (ledger {}), its columns {outcome} (ledger {ledger})",
-                d.id,
-                d.outcome.as_str(),
-                d.ledger.as_str()
-            )),
-            Err(e) => discrepancies
-                .push(format!("decision {id:?}: its record is unreadable ({e}); `run` refuses this ledger")),
-        }
+        let record: Vec<u8> = r.get(1).map_err(|e| e.to_string())?;
+        let (outcome, ledger) = match crate::ledger::record::decode(&record, &dictionary) {
+            Ok(rec) if rec.decision.id == id => (rec.decision.outcome.as_str(), rec.decision.ledger.as_str()),
+            Ok(rec) => {
+                discrepancies.push(format!("decision {id:?}: its record is the decision of {:?}", rec.decision.id));
+                (rec.decision.outcome.as_str(), rec.decision.ledger.as_str())
+            }
+            Err(e) => {
+                discrepancies.push(format!("decision {id:?}: its record is unreadable ({e}); a replay of it fails"));
+                ("unreadable", "unreadable")
+            }
+        };
         let posts = transfers.get(id.as_str()).copied().unwrap_or(0);
         let held = hold_ids.contains(id.as_str());
-        let ok = match ledger.as_str() {
+        let ok = match ledger {
             "posted" => posts == 1 && !held && outcome == "approve",
             "held" => posts == 0 && held && outcome == "review",
             "none" => posts == 0 && !held,

@@ -3,14 +3,15 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use rust_decimal::Decimal;
 
-use super::{OpenError, Report, SqliteLedger, decimal, reconcile};
-use crate::decision::Decision;
+use super::{ID_FILTER_FORMAT, OpenError, Report, SqliteLedger, decimal, empty_filter, reconcile, ts_of_key};
 use crate::input::parse_timestamp;
+use crate::ledger::record::{ArchiveFile, Dictionary, DictionaryEntry};
 use crate::ledger::{
-    AccountBalances, Balances, EntryKind, Hold, HoldState, JournalEntry, MemoryLedger, Posting, StoredDecision,
+    AccountBalances, Balances, DecisionRecord, EntryKind, Hold, HoldState, JournalEntry, MemoryLedger, Posting,
+    RulesetArchive,
 };
 use crate::model::{Account, AccountStatus};
 
@@ -114,8 +115,18 @@ pub(super) fn read_journal(conn: &Connection, account: Option<&str>) -> Result<V
 }
 
 pub(super) fn read_holds(conn: &Connection) -> Result<Vec<Hold>, LoadError> {
-    let mut stmt = conn.prepare("SELECT id, source, destination, amount, currency, state FROM holds ORDER BY id")?;
-    let mut rows = stmt.query([])?;
+    read_holds_where(conn, "1", [])
+}
+
+pub(super) fn read_hold(conn: &Connection, id: &str) -> Result<Option<Hold>, LoadError> {
+    Ok(read_holds_where(conn, "id = ?1", [id])?.pop())
+}
+
+fn read_holds_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params: P) -> Result<Vec<Hold>, LoadError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, source, destination, amount, currency, state FROM holds WHERE {filter} ORDER BY id"
+    ))?;
+    let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let id: String = r.get(0)?;
@@ -132,51 +143,114 @@ pub(super) fn read_holds(conn: &Connection) -> Result<Vec<Hold>, LoadError> {
     Ok(out)
 }
 
-pub(super) fn load(conn: &Connection, memory: &mut MemoryLedger) -> Result<(), LoadError> {
+/// The id filter's last snapshot: the decisions it covers and its bits.
+pub(super) type FilterSnapshot = Option<(i64, Vec<u64>)>;
+
+/// Loads the hot state: accounts, system balances, pending holds, the
+/// journal's length, history within retention, the rule-set dictionary.
+/// Returns the id filter's snapshot when it is usable.
+pub(super) fn load(conn: &Connection, memory: &mut MemoryLedger) -> Result<FilterSnapshot, LoadError> {
     for row in read_accounts(conn)? {
         memory.restore_account(row.account, row.posted, row.pending);
     }
     for (id, posted) in read_system(conn)? {
         memory.restore_system(id, posted);
     }
-    let journal = read_journal(conn, None)?;
-    for (i, e) in journal.into_iter().enumerate() {
-        if e.seq != i as u64 + 1 {
-            return Err(LoadError::Bad(format!("journal has a gap before entry {}", e.seq)));
-        }
-        memory.restore_entry(e);
-    }
-    for h in read_holds(conn)? {
+    let journal_len: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM journal", [], |r| r.get(0))?;
+    memory.restore_journal_len(journal_len as u64);
+    for h in read_holds_where(conn, "state = 'pending'", [])? {
         memory.restore_hold(h);
     }
-    let mut stmt = conn.prepare(
-        "SELECT id, fingerprint, history_source, history_ts, history_amount, record FROM decisions ORDER BY seq",
-    )?;
+    *memory.dictionary_mut() = read_dictionary(conn)?;
+    let mut stmt = conn.prepare("SELECT source, ts, amount FROM history ORDER BY source, ts, seq")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let id: String = r.get(0)?;
-        let fingerprint: Vec<u8> = r.get(1)?;
-        let fingerprint: [u8; 32] =
-            fingerprint.try_into().map_err(|_| format!("decision {id:?}: fingerprint is not 32 bytes"))?;
-        let source: Option<String> = r.get(2)?;
-        let ts: Option<String> = r.get(3)?;
-        let amount: Option<String> = r.get(4)?;
-        let record: String = r.get(5)?;
-        // Every record is parsed at open, so a corrupt one is found now,
-        // not when an old id is replayed.
-        Decision::from_json(&record).map_err(|e| format!("decision {id:?}: {e}"))?;
-        let history = match (&source, ts, amount) {
-            (Some(s), Some(t), Some(a)) => Some((
-                s.as_str(),
-                parse_timestamp(&t).map_err(|e| format!("decision {id:?} history timestamp: {e}"))?,
-                decimal(&a, &format!("decision {id:?} history amount"))?,
-            )),
-            (None, None, None) => None,
-            _ => return Err(LoadError::Bad(format!("decision {id:?}: partial history columns"))),
-        };
-        memory.restore_decision(id, StoredDecision { fingerprint, json: record.into() }, history);
+        let source: String = r.get(0)?;
+        let ts: Vec<u8> = r.get(1)?;
+        let ts = ts_of_key(&ts).ok_or_else(|| format!("history of {source:?}: a timestamp is not 16 bytes"))?;
+        let amount = decimal(&r.get::<_, String>(2)?, &format!("history of {source:?} amount"))?;
+        memory.restore_history(&source, ts, amount);
     }
-    Ok(())
+    let snapshot: Option<(i64, String, Vec<u8>)> = conn
+        .query_row("SELECT covered_seq, format, bits FROM id_filter WHERE key = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    Ok(snapshot.filter(|(_, format, _)| format == ID_FILTER_FORMAT).map(|(covered, _, bits)| {
+        let words = bits.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))).collect();
+        (covered, words)
+    }))
+}
+
+/// The id filter: the snapshot (when it has the configured size) plus every
+/// id decided after it, or — without one — every id in the file.
+pub(super) fn load_ids(
+    conn: &Connection,
+    snapshot: FilterSnapshot,
+    bytes: usize,
+) -> Result<fastbloom::BloomFilter, LoadError> {
+    let words = (bytes / 8).max(1);
+    let (mut filter, after) = match snapshot {
+        Some((covered, bits)) if bits.len() == words => (
+            fastbloom::BloomFilter::from_vec(bits).seed(&super::ID_FILTER_SEED).hashes(super::ID_FILTER_HASHES),
+            covered,
+        ),
+        _ => (empty_filter(bytes), 0),
+    };
+    let mut stmt = conn.prepare("SELECT id FROM decisions WHERE seq > ?1")?;
+    let mut rows = stmt.query([after])?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        filter.insert(id.as_str());
+    }
+    Ok(filter)
+}
+
+pub(super) fn read_dictionary(conn: &Connection) -> Result<Dictionary, LoadError> {
+    let mut dictionary = Dictionary::default();
+    let mut stmt = conn.prepare("SELECT id, version, rules FROM ruleset_versions ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let version: String = r.get(1)?;
+        let rules: String = r.get(2)?;
+        let rules: Vec<(String, String)> =
+            serde_json::from_str(&rules).map_err(|e| format!("rule-set version {version:?}: rules: {e}"))?;
+        let entry = DictionaryEntry {
+            version: version.into(),
+            rules: rules.into_iter().map(|(r, v)| (r.into(), v.into())).collect(),
+        };
+        let id = u32::try_from(id).map_err(|_| format!("rule-set version number {id}"))?;
+        dictionary.restore(id, entry).map_err(|e| e.0)?;
+    }
+    Ok(dictionary)
+}
+
+pub(super) fn read_record(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>, LoadError> {
+    Ok(conn
+        .prepare_cached("SELECT record FROM decisions WHERE id = ?1")?
+        .query_row([id], |r| r.get::<_, Vec<u8>>(0))
+        .optional()?)
+}
+
+pub(super) fn read_ruleset(conn: &Connection, version: &str) -> Result<Option<RulesetArchive>, LoadError> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached("SELECT sha256, files FROM rulesets WHERE version = ?1")?
+        .query_row([version], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((sha256, files)) = row else { return Ok(None) };
+    let files: Vec<(String, String)> =
+        serde_json::from_str(&files).map_err(|e| format!("rule-set version {version:?}: files: {e}"))?;
+    let mut out = Vec::with_capacity(files.len());
+    for (path, hash) in files {
+        let bytes: Vec<u8> = conn
+            .prepare_cached("SELECT bytes FROM blobs WHERE sha256 = ?1")?
+            .query_row([&hash], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| format!("rule-set version {version:?}: file {path:?} ({hash}) is missing"))?;
+        out.push(ArchiveFile { path, sha256: hash, bytes: bytes.into() });
+    }
+    Ok(Some(RulesetArchive { version: version.into(), sha256, files: out }))
 }
 
 // ---------------------------------------------------------------- reading a closed store
@@ -185,6 +259,7 @@ pub(super) fn load(conn: &Connection, memory: &mut MemoryLedger) -> Result<(), L
 /// and `review list` commands).
 pub struct StoreReader {
     conn: Connection,
+    dictionary: Dictionary,
 }
 
 impl StoreReader {
@@ -199,9 +274,27 @@ impl StoreReader {
                 why: "it is empty (0 bytes); a ledger is made by `rulehost run` or `rulehost ledger import`".into(),
             });
         }
-        let conn = SqliteLedger::connect(path, true)?;
-        SqliteLedger::prepare_schema(&conn, path)?;
-        Ok(StoreReader { conn })
+        let conn = SqliteLedger::connect_read_only(path)?;
+        SqliteLedger::prepare_schema(&conn, path, false)?;
+        let dictionary =
+            read_dictionary(&conn).map_err(|e| OpenError::Damaged { path: path.to_owned(), why: load_message(e) })?;
+        Ok(StoreReader { conn, dictionary })
+    }
+
+    /// The stored decision of `id`, with its input and facts.
+    pub fn record(&self, id: &str) -> Result<Option<DecisionRecord>, String> {
+        let Some(bytes) = read_record(&self.conn, id).map_err(load_message)? else { return Ok(None) };
+        crate::ledger::record::decode(&bytes, &self.dictionary).map(Some).map_err(|e| e.to_string())
+    }
+
+    /// A kept rule-set version.
+    pub fn ruleset(&self, version: &str) -> Result<Option<RulesetArchive>, String> {
+        read_ruleset(&self.conn, version).map_err(load_message)
+    }
+
+    /// An account's static facts.
+    pub fn account(&self, id: &str) -> Result<Option<Account>, String> {
+        Ok(read_accounts(&self.conn).map_err(load_message)?.into_iter().find(|a| a.account.id == id).map(|a| a.account))
     }
 
     /// Every account with its stored balances, sorted by id.

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use rusqlite::{Connection, params};
 
-use super::{BalanceRow, CommitStats, Op, Queued, StoreOptions};
+use super::{BalanceRow, CommitStats, ID_FILTER_FORMAT, Op, Queued, StoreOptions, ts_key};
 use crate::input::format_timestamp;
 use crate::ledger::{HoldState, JournalEntry, Posting, Watermark};
+use crate::model::Nanos;
 
 pub(super) fn write_loop(
     mut conn: Connection,
@@ -29,6 +30,7 @@ pub(super) fn write_loop(
     }
     let mut guard = Guard(watermark, false);
     let ops_max = options.group_commit_ops_max.max(1);
+    let mut failed = false;
     while let Ok(mut group) = rx.recv() {
         let Some(started) = group.first().map(|q| q.1) else { continue };
         let linger_until = Instant::now() + options.group_commit_linger;
@@ -42,20 +44,22 @@ pub(super) fn write_loop(
                 },
             }
         }
-        let last = group.last().expect("non-empty").0;
+        let Some(last) = group.last().map(|q| q.0) else { continue };
         let count = group.len() as u64;
-        let mut inspections = Vec::new();
         let writing = Instant::now();
-        match write_group(&mut conn, group, &mut inspections) {
+        if failed {
+            continue;
+        }
+        match write_group(&mut conn, group) {
             Ok(()) => {
                 let commit_us = writing.elapsed().as_micros() as u64;
                 watermark.advance(last);
-                let mut s = stats.lock().expect("stats lock");
-                s.commits += 1;
-                s.ops += count;
-                s.latency_us.saturating_record(started.elapsed().as_micros() as u64);
-                s.commit_us.saturating_record(commit_us);
-                drop(s);
+                if let Ok(mut s) = stats.lock() {
+                    s.commits += 1;
+                    s.ops += count;
+                    s.latency_us.saturating_record(started.elapsed().as_micros() as u64);
+                    s.commit_us.saturating_record(commit_us);
+                }
                 if let Some(hook) = &options.on_commit {
                     hook(Duration::from_micros(commit_us), count as usize);
                 }
@@ -63,26 +67,23 @@ pub(super) fn write_loop(
             Err(e) => {
                 tracing::error!(error = %e, "ledger commit failed; nothing after the last durable point is acknowledged");
                 watermark.fail(format!("commit failed: {e}"));
-                return;
+                // Keep draining, so committing callers never block on a full queue.
+                failed = true;
             }
         }
-        for inspect in inspections {
-            inspect(&conn);
-        }
     }
-    guard.1 = true;
+    guard.1 = !failed;
 }
 
-type Inspection = Box<dyn FnOnce(&Connection) + Send>;
-
-fn write_group(conn: &mut Connection, group: Vec<Queued>, inspections: &mut Vec<Inspection>) -> rusqlite::Result<()> {
+fn write_group(conn: &mut Connection, group: Vec<Queued>) -> rusqlite::Result<()> {
     let db = conn.transaction()?;
     let mut balances: HashMap<String, BalanceRow> = HashMap::new();
+    // Per source, the newest horizon of the group: history before it is pruned.
+    let mut horizons: HashMap<String, Nanos> = HashMap::new();
     {
-        let mut insert_decision = db.prepare_cached(
-            "INSERT INTO decisions (id, fingerprint, outcome, ledger, history_source, history_ts, history_amount, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
+        let mut insert_decision = db.prepare_cached("INSERT INTO decisions (id, record) VALUES (?1, ?2)")?;
+        let mut insert_history =
+            db.prepare_cached("INSERT INTO history (source, ts, seq, amount) VALUES (?1, ?2, ?3, ?4)")?;
         let mut insert_entry = db.prepare_cached(
             "INSERT INTO journal (seq, reference, kind, debit, credit, currency, amount) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
@@ -118,7 +119,8 @@ fn write_group(conn: &mut Connection, group: Vec<Queued>, inspections: &mut Vec<
                             a.status.as_str(),
                             a.overdraft_limit.to_string(),
                             a.opening_balance.to_string(),
-                            serde_json::to_string(&a.tags).expect("tags serialize"),
+                            serde_json::to_string(&a.tags)
+                                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                         ])?;
                     }
                     for e in &entries {
@@ -127,20 +129,13 @@ fn write_group(conn: &mut Connection, group: Vec<Queued>, inspections: &mut Vec<
                     balances.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
                 }
                 Op::Decision(d) => {
-                    let (source, ts, amount) = match &d.history {
-                        Some((s, t, a)) => (Some(s.as_str()), Some(format_timestamp(*t)), Some(a.to_string())),
-                        None => (None, None, None),
-                    };
-                    insert_decision.execute(params![
-                        d.decision.id,
-                        &d.fingerprint[..],
-                        d.decision.outcome.as_str(),
-                        d.decision.ledger.as_str(),
-                        source,
-                        ts,
-                        amount,
-                        d.decision.json(),
-                    ])?;
+                    insert_decision.execute(params![d.id, &d.record[..]])?;
+                    if let Some((source, ts, amount, horizon)) = &d.history {
+                        let seq = db.last_insert_rowid();
+                        insert_history.execute(params![source, &ts_key(*ts)[..], seq, amount.to_string()])?;
+                        let h = horizons.entry(source.clone()).or_insert(*horizon);
+                        *h = (*h).max(*horizon);
+                    }
                     if let Some(e) = &d.entry {
                         entry(e)?;
                     }
@@ -156,6 +151,36 @@ fn write_group(conn: &mut Connection, group: Vec<Queued>, inspections: &mut Vec<
                     }
                     balances.extend(d.balances.into_iter().map(|r| (r.id.clone(), r)));
                 }
+                Op::Dictionary { id, entry } => {
+                    let rules: Vec<(&str, &str)> = entry.rules.iter().map(|(r, v)| (&**r, &**v)).collect();
+                    let rules = serde_json::to_string(&rules)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    db.prepare_cached(
+                        "INSERT INTO ruleset_versions (id, version, rules) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (id) DO UPDATE SET rules = excluded.rules",
+                    )?
+                    .execute(params![i64::from(id), &*entry.version, rules])?;
+                }
+                Op::Ruleset(archive) => {
+                    let mut blob = db.prepare_cached("INSERT OR IGNORE INTO blobs (sha256, bytes) VALUES (?1, ?2)")?;
+                    let mut files = Vec::with_capacity(archive.files.len());
+                    for f in &archive.files {
+                        blob.execute(params![f.sha256, &f.bytes[..]])?;
+                        files.push((f.path.as_str(), f.sha256.as_str()));
+                    }
+                    let files = serde_json::to_string(&files)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    db.prepare_cached("INSERT OR IGNORE INTO rulesets (version, sha256, files) VALUES (?1, ?2, ?3)")?
+                        .execute(params![&*archive.version, archive.sha256, files])?;
+                }
+                Op::IdFilter(words) => {
+                    let bits: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                    db.prepare_cached(
+                        "INSERT OR REPLACE INTO id_filter (key, covered_seq, format, bits)
+                         VALUES (1, (SELECT coalesce(max(seq), 0) FROM decisions), ?1, ?2)",
+                    )?
+                    .execute(params![ID_FILTER_FORMAT, bits])?;
+                }
                 Op::Resolve { hold, entry: e, balances: rows, at_unix_ms } => {
                     db.prepare_cached("UPDATE holds SET state = ?2 WHERE id = ?1")?
                         .execute(params![hold.id, hold.state.as_str()])?;
@@ -170,18 +195,25 @@ fn write_group(conn: &mut Connection, group: Vec<Queued>, inspections: &mut Vec<
                     }
                     balances.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
                 }
-                Op::Inspect(f) => inspections.push(f),
             }
         }
         let mut account = db.prepare_cached("UPDATE accounts SET posted = ?2, pending = ?3 WHERE id = ?1")?;
         let mut system = db.prepare_cached(
             "INSERT INTO system_accounts (id, posted) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET posted = excluded.posted",
         )?;
+        let mut prune = db.prepare_cached("DELETE FROM history WHERE source = ?1 AND ts < ?2")?;
+        for (source, horizon) in &horizons {
+            prune.execute(params![source, &ts_key(*horizon)[..]])?;
+        }
         for row in balances.values() {
             match row.pending {
                 Some(pending) => {
                     let n = account.execute(params![row.id, row.posted.to_string(), pending.to_string()])?;
-                    assert_eq!(n, 1, "balance of unknown account {}", row.id);
+                    if n != 1 {
+                        return Err(rusqlite::Error::ToSqlConversionFailure(
+                            format!("balance of unknown account {}", row.id).into(),
+                        ));
+                    }
                 }
                 None => {
                     system.execute(params![row.id, row.posted.to_string()])?;

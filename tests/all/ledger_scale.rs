@@ -1,0 +1,500 @@
+//! The ledger at scale (issue 13): bounded memory, idempotency across the
+//! recent-decision cache and restarts, replay of stored decisions with
+//! their own rule-set version, the schema 1 fixture's migration, and one
+//! conformance suite run against every backend.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use rulehost::decision::{Decision, LedgerEffect, Outcome, Record};
+use rulehost::input::{ParsedTransaction, parse_accounts, parse_transaction};
+use rulehost::ledger::{
+    Admission, Commit, Committed, Effect, HoldState, Ledger, LedgerError, MemoryLedger, OpenError, Resolution,
+    SqliteLedger, StoreOptions, StoreReader,
+};
+use rulehost::pipeline::{Pipeline, ReplayError, SharedLedger};
+use rust_decimal::Decimal;
+
+use crate::support::{TempRuleSet, jsonl, root, sandbox};
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(root().join("tests/fixtures/pipeline").join(name)).unwrap()
+}
+
+fn open_with(path: &Path, options: StoreOptions) -> SqliteLedger {
+    SqliteLedger::open(path, &options).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+}
+
+fn decision(id: &str, outcome: Outcome, ledger: LedgerEffect) -> Decision {
+    Decision {
+        id: id.to_owned(),
+        outcome,
+        score: 0,
+        reasons: Vec::new(),
+        ruleset: "conformance".into(),
+        rollout: None,
+        rules: Vec::new(),
+        ledger,
+        json: Default::default(),
+    }
+}
+
+/// Commits `parsed` asking for `wanted`; the decision follows the funds check.
+fn commit_as(store: &mut dyn Ledger, parsed: &ParsedTransaction, wanted: Effect) -> Result<Committed, LedgerError> {
+    let id = parsed.tx.id.clone();
+    store.commit(Commit {
+        tx: &parsed.tx,
+        fingerprint: parsed.fingerprint,
+        extra: parsed.extra.as_deref(),
+        wanted,
+        count_in_history: true,
+        facts: Default::default(),
+        decide: Box::new(move |admission| {
+            let (outcome, ledger) = match (admission, wanted) {
+                (Admission::Admitted, Effect::Post) => (Outcome::Approve, LedgerEffect::Posted),
+                (Admission::Admitted, Effect::Hold) => (Outcome::Review, LedgerEffect::Held),
+                (Admission::Refused(_), _) => (Outcome::Reject, LedgerEffect::None),
+                _ => (Outcome::Decline, LedgerEffect::None),
+            };
+            Arc::new(decision(&id, outcome, ledger))
+        }),
+    })
+}
+
+fn tx(id: &str, source: &str, destination: &str, amount: &str, second: u64) -> ParsedTransaction {
+    let (h, m, s) = (second / 3600, second / 60 % 60, second % 60);
+    let (day, h) = (1 + h / 24, h % 24);
+    let line = format!(
+        r#"{{"id":"{id}","timestamp":"2026-01-{day:02}T{h:02}:{m:02}:{s:02}Z","kind":"transfer","source":"{source}","destination":"{destination}","amount":"{amount}","currency":"USD"}}"#
+    );
+    parse_transaction(1, &line).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+fn accounts(n: usize, opening: &str) -> Vec<rulehost::model::Account> {
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"id":"acc-{i}","currency":"USD","country":"US","opened_at":"2025-01-01T00:00:00Z","status":"active","overdraft_limit":"0","opening_balance":"{opening}"}}"#
+            )
+        })
+        .collect();
+    parse_accounts(&lines.join("\n")).unwrap()
+}
+
+// ---------------------------------------------------------------- bounded memory
+
+#[test]
+fn resident_state_stops_growing_once_history_retention_is_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    // Retention: a 10-minute window plus 20 minutes of lateness; one
+    // transaction a second, so it is reached after 1 800 transactions.
+    let options = StoreOptions {
+        lateness_seconds: 1_200,
+        history_window_seconds_max: 600,
+        decision_cache_entries: 5_000,
+        id_filter_bytes: 1 << 20,
+        ..StoreOptions::default()
+    };
+    let mut store = open_with(&path, options.clone());
+    let n_accounts = 3_000;
+    store.import_accounts(&accounts(n_accounts, "1000000000")).unwrap();
+    let total = 300_000u64;
+    let mut samples = Vec::new();
+    for i in 0..total {
+        let (s, d) = (i as usize * 7 % n_accounts, (i as usize * 7 + 1 + i as usize % 5) % n_accounts);
+        let parsed = tx(&format!("tx-{i:08}"), &format!("acc-{s}"), &format!("acc-{d}"), "1.25", i);
+        commit_as(&mut store, &parsed, if i % 10 == 0 { Effect::Hold } else { Effect::Post }).unwrap();
+        if (i + 1) % 50_000 == 0 {
+            store.sync_point().wait().unwrap();
+            samples.push(store.usage());
+        }
+    }
+    let first = samples[1]; // at 100 000: well past retention and the cache size
+    for u in &samples[2..] {
+        assert_eq!(u.accounts, n_accounts as u64);
+        assert_eq!(u.journal_entries, 0, "the journal lives in the file");
+        // Each source keeps what lies within retention of its own newest
+        // entry (here: one entry per source).
+        assert_eq!(u.history_entries, first.history_entries, "history is bounded by retention: {u:?}");
+        assert!(u.history_entries <= n_accounts as u64, "{u:?}");
+        assert!(u.decisions <= 5_000, "decisions beyond the cache are in the file: {u:?}");
+        // Pending holds are the one thing that grows here (nobody resolves
+        // them): 160 B each; everything else stays flat.
+        let holds_growth = (u.pending_holds - first.pending_holds) * 160;
+        assert!(u.bytes <= first.bytes + holds_growth + first.bytes / 50, "at {u:?} vs {first:?}");
+    }
+    assert_eq!(samples.last().unwrap().pending_holds, total / 10);
+    store.close().unwrap();
+
+    // The file holds every decision; reopening loads only the hot state.
+    let reopened = open_with(&path, options);
+    let u = reopened.usage();
+    assert_eq!((u.decisions, u.journal_entries), (0, 0));
+    assert_eq!(u.history_entries, samples.last().unwrap().history_entries, "history within retention is reloaded");
+    assert!(reopened.decision("tx-00000000").unwrap().is_some());
+    assert!(reopened.decision("tx-00299999").unwrap().is_some());
+    assert!(reopened.decision("tx-00300000").unwrap().is_none());
+}
+
+// ---------------------------------------------------------------- idempotency across the cache
+
+#[test]
+fn ids_decided_long_ago_replay_and_conflict_exactly_like_recent_ones() {
+    let ruleset = TempRuleSet::example().load();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let options = StoreOptions {
+        history_window_seconds_max: ruleset.history_window_seconds_max,
+        decision_cache_entries: 4,
+        ..StoreOptions::default()
+    };
+    let transactions = fixture("transactions.jsonl");
+    let decide = |ledger: &SharedLedger, text: &str| -> String {
+        let pipeline = Pipeline::new(sandbox(), ledger.clone());
+        let records: Vec<Record> =
+            text.lines().enumerate().map(|(i, l)| pipeline.decide_line(&ruleset, i as u64 + 1, l)).collect();
+        jsonl(&records)
+    };
+    let mut store = open_with(&path, options.clone());
+    store.import_accounts(&parse_accounts(&fixture("accounts.jsonl")).unwrap()).unwrap();
+    let shared: SharedLedger = Arc::new(Mutex::new(Box::new(store)));
+    let first = decide(&shared, &transactions);
+    shared.lock().unwrap().sync_point().wait().unwrap();
+    // A cache of 4: almost every id is now answered from the file.
+    let again = decide(&shared, &transactions);
+    let strip = |s: &str| s.replace(",\"replayed\":true", "");
+    assert_eq!(strip(&again), strip(&first), "evicted ids replay the stored decisions");
+    let conflicting = transactions.replace("\"amount\":\"125.50\"", "\"amount\":\"125.51\"");
+    let conflicts = decide(&shared, &conflicting);
+    let conflict_line = conflicts.lines().next().unwrap();
+    assert!(conflict_line.contains("IDEMPOTENCY_CONFLICT"), "{conflict_line}");
+    drop(shared);
+
+    // After a restart: the same answers.
+    let reopened: SharedLedger = Arc::new(Mutex::new(Box::new(open_with(&path, options))));
+    assert_eq!(strip(&decide(&reopened, &transactions)), strip(&first));
+    assert_eq!(decide(&reopened, &conflicting).lines().next().unwrap(), conflict_line);
+}
+
+// ---------------------------------------------------------------- replay
+
+/// Decides the fixture with `ruleset` into `ledger`, ids suffixed.
+fn decide_fixture(ledger: &SharedLedger, ruleset: &rulehost::ruleset::RuleSet, suffix: &str) -> Vec<String> {
+    let pipeline = Pipeline::new(sandbox(), ledger.clone());
+    let mut ids = Vec::new();
+    for (i, line) in fixture("transactions.jsonl").lines().enumerate() {
+        let line = line.replacen("\"id\":\"t", &format!("\"id\":\"{suffix}t"), 1);
+        if let Record::Decision { decision, replayed: false, .. } = pipeline.decide_line(ruleset, i as u64 + 1, &line) {
+            ids.push(decision.id.clone());
+        }
+    }
+    ids
+}
+
+/// Replays every id from `ledger`'s records with the rule set it kept.
+fn replay_all(ledger: &SharedLedger, ids: &[String]) -> usize {
+    let pipeline = Pipeline::new(sandbox(), ledger.clone());
+    let mut loaded: std::collections::HashMap<String, rulehost::ruleset::RuleSet> = Default::default();
+    let mut replayed = 0;
+    for id in ids {
+        let record = ledger.lock().unwrap().record(id).unwrap().expect("a decided id has a record");
+        let version = record.decision.ruleset.to_string();
+        if !loaded.contains_key(&version) {
+            let archive = ledger.lock().unwrap().ruleset(&version).unwrap().expect("its rule set is kept");
+            let dir = tempfile::tempdir().unwrap();
+            archive.extract(dir.path()).unwrap();
+            let ruleset = rulehost::ruleset::RuleSet::load(&sandbox(), dir.path()).unwrap();
+            assert_eq!(ruleset.sha256, archive.sha256, "the kept files load as the same version");
+            loaded.insert(version.clone(), ruleset);
+        }
+        let ruleset = &loaded[&version];
+        let input = record.input.as_ref().unwrap();
+        let accounts: Vec<_> = [&input.tx.source, &input.tx.destination]
+            .into_iter()
+            .filter_map(|a| ledger.lock().unwrap().account(a).cloned())
+            .collect();
+        let r = pipeline.replay(ruleset, &record, accounts).unwrap();
+        assert!(r.identical, "{id}: stored {}\nreplayed {}", r.stored.json(), r.replayed.json());
+        assert_eq!(r.unrecorded_reads, 0, "{id}");
+        replayed += 1;
+    }
+    replayed
+}
+
+#[test]
+fn every_stored_decision_replays_byte_identical_across_versions_and_restarts() {
+    let v1 = TempRuleSet::example();
+    let v2 = TempRuleSet::example();
+    let manifest = std::fs::read_to_string(v2.dir.path().join("manifest.toml")).unwrap();
+    std::fs::write(v2.dir.path().join("manifest.toml"), manifest.replace("review_at = 400", "review_at = 300"))
+        .unwrap();
+    let (r1, r2) = (v1.load(), v2.load());
+    assert_ne!(r1.version, r2.version);
+    for durable in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let options = StoreOptions { history_window_seconds_max: 86_400, ..StoreOptions::default() };
+        let opened: Box<dyn Ledger> = if durable {
+            Box::new(open_with(&path, options.clone()))
+        } else {
+            let mut m = MemoryLedger::default();
+            m.retain_history(86_400);
+            Box::new(m)
+        };
+        let ledger: SharedLedger = Arc::new(Mutex::new(opened));
+        ledger.lock().unwrap().import_accounts(&parse_accounts(&fixture("accounts.jsonl")).unwrap()).unwrap();
+        let mut ids = decide_fixture(&ledger, &r1, "");
+        // The hot reload: the next decisions are made by another version.
+        ids.extend(decide_fixture(&ledger, &r2, "b-"));
+        assert!(ids.len() > 60, "{}", ids.len());
+        assert_eq!(replay_all(&ledger, &ids), ids.len());
+        if durable {
+            ledger.lock().unwrap().sync_point().wait().unwrap();
+            drop(ledger);
+            let reopened: SharedLedger = Arc::new(Mutex::new(Box::new(open_with(&path, options))));
+            assert_eq!(replay_all(&reopened, &ids), ids.len(), "after a restart");
+        }
+    }
+}
+
+#[test]
+fn a_replay_of_another_version_is_refused() {
+    let ruleset = TempRuleSet::example().load();
+    let ledger: SharedLedger = Arc::new(Mutex::new(Box::new(MemoryLedger::default())));
+    ledger.lock().unwrap().import_accounts(&parse_accounts(&fixture("accounts.jsonl")).unwrap()).unwrap();
+    let ids = decide_fixture(&ledger, &ruleset, "");
+    let record = ledger.lock().unwrap().record(&ids[0]).unwrap().unwrap();
+    let mut other = (*record.decision).clone();
+    other.ruleset = "0000000000000000".into();
+    let forged = rulehost::ledger::DecisionRecord { decision: Arc::new(other), ..record };
+    let err = Pipeline::new(sandbox(), ledger.clone()).replay(&ruleset, &forged, Vec::new()).unwrap_err();
+    assert!(matches!(err, ReplayError::WrongVersion { .. }), "{err}");
+}
+
+#[test]
+fn ledger_show_and_replay_commands() {
+    let set = TempRuleSet::example();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.sqlite");
+    let input = root().join("tests/fixtures/pipeline/transactions.jsonl");
+    let accounts = root().join("tests/fixtures/pipeline/accounts.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_rulehost"))
+        .args(["run", "--quiet", "--rules"])
+        .arg(set.dir.path())
+        .arg("--accounts")
+        .arg(&accounts)
+        .arg("--ledger")
+        .arg(&ledger)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    // Exit 1: the fixture has bad lines (error records); nothing else failed.
+    assert_eq!(run.status.code(), Some(1), "{}", String::from_utf8_lossy(&run.stderr));
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rulehost")).args(args).arg("--ledger").arg(&ledger).output().unwrap()
+    };
+    let show = cli(&["ledger", "show", "t03-review"]);
+    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["decision"]["outcome"], "review");
+    assert_eq!(shown["input"]["transaction"]["amount"], "50.00", "the amount as received");
+    assert_eq!(shown["input"]["funds_check"], "admitted");
+    assert_eq!(shown["ruleset_kept"], true);
+    for id in ["t01-approve", "t03-review", "t16-hold", "t20-v12", "t21-s3"] {
+        let out = cli(&["ledger", "replay", id]);
+        assert!(
+            out.status.success(),
+            "{id}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["identical"], true, "{v}");
+    }
+    let missing = cli(&["ledger", "show", "nope"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no decision for \"nope\""));
+}
+
+// ---------------------------------------------------------------- migration
+
+fn schema_1_copy(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("old.sqlite");
+    std::fs::copy(root().join("tests/fixtures/ledger/schema-1.sqlite"), &path).unwrap();
+    path
+}
+
+#[test]
+fn a_schema_1_ledger_migrates_and_answers_exactly_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = schema_1_copy(dir.path());
+    let untouched = std::fs::read(&path).unwrap();
+    // A read-only opener refuses it and says how to migrate, changing nothing.
+    let err = StoreReader::open(&path).err().expect("needs migration");
+    assert!(matches!(err, OpenError::NeedsMigration { found: 1, .. }), "{err}");
+    assert!(err.to_string().contains("rulehost ledger migrate"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), untouched);
+
+    let ruleset = TempRuleSet::example().load();
+    let options = StoreOptions { history_window_seconds_max: ruleset.history_window_seconds_max, ..Default::default() };
+    let mut store = open_with(&path, options.clone());
+    assert!(store.reconcile().unwrap().is_clean());
+    assert_eq!(store.hold("t03-review").unwrap().unwrap().state, HoldState::Posted);
+    assert_eq!(store.hold("t16-hold").unwrap().unwrap().state, HoldState::Voided);
+    assert_eq!(store.hold("t20-v12").unwrap().unwrap().state, HoldState::Pending);
+    assert_eq!(store.resolve_hold("t03-review", true), Ok(Resolution::AlreadyDone));
+    assert!(matches!(store.resolve_hold("t16-hold", true), Err(LedgerError::HoldResolved { .. })));
+    let record = store.record("t01-approve").unwrap().unwrap();
+    assert!(record.input.is_none(), "schema 1 kept no input");
+    let err = Pipeline::new(sandbox(), Arc::new(Mutex::new(Box::new(MemoryLedger::default()))))
+        .replay(&ruleset, &record, Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, ReplayError::NoInput(_)), "{err}");
+
+    // Every line the old release decided replays its stored decision.
+    let shared: SharedLedger = Arc::new(Mutex::new(Box::new(store)));
+    let pipeline = Pipeline::new(sandbox(), shared.clone());
+    let records: Vec<Record> = fixture("transactions.jsonl")
+        .lines()
+        .enumerate()
+        .map(|(i, l)| pipeline.decide_line(&ruleset, i as u64 + 1, l))
+        .collect();
+    let old = std::fs::read_to_string(root().join("tests/fixtures/ledger/schema-1.decisions.jsonl")).unwrap();
+    let now = jsonl(&records);
+    for (was, is) in old.lines().zip(now.lines()) {
+        if was.contains("\"outcome\":\"error\"") || was.contains("\"replayed\":true") {
+            assert_eq!(was, is);
+        } else {
+            assert_eq!(format!("{},\"replayed\":true}}", &was[..was.len() - 1]), is);
+        }
+    }
+    // New decisions on the migrated ledger keep their input and replay.
+    let new = decide_fixture(&shared, &ruleset, "new-");
+    assert!(!new.is_empty());
+    assert_eq!(replay_all(&shared, &new[..5]), 5);
+    drop(pipeline);
+    drop(shared);
+    assert!(StoreReader::open(&path).unwrap().reconcile().unwrap().is_clean());
+}
+
+#[test]
+fn a_ledger_from_a_later_release_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sqlite");
+    open_with(&path, StoreOptions::default()).close().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'", []).unwrap();
+    drop(conn);
+    let before = std::fs::read(&path).unwrap();
+    let err = SqliteLedger::open(&path, &StoreOptions::default()).err().expect("refused");
+    assert!(err.to_string().contains("later release"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+// ---------------------------------------------------------------- conformance
+
+/// The behaviour every backend must have; `reopen` gives the same ledger
+/// again (after a restart, for a durable one).
+fn conformance(fresh: &mut dyn FnMut() -> Box<dyn Ledger>, reopen: &mut dyn FnMut(Box<dyn Ledger>) -> Box<dyn Ledger>) {
+    let mut l = fresh();
+    let mut accts = accounts(3, "100.00");
+    accts[2].overdraft_limit = Decimal::new(5000, 2);
+    assert_eq!(l.import_accounts(&accts).unwrap(), 3);
+    assert_eq!(l.import_accounts(&accts).unwrap(), 0, "importing the same file again is a no-op");
+    let mut reserved = accounts(1, "1");
+    reserved[0].id = "equity:USD".into();
+    assert_eq!(l.import_accounts(&reserved), Err(LedgerError::ReservedAccount("equity:USD".into())));
+    let mut changed = accts[0].clone();
+    changed.country = "FR".into();
+    assert_eq!(l.import_accounts(&[changed]), Err(LedgerError::AccountChanged("acc-0".into())));
+
+    // The funds check runs inside the commit.
+    let c = commit_as(&mut *l, &tx("p1", "acc-0", "acc-1", "60.00", 1), Effect::Post).unwrap();
+    assert_eq!((c.effect, c.decision.outcome), (Effect::Post, Outcome::Approve));
+    let c = commit_as(&mut *l, &tx("p2", "acc-0", "acc-1", "60.00", 2), Effect::Post).unwrap();
+    assert_eq!((c.effect, c.decision.outcome), (Effect::Nothing, Outcome::Reject), "40.00 left");
+    let c = commit_as(&mut *l, &tx("h1", "acc-2", "acc-1", "140.00", 3), Effect::Hold).unwrap();
+    assert_eq!(c.effect, Effect::Hold, "the overdraft covers it");
+    let c = commit_as(&mut *l, &tx("h2", "acc-2", "acc-1", "20.00", 4), Effect::Hold).unwrap();
+    assert_eq!(c.effect, Effect::Nothing, "the pending hold counts against available");
+    let dup = commit_as(&mut *l, &tx("p1", "acc-0", "acc-1", "1.00", 5), Effect::Post);
+    assert_eq!(dup.err(), Some(LedgerError::DuplicateDecision("p1".into())));
+    let big = tx("o1", "acc-1", "acc-2", "9999999999999999999999999999", 6);
+    let c = commit_as(&mut *l, &big, Effect::Post).unwrap();
+    assert_eq!(c.effect, Effect::Nothing, "no funds for it, and no panic");
+
+    let b = |l: &dyn Ledger, id: &str| l.balances(id).map(|b| (b.posted, b.pending, b.available));
+    let d = |s: &str| Decimal::from_str_exact(s).unwrap();
+    assert_eq!(b(&*l, "acc-0"), Some((d("40.00"), d("0"), d("40.00"))));
+    assert_eq!(b(&*l, "acc-2"), Some((d("100.00"), d("140.00"), d("-40.00"))));
+    assert_eq!(l.hold("h1").unwrap().map(|h| h.state), Some(HoldState::Pending));
+    assert_eq!(l.hold("p2").unwrap(), None);
+
+    let mut l = reopen(l);
+    assert_eq!(l.resolve_hold("h1", false), Ok(Resolution::Done));
+    let mut l = reopen(l);
+    assert_eq!(l.resolve_hold("h1", false), Ok(Resolution::AlreadyDone), "idempotent after a restart");
+    assert_eq!(l.resolve_hold("h1", true), Err(LedgerError::HoldResolved { id: "h1".into(), state: "voided" }));
+    assert_eq!(l.resolve_hold("nope", true), Err(LedgerError::UnknownHold("nope".into())));
+    assert_eq!(b(&*l, "acc-2"), Some((d("100.00"), d("0"), d("100.00"))));
+    let holds = l.holds().unwrap();
+    assert_eq!(holds.iter().map(|h| (h.id.as_str(), h.state)).collect::<Vec<_>>(), [("h1", HoldState::Voided)]);
+
+    // Stored decisions read back exactly, with their input.
+    for (id, outcome) in [("p1", Outcome::Approve), ("p2", Outcome::Reject), ("h1", Outcome::Review)] {
+        let stored = l.decision(id).unwrap().unwrap();
+        assert_eq!(stored.decision.outcome, outcome, "{id}");
+        let record = l.record(id).unwrap().unwrap();
+        assert_eq!(record.input.unwrap().tx.id, id);
+    }
+    let refused = l.record("p2").unwrap().unwrap().input.unwrap().admission;
+    assert_eq!(refused, Admission::Refused(rulehost::ledger::Refusal::InsufficientFunds));
+    assert!(l.decision("never").unwrap().is_none());
+
+    // The journal: openings, then the transfer; per account on request.
+    let journal = l.journal(None).unwrap();
+    assert_eq!(journal.len(), 4);
+    assert_eq!(journal.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(l.journal(Some("acc-0")).unwrap().len(), 2);
+    // A new entry after a restart continues the sequence.
+    commit_as(&mut *l, &tx("p3", "acc-1", "acc-0", "1.00", 7), Effect::Post).unwrap();
+    l.sync_point().wait().unwrap();
+    assert_eq!(l.journal(None).unwrap().last().map(|e| e.seq), Some(5));
+
+    // Rule-set archives round-trip by version.
+    let archive = Arc::new(rulehost::ledger::RulesetArchive {
+        version: "abcdef0123456789".into(),
+        sha256: "ff".repeat(32),
+        files: vec![rulehost::ledger::record::ArchiveFile {
+            path: "manifest.toml".into(),
+            sha256: "00".repeat(32),
+            bytes: b"review_at = 400\n".as_slice().into(),
+        }],
+    });
+    l.keep_ruleset(&archive).unwrap();
+    l.keep_ruleset(&archive).unwrap();
+    let l = reopen(l);
+    assert_eq!(l.ruleset("abcdef0123456789").unwrap().as_ref(), Some(&*archive));
+    assert_eq!(l.ruleset("0000000000000000").unwrap(), None);
+    let u = l.usage();
+    assert_eq!((u.accounts, u.pending_holds), (3, 0));
+}
+
+#[test]
+fn every_backend_passes_the_conformance_suite() {
+    // Memory: a "restart" keeps the same ledger (it has no file).
+    conformance(&mut || Box::new(MemoryLedger::default()), &mut |l| l);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conformance.sqlite");
+    let p = path.clone();
+    conformance(&mut || Box::new(open_with(&path, StoreOptions::default())), &mut |l| {
+        l.sync_point().wait().unwrap();
+        drop(l);
+        Box::new(open_with(&p, StoreOptions::default()))
+    });
+    assert!(StoreReader::open(&path).unwrap().reconcile().unwrap().is_clean());
+}
