@@ -512,7 +512,7 @@ fn named(tx: &Transaction, w: WireWho) -> String {
 pub fn encode(record: &DecisionRecord, dictionary: &mut Dictionary) -> Result<(Vec<u8>, Option<u32>), RecordError> {
     let d = &record.decision;
     let Some(input) = &record.input else {
-        let mut bytes = Vec::with_capacity(33 + d.json().len());
+        let mut bytes = Vec::with_capacity(d.json().len().saturating_add(33));
         bytes.push(RECORD_FORMAT_MIGRATED);
         bytes.extend_from_slice(&record.fingerprint);
         bytes.extend_from_slice(d.json().as_bytes());
@@ -699,6 +699,7 @@ pub fn decode(bytes: &[u8], dictionary: &Dictionary) -> Result<DecisionRecord, R
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::decision::JsonCache;
