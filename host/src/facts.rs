@@ -41,6 +41,18 @@ pub struct AccountView<'a> {
 }
 
 impl AccountFacts {
+    /// An account's static facts with its available balance.
+    pub fn of(a: &crate::model::Account, available: Decimal) -> Self {
+        AccountFacts {
+            id: a.id.clone(),
+            currency: a.currency.clone(),
+            country: a.country.clone(),
+            opened_at: a.opened_at,
+            status: a.status,
+            available,
+        }
+    }
+
     /// The facts, borrowed.
     pub fn view(&self) -> AccountView<'_> {
         AccountView {

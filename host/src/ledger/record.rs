@@ -144,14 +144,7 @@ impl Facts for ReplayFacts {
             self.miss();
             return None;
         };
-        Some(AccountFacts {
-            id: a.id.clone(),
-            currency: a.currency.clone(),
-            country: a.country.clone(),
-            opened_at: a.opened_at,
-            status: a.status,
-            available,
-        })
+        Some(AccountFacts::of(a, available))
     }
 
     fn history(&self, q: &HistoryQuery<'_>) -> HistoryStats {

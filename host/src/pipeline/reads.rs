@@ -54,14 +54,7 @@ impl Facts for RecordingFacts {
             reads.recorded.push(Read::Account { id: id.to_owned(), available: found.map(|(_, b)| b.available) });
         }
         let (a, balances) = found?;
-        Some(AccountFacts {
-            id: a.id.clone(),
-            currency: a.currency.clone(),
-            country: a.country.clone(),
-            opened_at: a.opened_at,
-            status: a.status,
-            available: balances.available,
-        })
+        Some(AccountFacts::of(a, balances.available))
     }
 
     fn with_account(&self, id: &str, f: &mut dyn FnMut(Option<AccountView<'_>>)) {
