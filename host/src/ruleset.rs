@@ -10,8 +10,7 @@ use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
 use crate::files::{FileError, LIST_BYTES_MAX, MANIFEST_BYTES_MAX, MODULE_BYTES_MAX, read_bounded};
-use crate::ledger::RulesetArchive;
-use crate::ledger::record::ArchiveFile;
+use crate::ledger::{ArchiveFile, RulesetArchive};
 use crate::manifest::{Budget, MANIFEST_FILE, Manifest, ManifestError, OnError, RuleKind};
 use crate::params::Params;
 use crate::sandbox::{CompiledRule, LoadError, Sandbox};

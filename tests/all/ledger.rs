@@ -9,16 +9,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
-use rulehost::decision::{Decision, LedgerEffect, Outcome};
-use rulehost::input::{ParsedTransaction, parse_accounts, parse_transaction};
+use rulehost::input::{parse_accounts, parse_transaction};
 use rulehost::ledger::{
-    Admission, Commit, Committed, Effect, HoldState, Ledger, LedgerError, MemoryLedger, OpenError, Resolution,
-    SqliteLedger, StoreOptions, StoreReader,
+    Effect, HoldState, Ledger, LedgerError, MemoryLedger, OpenError, Resolution, SqliteLedger, StoreOptions,
+    StoreReader,
 };
 use rulehost::pipeline::{Pipeline, SharedLedger};
 use rust_decimal::Decimal;
 
-use crate::support::{TempRuleSet, jsonl, root, sandbox};
+use crate::support::{TempRuleSet, commit_as, jsonl, root, sandbox};
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(root().join("tests/fixtures/pipeline").join(name)).unwrap()
@@ -218,47 +217,6 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..24).prop_map(|id| Step::Replay { id }),
         1 => Just(Step::Reopen),
     ]
-}
-
-/// Commits `parsed` asking for `wanted`; the decision follows the ledger's
-/// funds check (approve/review when admitted, reject otherwise).
-fn commit_as(
-    store: &mut dyn Ledger,
-    parsed: &ParsedTransaction,
-    wanted: Effect,
-    counted: bool,
-) -> Result<Committed, LedgerError> {
-    let id = parsed.tx.id.clone();
-    store.commit(Commit {
-        tx: &parsed.tx,
-        fingerprint: parsed.fingerprint,
-        extra: None,
-        wanted,
-        count_in_history: counted,
-        facts: Default::default(),
-        decide: Box::new(move |admission| {
-            let (outcome, ledger) = match (admission, wanted) {
-                (Admission::Admitted, Effect::Post) => (Outcome::Approve, LedgerEffect::Posted),
-                (Admission::Admitted, Effect::Hold) => (Outcome::Review, LedgerEffect::Held),
-                _ => (Outcome::Reject, LedgerEffect::None),
-            };
-            Arc::new(decision(&id, outcome, ledger))
-        }),
-    })
-}
-
-fn decision(id: &str, outcome: Outcome, ledger: LedgerEffect) -> Decision {
-    Decision {
-        id: id.to_owned(),
-        outcome,
-        score: 0,
-        reasons: Vec::new(),
-        ruleset: "model".into(),
-        rollout: None,
-        rules: Vec::new(),
-        ledger,
-        json: Default::default(),
-    }
 }
 
 fn account_line(i: u8, opening_cents: u32, overdraft_cents: u32) -> String {

@@ -7,16 +7,16 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use rulehost::decision::{Decision, LedgerEffect, Outcome, Record};
+use rulehost::decision::{Outcome, Record};
 use rulehost::input::{ParsedTransaction, parse_accounts, parse_transaction};
 use rulehost::ledger::{
-    Admission, Commit, Committed, Effect, HoldState, Ledger, LedgerError, MemoryLedger, OpenError, Resolution,
-    SqliteLedger, StoreOptions, StoreReader,
+    Admission, Effect, HoldState, Ledger, LedgerError, MemoryLedger, OpenError, Resolution, SqliteLedger, StoreOptions,
+    StoreReader,
 };
 use rulehost::pipeline::{Pipeline, ReplayError, SharedLedger};
 use rust_decimal::Decimal;
 
-use crate::support::{TempRuleSet, jsonl, root, sandbox};
+use crate::support::{TempRuleSet, commit_as, jsonl, root, sandbox};
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(root().join("tests/fixtures/pipeline").join(name)).unwrap()
@@ -24,42 +24,6 @@ fn fixture(name: &str) -> String {
 
 fn open_with(path: &Path, options: StoreOptions) -> SqliteLedger {
     SqliteLedger::open(path, &options).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
-}
-
-fn decision(id: &str, outcome: Outcome, ledger: LedgerEffect) -> Decision {
-    Decision {
-        id: id.to_owned(),
-        outcome,
-        score: 0,
-        reasons: Vec::new(),
-        ruleset: "conformance".into(),
-        rollout: None,
-        rules: Vec::new(),
-        ledger,
-        json: Default::default(),
-    }
-}
-
-/// Commits `parsed` asking for `wanted`; the decision follows the funds check.
-fn commit_as(store: &mut dyn Ledger, parsed: &ParsedTransaction, wanted: Effect) -> Result<Committed, LedgerError> {
-    let id = parsed.tx.id.clone();
-    store.commit(Commit {
-        tx: &parsed.tx,
-        fingerprint: parsed.fingerprint,
-        extra: parsed.extra.as_deref(),
-        wanted,
-        count_in_history: true,
-        facts: Default::default(),
-        decide: Box::new(move |admission| {
-            let (outcome, ledger) = match (admission, wanted) {
-                (Admission::Admitted, Effect::Post) => (Outcome::Approve, LedgerEffect::Posted),
-                (Admission::Admitted, Effect::Hold) => (Outcome::Review, LedgerEffect::Held),
-                (Admission::Refused(_), _) => (Outcome::Reject, LedgerEffect::None),
-                _ => (Outcome::Decline, LedgerEffect::None),
-            };
-            Arc::new(decision(&id, outcome, ledger))
-        }),
-    })
 }
 
 fn tx(id: &str, source: &str, destination: &str, amount: &str, second: u64) -> ParsedTransaction {
@@ -105,7 +69,7 @@ fn resident_state_stops_growing_once_history_retention_is_reached() {
     for i in 0..total {
         let (s, d) = (i as usize * 7 % n_accounts, (i as usize * 7 + 1 + i as usize % 5) % n_accounts);
         let parsed = tx(&format!("tx-{i:08}"), &format!("acc-{s}"), &format!("acc-{d}"), "1.25", i);
-        commit_as(&mut store, &parsed, if i % 10 == 0 { Effect::Hold } else { Effect::Post }).unwrap();
+        commit_as(&mut store, &parsed, if i % 10 == 0 { Effect::Hold } else { Effect::Post }, true).unwrap();
         if (i + 1) % 50_000 == 0 {
             store.sync_point().wait().unwrap();
             samples.push(store.usage());
@@ -412,18 +376,18 @@ fn conformance(fresh: &mut dyn FnMut() -> Box<dyn Ledger>, reopen: &mut dyn FnMu
     assert_eq!(l.import_accounts(&[changed]), Err(LedgerError::AccountChanged("acc-0".into())));
 
     // The funds check runs inside the commit.
-    let c = commit_as(&mut *l, &tx("p1", "acc-0", "acc-1", "60.00", 1), Effect::Post).unwrap();
+    let c = commit_as(&mut *l, &tx("p1", "acc-0", "acc-1", "60.00", 1), Effect::Post, true).unwrap();
     assert_eq!((c.effect, c.decision.outcome), (Effect::Post, Outcome::Approve));
-    let c = commit_as(&mut *l, &tx("p2", "acc-0", "acc-1", "60.00", 2), Effect::Post).unwrap();
+    let c = commit_as(&mut *l, &tx("p2", "acc-0", "acc-1", "60.00", 2), Effect::Post, true).unwrap();
     assert_eq!((c.effect, c.decision.outcome), (Effect::Nothing, Outcome::Reject), "40.00 left");
-    let c = commit_as(&mut *l, &tx("h1", "acc-2", "acc-1", "140.00", 3), Effect::Hold).unwrap();
+    let c = commit_as(&mut *l, &tx("h1", "acc-2", "acc-1", "140.00", 3), Effect::Hold, true).unwrap();
     assert_eq!(c.effect, Effect::Hold, "the overdraft covers it");
-    let c = commit_as(&mut *l, &tx("h2", "acc-2", "acc-1", "20.00", 4), Effect::Hold).unwrap();
+    let c = commit_as(&mut *l, &tx("h2", "acc-2", "acc-1", "20.00", 4), Effect::Hold, true).unwrap();
     assert_eq!(c.effect, Effect::Nothing, "the pending hold counts against available");
-    let dup = commit_as(&mut *l, &tx("p1", "acc-0", "acc-1", "1.00", 5), Effect::Post);
+    let dup = commit_as(&mut *l, &tx("p1", "acc-0", "acc-1", "1.00", 5), Effect::Post, true);
     assert_eq!(dup.err(), Some(LedgerError::DuplicateDecision("p1".into())));
     let big = tx("o1", "acc-1", "acc-2", "9999999999999999999999999999", 6);
-    let c = commit_as(&mut *l, &big, Effect::Post).unwrap();
+    let c = commit_as(&mut *l, &big, Effect::Post, true).unwrap();
     assert_eq!(c.effect, Effect::Nothing, "no funds for it, and no panic");
 
     let b = |l: &dyn Ledger, id: &str| l.balances(id).map(|b| (b.posted, b.pending, b.available));
@@ -460,7 +424,7 @@ fn conformance(fresh: &mut dyn FnMut() -> Box<dyn Ledger>, reopen: &mut dyn FnMu
     assert_eq!(journal.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert_eq!(l.journal(Some("acc-0")).unwrap().len(), 2);
     // A new entry after a restart continues the sequence.
-    commit_as(&mut *l, &tx("p3", "acc-1", "acc-0", "1.00", 7), Effect::Post).unwrap();
+    commit_as(&mut *l, &tx("p3", "acc-1", "acc-0", "1.00", 7), Effect::Post, true).unwrap();
     l.sync_point().wait().unwrap();
     assert_eq!(l.journal(None).unwrap().last().map(|e| e.seq), Some(5));
 
@@ -468,7 +432,7 @@ fn conformance(fresh: &mut dyn FnMut() -> Box<dyn Ledger>, reopen: &mut dyn FnMu
     let archive = Arc::new(rulehost::ledger::RulesetArchive {
         version: "abcdef0123456789".into(),
         sha256: "ff".repeat(32),
-        files: vec![rulehost::ledger::record::ArchiveFile {
+        files: vec![rulehost::ledger::ArchiveFile {
             path: "manifest.toml".into(),
             sha256: "00".repeat(32),
             bytes: b"review_at = 400\n".as_slice().into(),

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use rulehost::decision::Record;
-use rulehost::input::parse_accounts;
-use rulehost::ledger::{Ledger, MemoryLedger};
+use rulehost::decision::{Decision, LedgerEffect, Outcome, Record};
+use rulehost::input::{ParsedTransaction, parse_accounts};
+use rulehost::ledger::{Admission, Commit, Committed, Effect, Ledger, LedgerError, MemoryLedger};
 use rulehost::pipeline::{Pipeline, SharedLedger};
 use rulehost::ruleset::RuleSet;
 use rulehost::sandbox::{Sandbox, SandboxConfig};
@@ -129,4 +129,43 @@ pub fn check(expected: &Path, actual: &str) {
 /// A decision's JSON as a value, for targeted assertions.
 pub fn value(record: &Record) -> serde_json::Value {
     serde_json::from_str(&record.to_json()).unwrap()
+}
+
+/// Commits `parsed` straight to a ledger asking for `wanted`; the decision
+/// follows the ledger's funds check: approve (posted) or review (held) when
+/// admitted, reject when refused, decline when nothing was asked.
+pub fn commit_as(
+    store: &mut dyn Ledger,
+    parsed: &ParsedTransaction,
+    wanted: Effect,
+    count_in_history: bool,
+) -> Result<Committed, LedgerError> {
+    let id = parsed.tx.id.clone();
+    store.commit(Commit {
+        tx: &parsed.tx,
+        fingerprint: parsed.fingerprint,
+        extra: parsed.extra.as_deref(),
+        wanted,
+        count_in_history,
+        facts: Default::default(),
+        decide: Box::new(move |admission| {
+            let (outcome, ledger) = match (admission, wanted) {
+                (Admission::Admitted, Effect::Post) => (Outcome::Approve, LedgerEffect::Posted),
+                (Admission::Admitted, Effect::Hold) => (Outcome::Review, LedgerEffect::Held),
+                (Admission::Refused(_), _) => (Outcome::Reject, LedgerEffect::None),
+                _ => (Outcome::Decline, LedgerEffect::None),
+            };
+            Arc::new(Decision {
+                id,
+                outcome,
+                score: 0,
+                reasons: Vec::new(),
+                ruleset: "direct".into(),
+                rollout: None,
+                rules: Vec::new(),
+                ledger,
+                json: Default::default(),
+            })
+        }),
+    })
 }

@@ -8,14 +8,18 @@
 //! the sum of its postings; pending equals the sum of its pending holds; an
 //! id has at most one decision.
 
+mod archive;
 mod history;
 mod memory;
+mod reads;
 pub mod record;
 mod sqlite;
 
+pub use archive::{ArchiveFile, ExtractError, RulesetArchive};
 pub use history::{History, LATENESS_SECONDS_DEFAULT};
 pub use memory::MemoryLedger;
-pub use record::{Admission, DecisionRecord, RecordedFacts, RecordedInput, RulesetArchive};
+pub use reads::{Read, RecordedFacts, ReplayFacts};
+pub use record::{Admission, DecisionRecord, RecordedInput};
 pub use sqlite::{
     CommitHook, CommitStats, DECISION_CACHE_ENTRIES_DEFAULT, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX,
     HANDOFF_OPS_MAX, ID_FILTER_BYTES_DEFAULT, OpenError, Report, SCHEMA_VERSION, SqliteLedger, StoreOptions,

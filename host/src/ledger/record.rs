@@ -19,12 +19,13 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::decision::{Decision, LedgerEffect, Outcome, RuleResult, RuleTrace};
-use crate::facts::{AccountFacts, Facts, HistoryQuery, HistoryStats};
+use crate::facts::HistoryStats;
 use crate::manifest::OnError;
-use crate::model::{Account, Nanos, Transaction, TransactionKind};
+use crate::model::{Transaction, TransactionKind};
 use crate::sandbox::{FailureKind, LogLine};
 
 use super::Refusal;
+use super::reads::{Read, RecordedFacts};
 
 /// Format byte of records written by this release.
 pub const RECORD_FORMAT: u8 = 1;
@@ -41,121 +42,6 @@ pub enum Admission {
     Admitted,
     /// Refused.
     Refused(Refusal),
-}
-
-/// One fact a rule read while deciding, with the answer it got.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Read {
-    /// An account's facts: `None` when the account is unknown, else its
-    /// available balance then (its static facts never change).
-    Account {
-        /// The account.
-        id: String,
-        /// Available balance, when the account exists.
-        available: Option<Decimal>,
-    },
-    /// A history question and its answer.
-    History {
-        /// The source account.
-        account: String,
-        /// Window start, excluded.
-        from_exclusive: Nanos,
-        /// Window end, included.
-        to_inclusive: Nanos,
-        /// Lower amount bound.
-        min: Option<Decimal>,
-        /// Upper amount bound.
-        max: Option<Decimal>,
-        /// The answer.
-        stats: HistoryStats,
-    },
-}
-
-/// The facts one decision's rules read, in a canonical order (sorted, each
-/// once), so the same decision records the same bytes whatever order
-/// concurrent rule calls read in.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecordedFacts {
-    reads: Vec<Read>,
-}
-
-fn read_key(r: &Read) -> (u8, &str, Nanos, Nanos, Option<Decimal>, Option<Decimal>) {
-    match r {
-        Read::Account { id, .. } => (0, id, 0, 0, None, None),
-        Read::History { account, from_exclusive, to_inclusive, min, max, .. } => {
-            (1, account, *from_exclusive, *to_inclusive, *min, *max)
-        }
-    }
-}
-
-impl RecordedFacts {
-    /// Records from reads in any order (duplicates are answered alike: a
-    /// committed evaluation saw one state of the ledger).
-    pub fn new(mut reads: Vec<Read>) -> Self {
-        reads.sort_by(|a, b| read_key(a).cmp(&read_key(b)));
-        reads.dedup_by(|a, b| read_key(a) == read_key(b));
-        RecordedFacts { reads }
-    }
-
-    /// The reads, in canonical order.
-    pub fn reads(&self) -> &[Read] {
-        &self.reads
-    }
-
-    fn find(&self, key: (u8, &str, Nanos, Nanos, Option<Decimal>, Option<Decimal>)) -> Option<&Read> {
-        self.reads.binary_search_by(|r| read_key(r).cmp(&key)).ok().and_then(|i| self.reads.get(i))
-    }
-}
-
-/// Answers a replayed evaluation's reads from what the original one read,
-/// with the accounts' static facts from the ledger. A read the original did
-/// not make is answered as unknown and counted (a replay that diverges says
-/// so).
-pub struct ReplayFacts {
-    recorded: RecordedFacts,
-    accounts: Vec<Account>,
-    missed: std::sync::atomic::AtomicU64,
-}
-
-impl ReplayFacts {
-    /// Facts for a replay: the recorded reads and the accounts they name.
-    pub fn new(recorded: RecordedFacts, accounts: Vec<Account>) -> Self {
-        ReplayFacts { recorded, accounts, missed: Default::default() }
-    }
-
-    /// Reads the replay made that the original did not.
-    pub fn missed(&self) -> u64 {
-        self.missed.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn miss(&self) {
-        self.missed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Facts for ReplayFacts {
-    fn account(&self, id: &str) -> Option<AccountFacts> {
-        let Some(Read::Account { available, .. }) = self.recorded.find((0, id, 0, 0, None, None)) else {
-            self.miss();
-            return None;
-        };
-        let available = (*available)?;
-        let Some(a) = self.accounts.iter().find(|a| a.id == id) else {
-            self.miss();
-            return None;
-        };
-        Some(AccountFacts::of(a, available))
-    }
-
-    fn history(&self, q: &HistoryQuery<'_>) -> HistoryStats {
-        match self.recorded.find((1, q.account, q.from_exclusive, q.to_inclusive, q.min, q.max)) {
-            Some(Read::History { stats, .. }) => *stats,
-            _ => {
-                self.miss();
-                HistoryStats::default()
-            }
-        }
-    }
 }
 
 /// A stored decision: what idempotency needs (fingerprint, decision) and,
@@ -226,53 +112,6 @@ fn kind_str(kind: TransactionKind) -> &'static str {
         TransactionKind::Transfer => "transfer",
         TransactionKind::Deposit => "deposit",
         TransactionKind::Withdrawal => "withdrawal",
-    }
-}
-
-// ---------------------------------------------------------------- rule-set archives
-
-/// One file of a rule-set version.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ArchiveFile {
-    /// Path inside the rule-set folder (`/`-separated, relative).
-    pub path: String,
-    /// SHA-256 of the bytes, hex.
-    pub sha256: String,
-    /// The bytes.
-    pub bytes: Arc<[u8]>,
-}
-
-/// Every file a rule-set version's content hash covers (the manifest, each
-/// module, each list), so the version can be loaded again byte for byte.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RulesetArchive {
-    /// The version (content hash, shortened), as decisions name it.
-    pub version: Arc<str>,
-    /// The full content hash.
-    pub sha256: String,
-    /// The files.
-    pub files: Vec<ArchiveFile>,
-}
-
-impl RulesetArchive {
-    /// Writes the files under `dir` (which must exist). A path that would
-    /// leave `dir` (absolute, or with `..`) is refused.
-    pub fn extract(&self, dir: &std::path::Path) -> Result<(), String> {
-        for f in &self.files {
-            let rel = std::path::Path::new(&f.path);
-            if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-                return Err(format!(
-                    "rule-set version {}: file path {:?} is not inside the rule-set folder",
-                    self.version, f.path
-                ));
-            }
-            let to = dir.join(rel);
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-            }
-            std::fs::write(&to, &f.bytes).map_err(|e| format!("{}: {e}", to.display()))?;
-        }
-        Ok(())
     }
 }
 
@@ -537,7 +376,7 @@ pub fn encode(record: &DecisionRecord, dictionary: &mut Dictionary) -> Result<(V
         .collect();
     let reads = input
         .facts
-        .reads
+        .reads()
         .iter()
         .map(|r| match r {
             Read::Account { id, available } => {
@@ -696,6 +535,9 @@ pub fn decode(bytes: &[u8], dictionary: &Dictionary) -> Result<DecisionRecord, R
 mod tests {
     use super::*;
     use crate::decision::JsonCache;
+    use crate::facts::{Facts, HistoryQuery};
+    use crate::ledger::ReplayFacts;
+    use crate::model::Account;
 
     fn record() -> DecisionRecord {
         let d = |s: &str| Decimal::from_str_exact(s).unwrap();

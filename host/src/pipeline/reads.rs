@@ -9,7 +9,7 @@ use foldhash::HashMap;
 use super::{SharedLedger, lock};
 use crate::facts::{AccountFacts, AccountView, Facts, HistoryQuery, HistoryStats};
 use crate::ledger::Effect;
-use crate::ledger::record::Read;
+use crate::ledger::Read;
 use crate::model::Transaction;
 
 /// What a speculative evaluation read from the ledger: accounts (their

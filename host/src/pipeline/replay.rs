@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{Pipeline, decision_of, evaluate::Evaluation, precheck_with, wanted_effect};
 use crate::decision::Decision;
 use crate::facts::Facts;
-use crate::ledger::record::ReplayFacts;
+use crate::ledger::ReplayFacts;
 use crate::ledger::{Admission, DecisionRecord, Effect};
 use crate::model::Account;
 use crate::ruleset::RuleSet;

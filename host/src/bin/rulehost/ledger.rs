@@ -245,7 +245,7 @@ pub(crate) fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
 
 /// `ledger show`: the stored record as JSON.
 fn show(reader: &StoreReader, id: &str) -> Result<serde_json::Value> {
-    use rulehost::ledger::record::Read;
+    use rulehost::ledger::Read;
     let record =
         reader.record(id).map_err(anyhow::Error::msg)?.ok_or_else(|| anyhow::anyhow!("no decision for {id:?}"))?;
     let decision: serde_json::Value = serde_json::from_str(record.decision.json())?;
@@ -311,7 +311,7 @@ fn replay(reader: &StoreReader, id: &str, cache: &crate::CacheArg) -> Result<(bo
         }
     }
     let _cleanup = Cleanup(dir.clone());
-    archive.extract(&dir).map_err(anyhow::Error::msg)?;
+    archive.extract(&dir)?;
     let (sandbox, ruleset) = crate::load(&dir, cache)?;
     if ruleset.sha256 != archive.sha256 {
         anyhow::bail!(
@@ -323,8 +323,8 @@ fn replay(reader: &StoreReader, id: &str, cache: &crate::CacheArg) -> Result<(bo
     if let Some(input) = &record.input {
         let mut ids: Vec<&str> = vec![&input.tx.source, &input.tx.destination];
         ids.extend(input.facts.reads().iter().map(|r| match r {
-            rulehost::ledger::record::Read::Account { id, .. } => id.as_str(),
-            rulehost::ledger::record::Read::History { account, .. } => account.as_str(),
+            rulehost::ledger::Read::Account { id, .. } => id.as_str(),
+            rulehost::ledger::Read::History { account, .. } => account.as_str(),
         }));
         ids.sort_unstable();
         ids.dedup();

@@ -11,7 +11,7 @@
 use rusqlite::{Connection, params};
 
 use super::rows::LoadError;
-use super::{SCHEMA_2, SCHEMA_VERSION, ts_key};
+use super::schema::{SCHEMA_2, SCHEMA_VERSION, ts_key};
 use crate::input::parse_timestamp;
 use crate::ledger::record::RECORD_FORMAT_MIGRATED;
 

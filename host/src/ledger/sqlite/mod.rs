@@ -36,286 +36,43 @@
 //! ([`StoreReader`]) may read it meanwhile.
 
 mod migrate;
+mod options;
+mod recent;
 mod reconcile;
 mod rows;
+mod schema;
 mod writer;
 
+pub use options::{
+    CommitHook, CommitStats, DECISION_CACHE_ENTRIES_DEFAULT, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX,
+    HANDOFF_OPS_MAX, ID_FILTER_BYTES_DEFAULT, ID_FILTER_SNAPSHOT_DECISIONS, OpenError, StoreOptions,
+    WRITE_QUEUE_OPS_MAX,
+};
 pub use reconcile::{Report, reconcile};
 pub use rows::StoreReader;
+pub use schema::{OPEN_BUSY_TIMEOUT, SCHEMA_VERSION};
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Sender, bounded};
-use foldhash::HashMap;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use rust_decimal::Decimal;
 
+use recent::{ID_FILTER_FORMAT, Recent, empty_filter};
 use rows::{LoadError, load};
+use schema::{sql_err, ts_key, ts_of_key};
 use writer::write_loop;
 
 use super::record::DictionaryEntry;
 use super::{
-    Balances, Commit, Committed, DecisionRecord, Effect, Hold, JournalEntry, LATENESS_SECONDS_DEFAULT, Ledger,
-    LedgerError, MemoryLedger, Refusal, Resolution, RulesetArchive, StoredDecision, SyncPoint, Usage, Watermark,
+    Balances, Commit, Committed, DecisionRecord, Effect, Hold, JournalEntry, Ledger, LedgerError, MemoryLedger,
+    Refusal, Resolution, RulesetArchive, StoredDecision, SyncPoint, Usage, Watermark,
 };
 use crate::facts::{HistoryQuery, HistoryStats};
 use crate::model::{Account, Nanos};
-
-/// Most changes written in one durable commit.
-pub const GROUP_COMMIT_OPS_MAX: usize = 4096;
-/// Default longest time the writer waits for more changes before committing
-/// a group that is not full: none (a group is whatever queued while the
-/// previous commit ran).
-pub const GROUP_COMMIT_LINGER_DEFAULT: Duration = Duration::ZERO;
-/// Changes queued ahead of the disk before committing callers wait.
-pub const WRITE_QUEUE_OPS_MAX: usize = 65_536;
-/// Changes handed to the writer together (fewer wake-ups on the serial
-/// commit path); a sync point hands over whatever is buffered at once.
-pub const HANDOFF_OPS_MAX: usize = 256;
-/// Version of the database layout this build writes (it migrates 1).
-pub const SCHEMA_VERSION: i64 = 2;
-/// How long opening waits for another process's lock before reporting it.
-pub const OPEN_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
-/// Default size of the recent-decision cache, in decisions. Decisions not
-/// yet durable are kept beyond it (at most the write queue's worth).
-pub const DECISION_CACHE_ENTRIES_DEFAULT: usize = 65_536;
-/// Default size of the filter of decided ids, in bytes (16 MiB: about one
-/// false "maybe" in 300 at 10 million ids, one in 6 at 50 million; a
-/// "maybe" costs one indexed read).
-pub const ID_FILTER_BYTES_DEFAULT: usize = 16 << 20;
-/// Decisions between two snapshots of the id filter in the file (what a
-/// restart after a crash re-reads at most, besides the snapshot).
-pub const ID_FILTER_SNAPSHOT_DECISIONS: u64 = 1_000_000;
-/// Hashes per id in the filter.
-const ID_FILTER_HASHES: u32 = 7;
-/// The filter's seed: fixed, so a snapshot reads back in the next process.
-const ID_FILTER_SEED: u128 = 0x7275_6c65_686f_7374_6964_7331;
-/// What a snapshot must say to be reused (else the filter is rebuilt from
-/// the ids in the file).
-const ID_FILTER_FORMAT: &str = "fastbloom-0.17 seed=7275 hashes=7";
-
-/// Tuning: a larger page cache keeps the id indexes in memory; checkpoints
-/// run every 16 384 WAL pages, so a page changed by many groups is copied back
-/// once.
-const PRAGMAS: [(&str, i64); 2] = [("cache_size", -65_536), ("wal_autocheckpoint", 16_384)];
-
-const SCHEMA: &str = "
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-CREATE TABLE accounts (
-    id TEXT PRIMARY KEY,
-    currency TEXT NOT NULL,
-    country TEXT NOT NULL,
-    opened_at TEXT NOT NULL,
-    status TEXT NOT NULL,
-    overdraft_limit TEXT NOT NULL,
-    opening_balance TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    posted TEXT NOT NULL,
-    pending TEXT NOT NULL
-) STRICT;
-CREATE TABLE system_accounts (id TEXT PRIMARY KEY, posted TEXT NOT NULL) STRICT;
-CREATE TABLE journal (
-    seq INTEGER PRIMARY KEY,
-    reference TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    debit TEXT NOT NULL,
-    credit TEXT NOT NULL,
-    currency TEXT NOT NULL,
-    amount TEXT NOT NULL,
-    UNIQUE (reference, kind)
-) STRICT;
-CREATE TABLE holds (
-    id TEXT PRIMARY KEY,
-    source TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    amount TEXT NOT NULL,
-    currency TEXT NOT NULL,
-    state TEXT NOT NULL
-) STRICT;
-CREATE TABLE resolutions (
-    seq INTEGER PRIMARY KEY,
-    hold_id TEXT NOT NULL,
-    action TEXT NOT NULL,
-    at_unix_ms INTEGER NOT NULL
-) STRICT;
-";
-
-/// Schema 2 beyond schema 1's tables: compact decisions, history within
-/// retention, the rule-set dictionary and archives, the id filter.
-const SCHEMA_2: &str = "
-CREATE TABLE decisions (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, record BLOB NOT NULL) STRICT;
-CREATE TABLE history (
-    source TEXT NOT NULL,
-    ts BLOB NOT NULL,
-    seq INTEGER NOT NULL,
-    amount TEXT NOT NULL,
-    PRIMARY KEY (source, ts, seq)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE ruleset_versions (id INTEGER PRIMARY KEY, version TEXT NOT NULL UNIQUE, rules TEXT NOT NULL) STRICT;
-CREATE TABLE rulesets (version TEXT PRIMARY KEY, sha256 TEXT NOT NULL, files TEXT NOT NULL) STRICT;
-CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, bytes BLOB NOT NULL) STRICT;
-CREATE TABLE id_filter (
-    key INTEGER PRIMARY KEY CHECK (key = 1),
-    covered_seq INTEGER NOT NULL,
-    format TEXT NOT NULL,
-    bits BLOB NOT NULL
-) STRICT;
-";
-
-/// A timestamp as 16 bytes that sort as the instants do (big-endian, sign
-/// bit flipped).
-pub(super) fn ts_key(t: Nanos) -> [u8; 16] {
-    ((t as u128) ^ (1u128 << 127)).to_be_bytes()
-}
-
-/// Reads back [`ts_key`].
-pub(super) fn ts_of_key(bytes: &[u8]) -> Option<Nanos> {
-    let b: [u8; 16] = bytes.try_into().ok()?;
-    Some((u128::from_be_bytes(b) ^ (1u128 << 127)) as i128)
-}
-
-/// Called after every durable commit with its duration (write + fsync) and
-/// the number of changes it made durable (e.g. to feed a metrics histogram).
-pub type CommitHook = Arc<dyn Fn(Duration, usize) + Send + Sync>;
-
-/// How the durable ledger commits, what history it keeps and how much it
-/// keeps in memory.
-#[derive(Clone)]
-pub struct StoreOptions {
-    /// Most changes per durable commit.
-    pub group_commit_ops_max: usize,
-    /// Longest wait for more changes before committing a group that is not full.
-    pub group_commit_linger: Duration,
-    /// History lateness allowance, in seconds.
-    pub lateness_seconds: u64,
-    /// Longest history window of the rule set that will run (history older
-    /// than this plus lateness is not loaded).
-    pub history_window_seconds_max: u64,
-    /// Recent decisions kept in memory, in decisions.
-    pub decision_cache_entries: usize,
-    /// Size of the filter of decided ids, in bytes.
-    pub id_filter_bytes: usize,
-    /// Called after every durable commit.
-    pub on_commit: Option<CommitHook>,
-}
-
-impl std::fmt::Debug for StoreOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreOptions")
-            .field("group_commit_ops_max", &self.group_commit_ops_max)
-            .field("group_commit_linger", &self.group_commit_linger)
-            .field("lateness_seconds", &self.lateness_seconds)
-            .field("history_window_seconds_max", &self.history_window_seconds_max)
-            .field("decision_cache_entries", &self.decision_cache_entries)
-            .field("id_filter_bytes", &self.id_filter_bytes)
-            .field("on_commit", &self.on_commit.is_some())
-            .finish()
-    }
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            group_commit_ops_max: GROUP_COMMIT_OPS_MAX,
-            group_commit_linger: GROUP_COMMIT_LINGER_DEFAULT,
-            lateness_seconds: LATENESS_SECONDS_DEFAULT,
-            history_window_seconds_max: 0,
-            decision_cache_entries: DECISION_CACHE_ENTRIES_DEFAULT,
-            id_filter_bytes: ID_FILTER_BYTES_DEFAULT,
-            on_commit: None,
-        }
-    }
-}
-
-/// SQLite's reason once (rusqlite's own text repeats it), with what to do
-/// about the common ones.
-fn sqlite_reason(e: &rusqlite::Error) -> String {
-    let (code, text) = match e {
-        rusqlite::Error::SqliteFailure(f, Some(m)) => (Some(f.code), m.clone()),
-        rusqlite::Error::SqliteFailure(f, None) => (Some(f.code), f.to_string()),
-        other => (None, other.to_string()),
-    };
-    match code {
-        Some(
-            rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied,
-        ) => {
-            format!("{text} (the file and its folder must be writable by this user: check their permissions)")
-        }
-        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
-            format!("{text} (not a ledger, or damaged: restore it from a backup or give another path)")
-        }
-        _ => text,
-    }
-}
-
-/// Why a ledger file could not be opened. Opening never changes a file it
-/// refuses.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// The path cannot be opened or created.
-    #[error("cannot open ledger {path}: {}", sqlite_reason(source))]
-    Unopenable {
-        /// The path.
-        path: PathBuf,
-        /// SQLite's reason.
-        source: rusqlite::Error,
-    },
-    /// Another process holds the ledger.
-    #[error("ledger {0} is in use by another process (one process owns a ledger file at a time)")]
-    InUse(PathBuf),
-    /// The file is not a SQLite database, or not a rulehost ledger.
-    #[error("{path} is not a rulehost ledger: {why}")]
-    NotALedger {
-        /// The path.
-        path: PathBuf,
-        /// What was found.
-        why: String,
-    },
-    /// The ledger was written with an older layout and this handle cannot
-    /// migrate it (it only reads).
-    #[error(
-        "ledger {path} has schema version {found}; this build reads {SCHEMA_VERSION}: migrate it with `rulehost ledger migrate --ledger {path}` (or open it once with `rulehost run` or `serve`)"
-    )]
-    NeedsMigration {
-        /// The path.
-        path: PathBuf,
-        /// Its schema version.
-        found: i64,
-    },
-    /// The ledger's content is inconsistent (run `rulehost ledger reconcile`).
-    #[error("ledger {path} is damaged: {why} (run `rulehost ledger reconcile --ledger {path}` for a full report)")]
-    Damaged {
-        /// The path.
-        path: PathBuf,
-        /// The first problem found.
-        why: String,
-    },
-}
-
-/// Counters of the writer, for benchmarks and metrics.
-#[derive(Clone, Debug)]
-pub struct CommitStats {
-    /// Durable commits made.
-    pub commits: u64,
-    /// Changes written.
-    pub ops: u64,
-    /// Latency of commits (first change queued → durable), microseconds.
-    pub latency_us: hdrhistogram::Histogram<u64>,
-    /// Duration of commits themselves (write + fsync), microseconds.
-    pub commit_us: hdrhistogram::Histogram<u64>,
-}
-
-impl Default for CommitStats {
-    fn default() -> Self {
-        // 1 µs … 1 h, 3 significant figures (fixed bounds: saturating_record clamps to them).
-        let histogram = || hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
-        CommitStats { commits: 0, ops: 0, latency_us: histogram(), commit_us: histogram() }
-    }
-}
 
 /// A change with its place in the sequence and when it was queued.
 pub(super) type Queued = (u64, Instant, Op);
@@ -363,38 +120,6 @@ pub(super) struct BalanceRow {
     pending: Option<Decimal>,
 }
 
-/// Decisions kept in memory: every decision not yet durable, and the most
-/// recent ones up to the cache size.
-#[derive(Default)]
-struct Recent {
-    records: HashMap<String, (u64, Arc<[u8]>)>,
-    order: VecDeque<(u64, String)>,
-    bytes: u64,
-}
-
-impl Recent {
-    fn insert(&mut self, id: String, seq: u64, record: Arc<[u8]>) {
-        self.bytes = self.bytes.saturating_add((record.len() + 2 * id.len() + 48) as u64);
-        self.order.push_back((seq, id.clone()));
-        self.records.insert(id, (seq, record));
-    }
-
-    /// Drops the oldest decisions beyond `keep`, never one after `durable`.
-    fn evict(&mut self, keep: usize, durable: u64) {
-        while self.order.len() > keep {
-            let Some((seq, _)) = self.order.front() else { break };
-            if *seq > durable {
-                break;
-            }
-            if let Some((_, id)) = self.order.pop_front()
-                && let Some((_, record)) = self.records.remove(&id)
-            {
-                self.bytes = self.bytes.saturating_sub((record.len() + 2 * id.len() + 48) as u64);
-            }
-        }
-    }
-}
-
 /// The durable ledger (see the module documentation).
 pub struct SqliteLedger {
     memory: MemoryLedger,
@@ -417,32 +142,17 @@ pub struct SqliteLedger {
     _owner: std::fs::File,
 }
 
-fn sql_err(path: &Path, e: rusqlite::Error) -> OpenError {
-    use rusqlite::ErrorCode as C;
-    match e.sqlite_error_code() {
-        Some(C::DatabaseBusy | C::DatabaseLocked) => OpenError::InUse(path.to_owned()),
-        Some(C::NotADatabase) => OpenError::NotALedger { path: path.to_owned(), why: "not a SQLite database".into() },
-        _ => OpenError::Unopenable { path: path.to_owned(), source: e },
-    }
-}
-
 pub(super) fn decimal(text: &str, what: &str) -> Result<Decimal, String> {
     text.parse::<Decimal>().map_err(|e| format!("{what}: {text:?} is not a decimal: {e}"))
-}
-
-/// A filter of `bytes` bytes (at least one word).
-fn empty_filter(bytes: usize) -> fastbloom::BloomFilter {
-    let words = (bytes / 8).max(1);
-    fastbloom::BloomFilter::from_vec(vec![0u64; words]).seed(&ID_FILTER_SEED).hashes(ID_FILTER_HASHES)
 }
 
 impl SqliteLedger {
     /// Opens (or creates) the ledger at `path` and loads its hot state;
     /// a ledger of schema 1 is migrated first.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<SqliteLedger, OpenError> {
-        let (conn, owner) = Self::connect(path)?;
+        let (conn, owner) = schema::connect(path)?;
         let owner = owner.ok_or_else(|| OpenError::InUse(path.to_owned()))?;
-        Self::prepare_schema(&conn, path, true)?;
+        schema::prepare_schema(&conn, path, true)?;
         let damaged = |why: String| OpenError::Damaged { path: path.to_owned(), why };
         let mut memory = MemoryLedger::hot(options.lateness_seconds);
         memory.retain_history(options.history_window_seconds_max);
@@ -484,95 +194,6 @@ impl SqliteLedger {
             decided_since_snapshot: 0,
             _owner: owner,
         })
-    }
-
-    /// Opens a read-write connection: WAL, full sync, and this process's
-    /// exclusive claim on the file (`None` when another process holds it).
-    fn connect(path: &Path) -> Result<(Connection, Option<std::fs::File>), OpenError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| sql_err(path, e))?;
-        conn.busy_timeout(OPEN_BUSY_TIMEOUT).map_err(|e| sql_err(path, e))?;
-        // Reading the header first tells a foreign file from ours before any pragma writes.
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())).map_err(|e| sql_err(path, e))?;
-        // The claim comes before any write, so a second process changes nothing.
-        let owner = std::fs::File::open(path).map_err(|e| OpenError::NotALedger {
-            path: path.to_owned(),
-            why: format!("cannot open it to take ownership: {e}"),
-        })?;
-        // Another process may be closing it: wait up to OPEN_BUSY_TIMEOUT.
-        let deadline = Instant::now() + OPEN_BUSY_TIMEOUT;
-        loop {
-            match owner.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => return Ok((conn, None)),
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(OpenError::NotALedger { path: path.to_owned(), why: format!("cannot lock it: {e}") });
-                }
-            }
-        }
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(|e| sql_err(path, e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(OpenError::NotALedger {
-                path: path.to_owned(),
-                why: format!("journal mode {mode} (WAL needed)"),
-            });
-        }
-        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| sql_err(path, e))?;
-        for (pragma, value) in PRAGMAS {
-            conn.pragma_update(None, pragma, value).map_err(|e| sql_err(path, e))?;
-        }
-        Ok((conn, Some(owner)))
-    }
-
-    /// Opens a read-only connection.
-    fn connect_read_only(path: &Path) -> Result<Connection, OpenError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| sql_err(path, e))?;
-        conn.busy_timeout(OPEN_BUSY_TIMEOUT).map_err(|e| sql_err(path, e))?;
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())).map_err(|e| sql_err(path, e))?;
-        Ok(conn)
-    }
-
-    /// Creates the schema in an empty file, checks it otherwise, and — when
-    /// `migrate` — brings a schema 1 ledger to this version.
-    fn prepare_schema(conn: &Connection, path: &Path, migrate: bool) -> Result<(), OpenError> {
-        let not_ours = |why: String| OpenError::NotALedger { path: path.to_owned(), why };
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))
-            .map_err(|e| sql_err(path, e))?;
-        if tables == 0 {
-            if !migrate {
-                return Err(not_ours("it has no tables".into()));
-            }
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA} {SCHEMA_2} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(|e| sql_err(path, e))?;
-            return Ok(());
-        }
-        let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
-            .optional()
-            .map_err(|_| not_ours("it has tables but no rulehost `meta` table".into()))?;
-        let version = match version {
-            Some(v) => v.parse::<i64>().map_err(|_| not_ours(format!("schema version {v:?}")))?,
-            None => return Err(not_ours("no schema version".into())),
-        };
-        match version {
-            SCHEMA_VERSION => Ok(()),
-            1 if migrate => migrate::from_1(conn).map_err(|e| match e {
-                LoadError::Sql(e) => sql_err(path, e),
-                LoadError::Bad(why) => OpenError::Damaged { path: path.to_owned(), why },
-            }),
-            1 => Err(OpenError::NeedsMigration { path: path.to_owned(), found: 1 }),
-            v if v > SCHEMA_VERSION => Err(not_ours(format!(
-                "schema version {v} was written by a later release; this build reads 1 to {SCHEMA_VERSION}"
-            ))),
-            v => Err(not_ours(format!("schema version {v}, this build reads 1 to {SCHEMA_VERSION}"))),
-        }
     }
 
     /// The file.

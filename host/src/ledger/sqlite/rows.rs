@@ -6,9 +6,10 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 use rust_decimal::Decimal;
 
-use super::{ID_FILTER_FORMAT, OpenError, Report, SqliteLedger, decimal, empty_filter, reconcile, ts_of_key};
+use super::{ID_FILTER_FORMAT, OpenError, Report, decimal, empty_filter, reconcile, ts_of_key};
 use crate::input::parse_timestamp;
-use crate::ledger::record::{ArchiveFile, Dictionary, DictionaryEntry};
+use crate::ledger::ArchiveFile;
+use crate::ledger::record::{Dictionary, DictionaryEntry};
 use crate::ledger::{
     AccountBalances, Balances, DecisionRecord, EntryKind, Hold, HoldState, JournalEntry, MemoryLedger, Posting,
     RulesetArchive,
@@ -192,7 +193,9 @@ pub(super) fn load_ids(
     let words = (bytes / 8).max(1);
     let (mut filter, after) = match snapshot {
         Some((covered, bits)) if bits.len() == words => (
-            fastbloom::BloomFilter::from_vec(bits).seed(&super::ID_FILTER_SEED).hashes(super::ID_FILTER_HASHES),
+            fastbloom::BloomFilter::from_vec(bits)
+                .seed(&super::recent::ID_FILTER_SEED)
+                .hashes(super::recent::ID_FILTER_HASHES),
             covered,
         ),
         _ => (empty_filter(bytes), 0),
@@ -274,8 +277,8 @@ impl StoreReader {
                 why: "it is empty (0 bytes); a ledger is made by `rulehost run` or `rulehost ledger import`".into(),
             });
         }
-        let conn = SqliteLedger::connect_read_only(path)?;
-        SqliteLedger::prepare_schema(&conn, path, false)?;
+        let conn = super::schema::connect_read_only(path)?;
+        super::schema::prepare_schema(&conn, path, false)?;
         let dictionary =
             read_dictionary(&conn).map_err(|e| OpenError::Damaged { path: path.to_owned(), why: load_message(e) })?;
         Ok(StoreReader { conn, dictionary })
