@@ -52,8 +52,8 @@ start=$(date +%s.%N)
 : >"$work/samples"
 while kill -0 "$pid" 2>/dev/null; do
   fd=$(for f in /proc/"$pid"/fd/*; do
-         [ "$(readlink "$f" 2>/dev/null)" = "$input" ] && basename "$f"
-       done | head -n1)
+         if [ "$(readlink "$f" 2>/dev/null)" = "$input" ]; then basename "$f"; fi
+       done | head -n1) || true
   if [ -n "$fd" ]; then
     pos=$(awk '/^pos:/ { print $2 }' /proc/"$pid"/fdinfo/"$fd" 2>/dev/null || true)
     rss=$(awk '/^VmRSS:/ { print $2 }' /proc/"$pid"/status 2>/dev/null || true)
@@ -63,18 +63,19 @@ while kill -0 "$pid" 2>/dev/null; do
   sleep "$sample"
 done
 wait "$time_pid" || [ $? -le 1 ] || { echo "bench-ledger-scale: run failed" >&2; exit 1; }
-read -r wall peak <"$work/run.time"
+# (time(1) puts "Command exited with non-zero status" first when some lines were errors.)
+read -r wall peak < <(tail -n1 "$work/run.time")
 
 printf '%s lines over %s accounts, durable ledger; per million lines read:\n' "$transactions" "$accounts"
 printf '%10s %9s %14s %9s\n' lines "at s" "tx/s (this M)" "RSS MiB"
 # For each mark: the first sample at or past it (its time and RSS).
-awk 'NR == FNR { mark[NR] = $1; off[NR] = $2; n = NR; next }
+awk -v wall="$wall" 'NR == FNR { mark[NR] = $1; off[NR] = $2; n = NR; next }
      { t[FNR] = $1; p[FNR] = $2; r[FNR] = $3; m = FNR }
      END {
        j = 1; prev = 0
        for (i = 1; i <= n; i++) {
          while (j <= m && p[j] < off[i]) j++
-         if (j > m) break
+         if (j > m) { if (i == n) printf "%10d %9.1f %14.0f %9s\n", mark[i], wall, 1000000 / (wall - prev), "(end)"; break }
          printf "%10d %9.1f %14.0f %9.0f\n", mark[i], t[j], 1000000 / (t[j] - prev), r[j] / 1024
          prev = t[j]
        }
@@ -94,7 +95,7 @@ for _ in $(seq "$rounds"); do
   /usr/bin/time -f "%e %M" -o "$work/open.time" \
     "$bin" run --rules examples/ruleset --cache-dir "$cache" --ledger "$ledger" --input /dev/null \
     --output /dev/null --quiet
-  cat "$work/open.time" >>"$work/restart"
+  tail -n1 "$work/open.time" >>"$work/restart"
 done
 sort -n "$work/restart" | awk '{ w[NR] = $1; r[NR] = $2 } END {
   i = int((NR + 1) / 2); printf "restart (open the ledger, decide nothing): %.2f s wall, %d MiB peak RSS (median of %d)\n", w[i], r[i] / 1024, NR }'

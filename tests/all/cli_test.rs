@@ -150,3 +150,14 @@ fn scaffolded_rules_build_and_pass_their_tests() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("must be lower-case"));
 }
+
+/// A relative `--cache-dir` is taken from the working directory (wasmtime
+/// itself wants an absolute one).
+#[test]
+fn a_relative_cache_dir_is_taken_from_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = root().join("examples/ruleset");
+    let out = rulehost(&["check", "--rules", rules.to_str().unwrap(), "--cache-dir", "compiled"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(std::fs::read_dir(dir.path().join("compiled")).unwrap().next().is_some(), "the cache was written");
+}

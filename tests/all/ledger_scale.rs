@@ -91,6 +91,9 @@ fn resident_state_stops_growing_once_history_retention_is_reached() {
     }
     assert_eq!(samples.last().unwrap().pending_holds, total / 10);
     store.close().unwrap();
+    // A clean close checkpoints: the next open has no WAL to replay.
+    let wal = path.with_extension("sqlite-wal");
+    assert!(!wal.exists(), "{} left behind after a clean close", wal.display());
 
     // The file holds every decision; reopening loads only the hot state.
     let reopened = open_with(&path, options);

@@ -219,8 +219,11 @@ impl Sandbox {
         }
         let cache = match &config.cache_dir {
             Some(dir) => {
+                // wasmtime wants an absolute folder; a relative one is taken from the working directory.
+                let dir = std::path::absolute(dir)
+                    .map_err(|e| anyhow::anyhow!("compiled-module cache in {}: {e}", dir.display()))?;
                 let mut cache_config = wasmtime::CacheConfig::new();
-                cache_config.with_directory(dir);
+                cache_config.with_directory(&dir);
                 let cache = wasmtime::Cache::new(cache_config)
                     .map_err(|e| anyhow::anyhow!("compiled-module cache in {}: {e}", dir.display()))?;
                 cfg.cache(Some(cache.clone()));

@@ -126,7 +126,9 @@ pub struct SqliteLedger {
     recent: Recent,
     ids: fastbloom::BloomFilter,
     /// Reads what is not in memory (decisions, journal, resolved holds).
-    reader: Mutex<Connection>,
+    /// Closed first at shutdown, so the writer's connection is the last
+    /// and SQLite checkpoints and removes the WAL (a read-only one cannot).
+    reader: Mutex<Option<Connection>>,
     options: StoreOptions,
     path: PathBuf,
     queue: Option<Sender<Vec<Queued>>>,
@@ -182,7 +184,7 @@ impl SqliteLedger {
             memory,
             recent: Recent::default(),
             ids,
-            reader: Mutex::new(reader),
+            reader: Mutex::new(Some(reader)),
             options: options.clone(),
             path: path.to_owned(),
             queue: Some(queue),
@@ -215,8 +217,7 @@ impl SqliteLedger {
     /// every change made so far is durable.
     pub fn reconcile(&mut self) -> Result<Report, LedgerError> {
         self.sync_point().wait()?;
-        let reader = self.reader.lock().map_err(|_| LedgerError::Storage("reader lock poisoned".into()))?;
-        reconcile(&reader).map_err(LedgerError::Storage)
+        self.read(|conn| reconcile(conn).map_err(LoadError::Bad))
     }
 
     /// Writes everything queued and stops the writer; returns the store's failure, if any.
@@ -231,6 +232,9 @@ impl SqliteLedger {
             self.decided_since_snapshot = 0;
         }
         self.hand_off();
+        if let Ok(mut reader) = self.reader.lock() {
+            reader.take();
+        }
         self.queue.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -276,7 +280,8 @@ impl SqliteLedger {
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, LoadError>) -> Result<T, LedgerError> {
         let reader = self.reader.lock().map_err(|_| LedgerError::Storage("reader lock poisoned".into()))?;
-        f(&reader).map_err(|e| LedgerError::Storage(rows::load_message(e)))
+        let conn = reader.as_ref().ok_or_else(|| LedgerError::Storage("the ledger is closed".into()))?;
+        f(conn).map_err(|e| LedgerError::Storage(rows::load_message(e)))
     }
 
     /// The encoded record of `id`: recent cache, then filter, then file.
