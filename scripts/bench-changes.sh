@@ -13,7 +13,7 @@ diff_transactions=${DIFF_TRANSACTIONS:-200000}
 rounds=${ROUNDS:-3}
 legacy=${LEGACY:-../shared/legacy/python_rules.py}
 scripts/build-rules.sh >/dev/null
-cargo build --quiet --release -p rulehost
+cargo build --quiet --release -p rulehost-cli
 bin=$PWD/target/release/rulehost
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -20,7 +20,7 @@ accounts=${ACCOUNTS:-100000}
 rounds=${ROUNDS:-3}
 sample=${SAMPLE_SECONDS:-2}
 scripts/build-rules.sh >/dev/null
-cargo build --quiet --release -p rulehost
+cargo build --quiet --release -p rulehost-cli
 bin=$PWD/target/release/rulehost
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$work"

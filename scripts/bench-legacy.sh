@@ -15,7 +15,7 @@ transactions=${TRANSACTIONS:-200000}
 rounds=${ROUNDS:-3}
 ledger=${LEDGER:-:memory:}
 scripts/build-rules.sh >/dev/null
-cargo build --quiet --release -p rulehost
+cargo build --quiet --release -p rulehost-cli
 bin=$PWD/target/release/rulehost
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
 duration=${DURATION:-10s}
 scripts/build-rules.sh >/dev/null
-cargo build --quiet --release -p rulehost
+cargo build --quiet --release -p rulehost-cli
 bin=target/release/rulehost
 work=$(mktemp -d)
 trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT

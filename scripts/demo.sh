@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 transactions=${TRANSACTIONS:-200000}
 scripts/build-rules.sh
-cargo build --quiet --release -p rulehost
+cargo build --quiet --release -p rulehost-cli
 bin=target/release/rulehost
 mkdir -p out/sample
 $bin gen --out out/sample --transactions "$transactions"

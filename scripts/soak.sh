@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-600}
 scripts/build-rules.sh >/dev/null
-cargo build --quiet --release -p rulehost
+cargo build --quiet --release -p rulehost-cli
 bin=target/release/rulehost
 work=$(mktemp -d)
 trap 'kill $(cat "$work/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -57,7 +57,7 @@ fn a_huge_weight_is_refused_at_load_and_a_watching_host_keeps_serving() {
         )
         .unwrap();
         let refused = live.reload().expect_err("a weight out of range is refused");
-        assert!(refused.contains("weight"), "{refused}");
+        assert!(refused.to_string().contains("weight"), "{refused}");
         // Nothing poisoned: the status answers, the old version serves.
         let status = live.status();
         assert_eq!(status.version, before);

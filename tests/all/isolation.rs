@@ -9,7 +9,7 @@
 use rulehost::decision::Record;
 use rulehost::manifest::Budget;
 use rulehost::ruleset::RuleSet;
-use rulehost::sandbox::{InstanceState, Isolation, Sandbox, SandboxConfig, val_bits};
+use rulehost::sandbox::{InstanceState, Isolation, Sandbox, SandboxConfig};
 
 use crate::support::{TempRuleSet, generated, module, run, sandbox, value};
 
@@ -132,6 +132,19 @@ fn the_hostile_rule_is_reset_to_a_fresh_instance_after_every_failure() {
     lines.push('\n');
     lines.push_str(&tx(999, "ok"));
     assert_reused_equals_fresh(&ruleset, ACCOUNTS, &lines);
+}
+
+/// A global's value as the bits `InstanceState` holds (the sandbox's own
+/// encoding, restated here so that the check stays independent of it).
+fn val_bits(v: &wasmtime::Val) -> u128 {
+    match v {
+        wasmtime::Val::I32(x) => u128::from(x.cast_unsigned()),
+        wasmtime::Val::I64(x) => u128::from(x.cast_unsigned()),
+        wasmtime::Val::F32(x) => u128::from(*x),
+        wasmtime::Val::F64(x) => u128::from(*x),
+        wasmtime::Val::V128(x) => x.as_u128(),
+        _ => u128::MAX,
+    }
 }
 
 /// The component model's own instance of the main module, right after

@@ -249,15 +249,11 @@ fn agree(store: &mut SqliteLedger, model: &Model) -> Result<(), TestCaseError> {
     store.sync_point().wait().unwrap();
     let on_disk = {
         let reader = StoreReader::open(store.path()).unwrap();
-        let mut stmt = reader.connection().prepare("SELECT id, posted, pending FROM accounts ORDER BY id").unwrap();
-        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect::<Vec<_>>()
+        reader.accounts().unwrap()
     };
-    for (id, posted, pending) in on_disk {
-        let (p, q, _) = model.accounts[&id];
-        prop_assert_eq!((posted.parse::<Decimal>().unwrap(), pending.parse::<Decimal>().unwrap()), (p, q));
+    for a in on_disk {
+        let (p, q, _) = model.accounts[&a.id];
+        prop_assert_eq!((a.posted, a.pending), (p, q));
     }
     let report = store.reconcile().unwrap();
     prop_assert!(report.is_clean(), "{:?}", report.discrepancies);

@@ -27,11 +27,10 @@ fn s(p: &Path) -> &str {
 /// Stored decisions by id, as JSON values.
 fn stored_decisions(ledger: &Path) -> HashMap<String, Value> {
     let reader = rulehost::ledger::StoreReader::open(ledger).unwrap();
-    let ids: Vec<String> = {
-        let mut stmt = reader.connection().prepare("SELECT id FROM decisions").unwrap();
-        stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
-    };
-    ids.into_iter()
+    reader
+        .decision_ids()
+        .unwrap()
+        .into_iter()
         .map(|id| {
             let record = reader.record(&id).unwrap().expect("a listed decision reads back");
             let json = serde_json::from_str(record.decision.json()).unwrap();

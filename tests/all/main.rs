@@ -9,6 +9,7 @@ mod canary;
 mod cli_test;
 mod containment;
 mod contracts;
+mod crates;
 mod deadline;
 mod determinism;
 mod diff;

@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rulehost::generate::{GenConfig, generate};
 use rulehost::pipeline::Pipeline;
 use rulehost::reload::{LiveRules, ReloadOutcome, RuleSource, Watcher};
 use rulehost::ruleset::RuleSet;
 use rulehost::sandbox::{Sandbox, SandboxConfig};
+use rulehost_cli::generate::{GenConfig, generate};
 
 use crate::support::{TempRuleSet, ledger, module, sandbox};
 

@@ -403,7 +403,7 @@ async fn the_openapi_document_matches_the_real_routes() {
     let doc: Value = serde_json::from_str(rulehost::server::OPENAPI).unwrap();
     let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     // Every route the router declares is documented, and nothing more.
-    let source = std::fs::read_to_string(root().join("host/src/server/mod.rs")).unwrap();
+    let source = std::fs::read_to_string(root().join("host/server/src/server/mod.rs")).unwrap();
     let declared: BTreeSet<String> =
         source.split(".route(\"").skip(1).map(|rest| rest.split('"').next().unwrap().to_owned()).collect();
     assert_eq!(declared, documented, "routes in server.rs vs paths in openapi.json");

@@ -14,7 +14,7 @@ use rulehost::sandbox::{Sandbox, SandboxConfig};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("host/cli is two levels below the root").to_owned()
 }
 
 /// A built Wasm module, by crate name (`rule-velocity`, `guest-hostile`).
@@ -67,9 +67,9 @@ impl TempRuleSet {
 
 /// `rulehost gen` traffic: (accounts, transactions) as JSON Lines.
 pub fn generated(seed: u64, accounts: usize, transactions: usize) -> (String, String) {
-    let config = rulehost::generate::GenConfig { seed, accounts, transactions, ..Default::default() };
+    let config = rulehost_cli::generate::GenConfig { seed, accounts, transactions, ..Default::default() };
     let (mut a, mut t) = (Vec::new(), Vec::new());
-    rulehost::generate::generate(&config, &mut a, &mut t).expect("generate");
+    rulehost_cli::generate::generate(&config, &mut a, &mut t).expect("generate");
     (String::from_utf8(a).expect("utf-8"), String::from_utf8(t).expect("utf-8"))
 }
 
