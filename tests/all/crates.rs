@@ -26,6 +26,8 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("rulehost-engine", &["rusqlite", "libsqlite3-sys", "axum", "hyper", "rulehost-ledger-sqlite", "rulehost-server"]),
     ("rulehost-server", &[]),
     ("rulehost", &[]),
+    // The Python package calls the library in-process, never over HTTP.
+    ("rulehost-python", &["reqwest"]),
 ];
 
 /// (package, the only host crates that may name it as a direct dependency).
@@ -35,6 +37,7 @@ const OWNED: &[(&str, &[&str])] = &[
     ("rusqlite", &["rulehost-ledger-sqlite"]),
     ("axum", &["rulehost-server"]),
     ("prometheus-client", &["rulehost-server"]),
+    ("pyo3", &["rulehost-python"]),
 ];
 
 /// The packages of `krate`'s normal dependency tree (`depth` levels deep,
@@ -75,7 +78,7 @@ fn no_crate_depends_on_what_it_must_not() {
 #[test]
 fn each_runtime_is_named_by_the_one_crate_that_owns_it() {
     let crates = ["rulehost-core", "rulehost-sandbox", "rulehost-ledger", "rulehost-ledger-sqlite", "rulehost-engine"];
-    let crates = crates.iter().chain(&["rulehost-server", "rulehost"]);
+    let crates = crates.iter().chain(&["rulehost-server", "rulehost", "rulehost-python"]);
     for krate in crates {
         let direct = tree(krate, Some(1));
         for (package, owners) in OWNED {

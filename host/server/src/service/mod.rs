@@ -378,12 +378,50 @@ impl Host {
         .await
     }
 
+    /// Parses one transaction as the host does (bad input is counted in the
+    /// metrics), so a caller holding borrowed bytes can parse them in place
+    /// and hand the host only the owned result (see [`Host::evaluate_parsed`]).
+    pub fn parse(&self, line: u64, json: &[u8]) -> Result<ParsedTransaction, InputError> {
+        let parsed = rulehost_engine::run::parse_bytes(line, json);
+        if parsed.is_err() {
+            self.inner.metrics.bad_input();
+        }
+        parsed
+    }
+
+    /// Decides a transaction [`Host::parse`] parsed; bad input is answered
+    /// with its error record at once.
+    pub async fn evaluate_parsed(
+        &self,
+        line: u64,
+        parsed: Result<ParsedTransaction, InputError>,
+    ) -> Result<Record, HostError> {
+        match parsed {
+            Ok(parsed) => {
+                self.durably(move |inner| inner.pipeline.decide(&inner.rules.live().current(), line, &parsed)).await
+            }
+            Err(e) => Ok(Record::Error(e)),
+        }
+    }
+
     /// Decides many transactions, in order (as `rulehost run` would, one
     /// after another), all against the rule set live at the start; returns
     /// their records once all are durable.
     pub async fn evaluate_batch(&self, lines: Vec<String>) -> Result<Vec<Record>, HostError> {
         self.durably(move |inner| {
             let parsed: Vec<_> = lines.iter().zip(1..).map(|(l, line)| (line, inner.parse(line, l))).collect();
+            inner.pipeline.decide_many(&inner.rules.live().current(), &parsed, &inner.pool, inner.window)
+        })
+        .await
+    }
+
+    /// As [`Host::evaluate_batch`], for transactions [`Host::parse`] parsed
+    /// (each numbered by its line).
+    pub async fn evaluate_parsed_batch(
+        &self,
+        parsed: Vec<(u64, Result<ParsedTransaction, InputError>)>,
+    ) -> Result<Vec<Record>, HostError> {
+        self.durably(move |inner| {
             inner.pipeline.decide_many(&inner.rules.live().current(), &parsed, &inner.pool, inner.window)
         })
         .await
