@@ -12,7 +12,7 @@ n=${1:-20000}
 rounds=${2:-5}
 scripts/build-rules.sh
 cargo build --quiet --release -p rulehost-cli
-sample=target/bench-python/sample
+sample="$PWD/target/bench-python/sample"
 rm -rf "$sample"
 target/release/rulehost gen --out "$sample" --transactions "$n" >/dev/null 2>&1
 venv=target/python-venv
@@ -33,5 +33,5 @@ legacy=${RULEHOST_LEGACY:-../shared/legacy/python_rules.py}
 if [ -f "$legacy" ]; then
   echo "== examples/python-service: rulehost in-process beside the legacy logic"
   "$venv/bin/python" examples/python-service/service.py --replay "$sample/transactions.jsonl" \
-    --accounts "$sample/accounts.jsonl" --legacy "$legacy" | sed -n '1,12p'
+    --accounts "$sample/accounts.jsonl" --legacy "$legacy" --threads 1 | tr -d "\n "; echo
 fi

@@ -32,6 +32,8 @@ import rulehost
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY_DEFAULT = ROOT.parent / "shared" / "legacy" / "python_rules.py"
+#: Bytes read from a connection at once; the complete lines among them are decided together.
+READ_BYTES_MAX = 64 * 1024
 
 
 def load_legacy(path: Path) -> ModuleType:
@@ -122,70 +124,102 @@ class Service:
         self.legacy = legacy
         self.report = Report()
 
-    async def decide(self, raw: bytes) -> bytes:
+    async def decide(self, lines: list[bytes]) -> bytes:
+        """Decides the lines that arrived together, in one call (rulehost
+        evaluates them in parallel; a hand-off per line would cost more than
+        the rules), and beside it the legacy logic line by line."""
         # CPU of the whole process (rulehost's evaluation threads included).
         started = time.process_time()
-        try:
-            mine: rulehost.Decision | rulehost.InputError = await self.host.decide_async(raw)
-        except rulehost.InputError as e:
-            mine = e
+        mine = await self.host.decide_many_async(lines)
         self.report.cpu_rulehost += time.process_time() - started
-        self.report.lines += 1
-        if self.legacy is not None:
+        out = []
+        for raw, record in zip(lines, mine):
+            self.report.lines += 1
+            out.append(record.json or b"{}")
+            if self.legacy is None:
+                continue
             started = time.process_time()
             theirs = self.legacy.decide(raw)
             self.report.cpu_legacy += time.process_time() - started
-            if agree(mine, theirs):
+            if agree(record, theirs):
                 self.report.agree += 1
             else:
-                self.report.disagreements.append({"line": self.report.lines, "rulehost": json.loads(mine.json or b"{}"),
-                                                  "legacy": theirs})
-        return (mine.json or b"{}") + b"\n"
+                self.report.disagreements.append(
+                    {"line": self.report.lines, "rulehost": json.loads(record.json or b"{}"), "legacy": theirs})
+        return b"\n".join(out) + b"\n"
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """JSON Lines in, one answer line per line out, in order. Whatever has
+        arrived is decided together (at most READ_BYTES_MAX at a time)."""
+        pending = b""
         try:
-            while raw := await reader.readline():
-                writer.write(await self.decide(raw.rstrip(b"\r\n")))
+            while chunk := await reader.read(READ_BYTES_MAX):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                lines = [l.rstrip(b"\r") for l in complete]
+                if lines:
+                    writer.write(await self.decide(lines))
+                    await writer.drain()
+            if pending:
+                writer.write(await self.decide([pending.rstrip(b"\r")]))
                 await writer.drain()
         finally:
             writer.close()
 
 
+async def client(port: int, transactions: Path) -> None:
+    """A client in its own process: streams the file, counts the answers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def send() -> None:
+        with transactions.open("rb") as f:
+            for raw in f:
+                writer.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                await writer.drain()
+        writer.write_eof()
+
+    sending = asyncio.create_task(send())
+    answers = 0
+    while await reader.readline():
+        answers += 1
+    await sending
+    writer.close()
+    print(answers)
+
+
 async def replay(service: Service, transactions: Path) -> int:
-    """Serves on a loopback port and streams `transactions` through it as a client."""
+    """Serves on a loopback port and streams `transactions` through it from a
+    client process (so the client's work is not counted as the service's);
+    returns how many answers the client got."""
     server = await asyncio.start_server(service.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    answers = 0
     async with server:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-
-        async def send() -> None:
-            with transactions.open("rb") as f:
-                for raw in f:
-                    writer.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                    await writer.drain()
-            writer.write_eof()
-
-        sending = asyncio.create_task(send())
-        while await reader.readline():
-            answers += 1
-        await sending
-        writer.close()
-    return answers
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--client", str(port), str(transactions), stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"the client failed ({proc.returncode})")
+    return int(out.decode().strip() or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rules", type=Path, default=ROOT / "examples" / "ruleset")
-    p.add_argument("--accounts", type=Path, required=True)
+    p.add_argument("--accounts", type=Path)
     p.add_argument("--blocked", type=Path, default=ROOT / "examples" / "ruleset" / "lists" / "blocked-accounts.txt")
     p.add_argument("--legacy", type=Path, default=LEGACY_DEFAULT, help="python_rules.py (default: %(default)s)")
     p.add_argument("--no-legacy", action="store_true", help="rulehost only (the migration's last step)")
     p.add_argument("--replay", type=Path, help="stream this JSON Lines file through the service and report")
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--threads", type=int, help="rulehost's evaluation threads (default: one per CPU)")
+    if argv is None and sys.argv[1:2] == ["--client"]:
+        asyncio.run(client(int(sys.argv[2]), Path(sys.argv[3])))
+        return 0
     args = p.parse_args(argv)
+    if args.accounts is None:
+        p.error("--accounts is required")
     legacy = None if args.no_legacy else Legacy(load_legacy(args.legacy), args.accounts, args.blocked)
-    with rulehost.Host(rules=args.rules, accounts=args.accounts) as host:
+    with rulehost.Host(rules=args.rules, accounts=args.accounts, threads=args.threads) as host:
         service = Service(host, legacy)
         if args.replay is None:
             async def serve() -> None:

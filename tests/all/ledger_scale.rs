@@ -431,6 +431,16 @@ fn conformance(fresh: &mut dyn FnMut() -> Box<dyn Ledger>, reopen: &mut dyn FnMu
     l.sync_point().wait().unwrap();
     assert_eq!(l.journal(None).unwrap().last().map(|e| e.seq), Some(5));
 
+    // Resolving twice in a row, before the first resolution is durable, is
+    // idempotent: the second answers AlreadyDone and moves no money again.
+    let c = commit_as(&mut *l, &tx("h3", "acc-0", "acc-1", "5.00", 8), Effect::Hold, true).unwrap();
+    assert_eq!(c.effect, Effect::Hold);
+    let before = b(&*l, "acc-1").map(|(posted, ..)| posted);
+    assert_eq!(l.resolve_hold("h3", true), Ok(Resolution::Done));
+    assert_eq!(l.resolve_hold("h3", true), Ok(Resolution::AlreadyDone));
+    assert_eq!(l.resolve_hold("h3", false), Err(LedgerError::HoldResolved { id: "h3".into(), state: "posted" }));
+    assert_eq!(b(&*l, "acc-1").map(|(posted, ..)| posted), before.map(|p| p + d("5.00")));
+
     // Rule-set archives round-trip by version.
     let archive = Arc::new(rulehost::ledger::RulesetArchive {
         version: "abcdef0123456789".into(),

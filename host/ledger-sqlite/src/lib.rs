@@ -409,6 +409,10 @@ impl Ledger for SqliteLedger {
         // A resolved hold lives in the file only: bring it back to answer
         // an idempotent repeat (or refuse the other way), then forget it.
         let restored = if self.memory.hold(id)?.is_none() {
+            // Not in memory: resolved (or never held). Its last resolution
+            // may still be on its way to the file: read it once it is there,
+            // or a repeat would find it pending and resolve it twice.
+            self.sync_point().wait()?;
             match self.read(|conn| rows::read_hold(conn, id))? {
                 Some(h) => {
                     self.memory.restore_hold(h);
