@@ -10,7 +10,7 @@ Every call that runs rules releases the GIL; ``decide_async`` and
 
 from __future__ import annotations
 
-from ._errors import AccountsError, ClosedError, Error, InputError, LedgerError, RuleSetError
+from ._errors import AccountsError, ClosedError, Error, InputError, LedgerError, RolloutError, RuleSetError
 from ._rulehost import LINE_BYTES_MAX, Decision, Host, ReloadEvents
 from ._types import Balance, Hold, ReloadEvent, ReloadOutcome, Resolved, Rule, RuleSet, Transaction
 
@@ -29,6 +29,7 @@ __all__ = [
     "ReloadEvents",
     "ReloadOutcome",
     "Resolved",
+    "RolloutError",
     "Rule",
     "RuleSet",
     "RuleSetError",

@@ -60,3 +60,8 @@ class AccountsError(Error):
 
 class ClosedError(Error):
     """The host is closed (or shutting down)."""
+
+
+class RolloutError(Error):
+    """A canary request that cannot be done (no candidate, nothing to roll
+    back, a share outside 0..=100, or the rollout state file failed)."""

@@ -307,7 +307,10 @@ impl PyHost {
 #[pymethods]
 impl PyHost {
     #[new]
-    #[pyo3(signature = (rules, ledger=None, accounts=None, watch=false, threads=None, cache_dir=None, shadow=None))]
+    #[pyo3(signature = (
+        rules, ledger=None, accounts=None, watch=false, threads=None, cache_dir=None, shadow=None,
+        canary=None, canary_share=0, rollout_state=None
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -318,6 +321,9 @@ impl PyHost {
         threads: Option<usize>,
         cache_dir: Option<PathBuf>,
         shadow: Option<PathBuf>,
+        canary: Option<PathBuf>,
+        canary_share: u64,
+        rollout_state: Option<PathBuf>,
     ) -> PyResult<Self> {
         let mut builder = HostBuilder::new(rules).watch(watch);
         if let Some(path) = ledger {
@@ -342,6 +348,18 @@ impl PyHost {
         }
         if let Some(dir) = shadow {
             builder = builder.shadow(dir);
+        }
+        let share =
+            u8::try_from(canary_share).ok().filter(|s| *s <= rulehost_engine::rollout::BUCKETS).ok_or_else(|| {
+                PyValueError::new_err(format!("canary_share must be 0..=100 (percent), not {canary_share}"))
+            })?;
+        if let Some(dir) = canary {
+            builder = builder.canary(dir, share);
+        } else if share > 0 {
+            return Err(PyValueError::new_err("canary_share needs a canary rule-set folder"));
+        }
+        if let Some(file) = rollout_state {
+            builder = builder.rollout_state(file);
         }
         let host = py.detach(|| runtime().block_on(builder.build())).map_err(|e| build_error(py, e))?;
         Ok(PyHost { host: RwLock::new(Some(host)) })
@@ -478,6 +496,38 @@ impl PyHost {
         Ok(ReloadEvents { receiver: Arc::new(tokio::sync::Mutex::new(receiver)) })
     }
 
+    /// The canary rollout's state and counts, as a dict (`None` without a canary).
+    fn rollout_status<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.get(py)?.rollout_status() {
+            Some(status) => Ok(Some(py.import("json")?.getattr("loads")?.call1((status.to_string(),))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the canary candidate's share of source accounts, in percent.
+    fn set_canary_share<'py>(&self, py: Python<'py>, percent: u64) -> PyResult<Bound<'py, PyAny>> {
+        let host = self.get(py)?;
+        transition(py, py.detach(|| runtime().block_on(host.set_canary_share(percent))))
+    }
+
+    /// Aborts the canary (share 0, the candidate kept).
+    fn abort_canary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let host = self.get(py)?;
+        transition(py, py.detach(|| runtime().block_on(host.abort_canary())))
+    }
+
+    /// Promotes the candidate: it becomes live.
+    fn promote_canary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let host = self.get(py)?;
+        transition(py, py.detach(|| runtime().block_on(host.promote_canary())))
+    }
+
+    /// Rolls back the last promotion.
+    fn rollback_promotion<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let host = self.get(py)?;
+        transition(py, py.detach(|| runtime().block_on(host.rollback_promotion())))
+    }
+
     /// The host's metrics in the Prometheus text format.
     fn metrics(&self, py: Python<'_>) -> PyResult<String> {
         Ok(self.get(py)?.metrics().encode())
@@ -521,6 +571,17 @@ impl PyHost {
         self.close(py)?;
         Ok(false)
     }
+}
+
+/// A rollout transition as a dict (the JSON the state file keeps), or a
+/// `rulehost.RolloutError`.
+fn transition<'py>(
+    py: Python<'py>,
+    t: Result<rulehost_engine::rollout::Transition, rulehost_engine::rollout::RolloutError>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let t = t.map_err(|e| error(py, "RolloutError", e.to_string()))?;
+    let text = serde_json::to_string(&t).map_err(|e| error(py, "Error", e.to_string()))?;
+    py.import("json")?.getattr("loads")?.call1((text,))
 }
 
 fn balance_to_py<'py>(py: Python<'py>, a: &AccountBalances) -> PyResult<Bound<'py, PyAny>> {
