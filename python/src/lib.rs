@@ -21,13 +21,15 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use rulehost_core::decision::{Decision, Record};
 use rulehost_core::files::{Line, read_line_bounded};
 use rulehost_core::input::{InputError, ParsedTransaction};
-use rulehost_engine::reload::{ReloadError, ReloadEvent, ReloadOutcome};
+use rulehost_engine::reload::{ReloadError, ReloadEvent};
 use rulehost_engine::run::{LINE_BYTES_MAX, too_long_error};
-use rulehost_ledger::{AccountBalances, Hold};
 use rulehost_ledger_sqlite::LedgerLocation;
 use rulehost_server::service::{self, BuildError, HostBuilder, HostError};
 
+mod convert;
 mod json;
+
+use convert::{balance_to_py, event_to_py, hold_to_py, outcome_to_py, ruleset_to_py, transition};
 
 type Parsed = Result<ParsedTransaction, InputError>;
 
@@ -38,7 +40,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// An exception of `rulehost._errors` (the package's one hierarchy).
-fn error(py: Python<'_>, class: &str, message: String) -> PyErr {
+pub(crate) fn error(py: Python<'_>, class: &str, message: String) -> PyErr {
     let made = py.import("rulehost._errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1((message,)));
     match made {
         Ok(e) => PyErr::from_value(e),
@@ -78,11 +80,6 @@ fn build_error(py: Python<'_>, e: BuildError) -> PyErr {
 
 fn reload_error(py: Python<'_>, e: ReloadError) -> PyErr {
     error(py, "RuleSetError", e.to_string())
-}
-
-/// A dataclass of `rulehost._types`, made from keyword arguments.
-fn made<'py>(py: Python<'py>, class: &str, fields: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
-    py.import("rulehost._types")?.getattr(class)?.call((), Some(fields))
 }
 
 /// One decision: what `rulehost run` writes for a line, as an object.
@@ -447,26 +444,7 @@ impl PyHost {
     /// The live rule set.
     #[getter]
     fn ruleset<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let set = self.get(py)?.ruleset();
-        let rules = set
-            .rules
-            .iter()
-            .map(|r| {
-                let f = PyDict::new(py);
-                f.set_item("name", &*r.name)?;
-                f.set_item("kind", r.kind.as_str())?;
-                f.set_item("version", &*r.version)?;
-                f.set_item("weight", r.weight)?;
-                made(py, "Rule", &f)
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let f = PyDict::new(py);
-        f.set_item("version", &*set.version)?;
-        f.set_item("directory", &set.dir)?;
-        f.set_item("review_at", set.review_at)?;
-        f.set_item("decline_at", set.decline_at)?;
-        f.set_item("rules", pyo3::types::PyTuple::new(py, rules)?)?;
-        made(py, "RuleSet", &f)
+        ruleset_to_py(py, &self.get(py)?.ruleset())
     }
 
     /// Loads the folder now; raises `RuleSetError` if it is refused (the live
@@ -571,82 +549,6 @@ impl PyHost {
         self.close(py)?;
         Ok(false)
     }
-}
-
-/// A rollout transition as a dict (the JSON the state file keeps), or a
-/// `rulehost.RolloutError`.
-fn transition<'py>(
-    py: Python<'py>,
-    t: Result<rulehost_engine::rollout::Transition, rulehost_engine::rollout::RolloutError>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let t = t.map_err(|e| error(py, "RolloutError", e.to_string()))?;
-    let text = serde_json::to_string(&t).map_err(|e| error(py, "Error", e.to_string()))?;
-    py.import("json")?.getattr("loads")?.call1((text,))
-}
-
-fn balance_to_py<'py>(py: Python<'py>, a: &AccountBalances) -> PyResult<Bound<'py, PyAny>> {
-    let f = PyDict::new(py);
-    f.set_item("account", &a.id)?;
-    f.set_item("currency", &a.currency)?;
-    f.set_item("status", a.status.as_str())?;
-    f.set_item("overdraft_limit", a.overdraft_limit)?;
-    f.set_item("posted", a.posted)?;
-    f.set_item("pending", a.pending)?;
-    f.set_item("available", a.available)?;
-    made(py, "Balance", &f)
-}
-
-fn hold_to_py<'py>(py: Python<'py>, h: &Hold, repeated: Option<bool>) -> PyResult<Bound<'py, PyAny>> {
-    let f = PyDict::new(py);
-    f.set_item("id", &h.id)?;
-    f.set_item("source", &h.source)?;
-    f.set_item("destination", &h.destination)?;
-    f.set_item("amount", h.amount)?;
-    f.set_item("currency", &h.currency)?;
-    f.set_item("state", h.state.as_str())?;
-    match repeated {
-        None => made(py, "Hold", &f),
-        Some(repeated) => {
-            f.set_item("already_done", repeated)?;
-            made(py, "Resolved", &f)
-        }
-    }
-}
-
-fn outcome_to_py<'py>(py: Python<'py>, outcome: ReloadOutcome) -> PyResult<Bound<'py, PyAny>> {
-    let f = PyDict::new(py);
-    match outcome {
-        ReloadOutcome::Swapped { from, to } => {
-            f.set_item("changed", true)?;
-            f.set_item("from_version", from)?;
-            f.set_item("to_version", to)?;
-        }
-        ReloadOutcome::Unchanged => {
-            f.set_item("changed", false)?;
-        }
-    }
-    made(py, "ReloadOutcome", &f)
-}
-
-fn event_to_py(py: Python<'_>, event: ReloadEvent) -> PyResult<Py<PyAny>> {
-    let f = PyDict::new(py);
-    match event {
-        ReloadEvent::Swapped { from, to } => {
-            f.set_item("kind", "swapped")?;
-            f.set_item("from_version", from)?;
-            f.set_item("to_version", to)?;
-        }
-        ReloadEvent::Refused { message } => {
-            f.set_item("kind", "refused")?;
-            f.set_item("message", message)?;
-        }
-        ReloadEvent::RolledBack { from, to } => {
-            f.set_item("kind", "rolled_back")?;
-            f.set_item("from_version", from)?;
-            f.set_item("to_version", to)?;
-        }
-    }
-    Ok(made(py, "ReloadEvent", &f)?.unbind())
 }
 
 /// The reload events of one host, from when it was asked for.

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::metrics::Metrics;
 use rulehost_core::decision::{Decision, Record};
-use rulehost_core::input::{ErrorCode, InputError, ParsedTransaction, parse_transaction};
+use rulehost_core::input::{ErrorCode, InputError, ParsedTransaction};
 use rulehost_engine::pipeline::{Pipeline, SharedLedger, lock};
 use rulehost_engine::reload::{ReloadError, ReloadEvent, ReloadOutcome, RuleSource, Status};
 use rulehost_engine::rollout::{GuardOverride, RolloutError, Transition};
@@ -301,12 +301,9 @@ impl Setup {
 
 impl Inner {
     /// Parses one transaction, counting bad input in the metrics.
-    fn parse(&self, line: u64, text: &str) -> Result<ParsedTransaction, InputError> {
-        let parsed = if text.len() > rulehost_engine::run::LINE_BYTES_MAX {
-            Err(rulehost_engine::run::too_long_error(line, text.len() as u64))
-        } else {
-            parse_transaction(line, text)
-        };
+    fn parse(&self, line: u64, json: &[u8]) -> Result<ParsedTransaction, InputError> {
+        // The grammar and the LINE_BYTES_MAX limit of a line of `rulehost run`.
+        let parsed = rulehost_engine::run::parse_bytes(line, json);
         if parsed.is_err() {
             self.metrics.bad_input();
         }
@@ -371,22 +368,14 @@ impl Host {
 
     /// As [`Host::evaluate`], numbering the record `line`.
     pub async fn evaluate_line(&self, line: u64, json: String) -> Result<Record, HostError> {
-        self.durably(move |inner| match inner.parse(line, &json) {
-            Ok(parsed) => inner.pipeline.decide(&inner.rules.live().current(), line, &parsed),
-            Err(e) => Record::Error(e),
-        })
-        .await
+        self.evaluate_parsed(line, self.parse(line, json.as_bytes())).await
     }
 
     /// Parses one transaction as the host does (bad input is counted in the
     /// metrics), so a caller holding borrowed bytes can parse them in place
     /// and hand the host only the owned result (see [`Host::evaluate_parsed`]).
     pub fn parse(&self, line: u64, json: &[u8]) -> Result<ParsedTransaction, InputError> {
-        let parsed = rulehost_engine::run::parse_bytes(line, json);
-        if parsed.is_err() {
-            self.inner.metrics.bad_input();
-        }
-        parsed
+        self.inner.parse(line, json)
     }
 
     /// Decides a transaction [`Host::parse`] parsed; bad input is answered
@@ -409,7 +398,8 @@ impl Host {
     /// their records once all are durable.
     pub async fn evaluate_batch(&self, lines: Vec<String>) -> Result<Vec<Record>, HostError> {
         self.durably(move |inner| {
-            let parsed: Vec<_> = lines.iter().zip(1..).map(|(l, line)| (line, inner.parse(line, l))).collect();
+            let parsed: Vec<_> =
+                lines.iter().zip(1..).map(|(l, line)| (line, inner.parse(line, l.as_bytes()))).collect();
             inner.pipeline.decide_many(&inner.rules.live().current(), &parsed, &inner.pool, inner.window)
         })
         .await
