@@ -23,7 +23,7 @@ use rulehost_core::files::{Line, read_line_bounded};
 use rulehost_core::input::{InputError, ParsedTransaction};
 use rulehost_engine::reload::{ReloadError, ReloadEvent};
 use rulehost_engine::run::{LINE_BYTES_MAX, too_long_error};
-use rulehost_ledger_sqlite::LedgerLocation;
+use rulehost_server::location::LedgerLocation;
 use rulehost_server::service::{self, BuildError, HostBuilder, HostError};
 
 mod convert;

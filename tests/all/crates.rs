@@ -21,9 +21,16 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &["wasmtime", "wasmtime-wasi", "rusqlite", "libsqlite3-sys", "tokio", "axum", "hyper", "notify", "rayon"],
     ),
     ("rulehost-sandbox", &["rusqlite", "libsqlite3-sys", "axum", "hyper", "rulehost-ledger", "rulehost-engine"]),
-    ("rulehost-ledger", &["wasmtime", "rusqlite", "libsqlite3-sys", "axum", "hyper", "rulehost-sandbox"]),
-    ("rulehost-ledger-sqlite", &["wasmtime", "axum", "hyper", "rulehost-sandbox", "rulehost-engine"]),
-    ("rulehost-engine", &["rusqlite", "libsqlite3-sys", "axum", "hyper", "rulehost-ledger-sqlite", "rulehost-server"]),
+    ("rulehost-ledger", &["wasmtime", "rusqlite", "libsqlite3-sys", "postgres", "axum", "hyper", "rulehost-sandbox"]),
+    ("rulehost-ledger-sqlite", &["wasmtime", "postgres", "axum", "hyper", "rulehost-sandbox", "rulehost-engine"]),
+    (
+        "rulehost-ledger-postgres",
+        &["wasmtime", "rusqlite", "libsqlite3-sys", "axum", "hyper", "rulehost-sandbox", "rulehost-engine"],
+    ),
+    (
+        "rulehost-engine",
+        &["rusqlite", "libsqlite3-sys", "postgres", "axum", "hyper", "rulehost-ledger-sqlite", "rulehost-server"],
+    ),
     ("rulehost-server", &[]),
     ("rulehost", &[]),
     // The Python package calls the library in-process, never over HTTP.
@@ -35,6 +42,7 @@ const OWNED: &[(&str, &[&str])] = &[
     ("wasmtime", &["rulehost-sandbox"]),
     ("wasmtime-wasi", &["rulehost-sandbox"]),
     ("rusqlite", &["rulehost-ledger-sqlite"]),
+    ("postgres", &["rulehost-ledger-postgres"]),
     ("axum", &["rulehost-server"]),
     ("prometheus-client", &["rulehost-server"]),
     ("pyo3", &["rulehost-python"]),
@@ -78,7 +86,8 @@ fn no_crate_depends_on_what_it_must_not() {
 #[test]
 fn each_runtime_is_named_by_the_one_crate_that_owns_it() {
     let crates = ["rulehost-core", "rulehost-sandbox", "rulehost-ledger", "rulehost-ledger-sqlite", "rulehost-engine"];
-    let crates = crates.iter().chain(&["rulehost-server", "rulehost", "rulehost-python"]);
+    let crates = crates.iter().chain(&["rulehost-ledger-postgres"]);
+    let crates = crates.chain(&["rulehost-server", "rulehost", "rulehost-python"]);
     for krate in crates {
         let direct = tree(krate, Some(1));
         for (package, owners) in OWNED {
@@ -90,11 +99,11 @@ fn each_runtime_is_named_by_the_one_crate_that_owns_it() {
     }
 }
 
-/// No source of a host crate names a wasmtime or SQLite type but the crate
+/// No source of a host crate names a wasmtime, SQLite or PostgreSQL type but the crate
 /// that owns it: the other crates cannot depend on them (above), and this
 /// keeps a re-export from smuggling one through an API.
 #[test]
-fn wasmtime_and_sqlite_types_stay_in_their_crates() {
+fn wasmtime_sqlite_and_postgres_types_stay_in_their_crates() {
     let host = root().join("host");
     let mut found = Vec::new();
     for entry in std::fs::read_dir(&host).expect("host/") {
@@ -109,10 +118,12 @@ fn wasmtime_and_sqlite_types_stay_in_their_crates() {
                     stack.push(p);
                 } else if p.extension().is_some_and(|x| x == "rs") {
                     let text = std::fs::read_to_string(&p).expect("source");
-                    for (needle, owner) in [("wasmtime", "sandbox"), ("rusqlite", "ledger-sqlite")] {
+                    for (needle, owner) in
+                        [("wasmtime", "sandbox"), ("rusqlite", "ledger-sqlite"), ("postgres", "ledger-postgres")]
+                    {
                         let named = text.lines().any(|l| {
                             let code = l.split("//").next().unwrap_or_default();
-                            code.contains(&format!("{needle}::")) || code.contains(&format!("use {needle}"))
+                            names_crate(code, needle)
                         });
                         if named && name != owner {
                             found.push(format!("{} names {needle}", p.display()));
@@ -123,4 +134,15 @@ fn wasmtime_and_sqlite_types_stay_in_their_crates() {
         }
     }
     assert!(found.is_empty(), "{found:#?}");
+}
+
+/// Whether `code` names crate `needle` as a path root (`needle::…` or
+/// `use needle`), not as the tail of another path (`rulehost_ledger_postgres::`,
+/// `ledger::postgres::`).
+fn names_crate(code: &str, needle: &str) -> bool {
+    code.match_indices(needle).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let root = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == ':'));
+        root && (code[at + needle.len()..].starts_with("::") || code[..at].ends_with("use "))
+    })
 }

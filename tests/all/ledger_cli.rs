@@ -12,15 +12,15 @@ use serde_json::Value;
 
 use crate::support::{TempRuleSet, root};
 
-fn rulehost(args: &[&str]) -> Output {
+pub(crate) fn rulehost(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rulehost")).args(args).output().expect("run rulehost")
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 

@@ -365,7 +365,10 @@ fn a_ledger_from_a_later_release_is_refused_untouched() {
 
 /// The behaviour every backend must have; `reopen` gives the same ledger
 /// again (after a restart, for a durable one).
-fn conformance(fresh: &mut dyn FnMut() -> Box<dyn Ledger>, reopen: &mut dyn FnMut(Box<dyn Ledger>) -> Box<dyn Ledger>) {
+pub(crate) fn conformance(
+    fresh: &mut dyn FnMut() -> Box<dyn Ledger>,
+    reopen: &mut dyn FnMut(Box<dyn Ledger>) -> Box<dyn Ledger>,
+) {
     let mut l = fresh();
     let mut accts = accounts(3, "100.00");
     accts[2].overdraft_limit = Decimal::new(5000, 2);

@@ -3,7 +3,12 @@
 //! end to end on the durable store — each against the memory ledger measured
 //! in the same run.
 //!
-//! Run: `scripts/build-rules.sh && cargo bench -p rulehost --bench ledger`
+//! The PostgreSQL store is measured the same way, on a server the benchmark
+//! starts (PostgreSQL 15 from `/usr/lib/postgresql/15/bin`, `fsync=on`, on
+//! this machine, sharing its cores with the host), or on `BENCH_PG_URL`'s
+//! server (each round in a database of its own, created there).
+//!
+//! Run: `scripts/build-rules.sh && cargo bench -p rulehost-cli --bench ledger`
 //! Environment: `BENCH_POSTINGS` (default 200000), `BENCH_TRANSACTIONS`
 //! (end to end, default 100000), `BENCH_ROUNDS` (default 3). Files go to a
 //! temporary folder on the same disk as `TMPDIR`.
@@ -15,13 +20,17 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rulehost::decision::{Decision, LedgerEffect, Outcome, RuleResult, RuleTrace};
 use rulehost::input::{parse_accounts, parse_transaction};
-use rulehost::ledger::{Commit, Effect, Ledger, MemoryLedger, SqliteLedger, StoreOptions};
+use rulehost::ledger::{Commit, Effect, Ledger, MemoryLedger, PostgresLedger, SqliteLedger, StoreOptions};
 use rulehost::model::{Account, AccountStatus, Transaction, TransactionKind};
 use rulehost::pipeline::{Pipeline, SharedLedger};
 use rulehost::ruleset::RuleSet;
 use rulehost::sandbox::{Sandbox, SandboxConfig};
 use rulehost_cli::generate::{GenConfig, generate};
 use rust_decimal::Decimal;
+
+/// The tests' own PostgreSQL server.
+#[path = "../../../tests/all/postgres.rs"]
+mod postgres;
 
 /// mimalloc: the default allocator serialises threads that free what another
 /// thread allocated (the ledger writer frees what deciding allocated).
@@ -128,6 +137,101 @@ fn open(dir: &Path, name: &str, window: u64) -> SqliteLedger {
         .unwrap()
 }
 
+/// The durable stores measured.
+#[derive(Clone, Copy, PartialEq)]
+enum Store {
+    Sqlite,
+    Postgres,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Store::Sqlite => "SQLite",
+            Store::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// Where PostgreSQL ledgers are made: a server of the benchmark's own, or
+/// `BENCH_PG_URL`'s.
+struct Databases {
+    server: Option<postgres::PgServer>,
+    base: Option<String>,
+    made: std::cell::Cell<u32>,
+}
+
+impl Databases {
+    fn new() -> Databases {
+        match std::env::var("BENCH_PG_URL") {
+            Ok(url) => Databases { server: None, base: Some(url), made: 0.into() },
+            Err(_) => Databases { server: Some(postgres::PgServer::start_durable()), base: None, made: 0.into() },
+        }
+    }
+
+    /// A fresh database's URL.
+    fn fresh(&self) -> String {
+        let n = self.made.get() + 1;
+        self.made.set(n);
+        let name = format!("bench_{}_{n}", std::process::id());
+        match (&self.server, &self.base) {
+            (Some(server), _) => server.database(&name),
+            (None, Some(base)) => {
+                let mut admin = ::postgres::Client::connect(base, ::postgres::NoTls).expect("BENCH_PG_URL connects");
+                admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a database");
+                let (head, _) = base.rsplit_once('/').expect("BENCH_PG_URL names a database");
+                format!("{head}/{name}")
+            }
+            (None, None) => unreachable!("one of the two is set"),
+        }
+    }
+}
+
+/// A durable ledger of either store.
+enum Opened {
+    Sqlite(SqliteLedger),
+    Postgres(PostgresLedger),
+}
+
+impl Opened {
+    /// A fresh one of `store`.
+    fn fresh(store: Store, dir: &Path, name: &str, window: u64, dbs: &Databases) -> Opened {
+        let options = StoreOptions { history_window_seconds_max: window, ..StoreOptions::default() };
+        match store {
+            Store::Sqlite => Opened::Sqlite(open(dir, name, window)),
+            Store::Postgres => Opened::Postgres(PostgresLedger::open(&dbs.fresh(), &options).unwrap()),
+        }
+    }
+
+    fn ledger(&mut self) -> &mut dyn Ledger {
+        match self {
+            Opened::Sqlite(l) => l,
+            Opened::Postgres(l) => l,
+        }
+    }
+
+    fn stats(&self) -> rulehost::ledger::CommitStats {
+        match self {
+            Opened::Sqlite(l) => l.stats(),
+            Opened::Postgres(l) => l.stats(),
+        }
+    }
+
+    fn into_ledger(self) -> Box<dyn Ledger> {
+        match self {
+            Opened::Sqlite(l) => Box::new(l),
+            Opened::Postgres(l) => Box::new(l),
+        }
+    }
+
+    fn close(self) {
+        match self {
+            Opened::Sqlite(l) => l.close().unwrap(),
+            Opened::Postgres(l) => l.close().unwrap(),
+        }
+    }
+}
+
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
@@ -135,12 +239,13 @@ fn main() {
     let e2e_lines = if benching { env("BENCH_TRANSACTIONS", 100_000) } else { 300 };
     let rounds = if benching { env("BENCH_ROUNDS", 3) } else { 1 };
     let dir = tempfile::tempdir().unwrap();
+    let dbs = Databases::new();
     let accounts = accounts();
     let txs = transfers(postings);
 
     println!("rulehost ledger: {postings} transfers over {ACCOUNTS} accounts, {rounds} rounds, median reported");
     println!("(p50/p99: duration of one durable group commit, write + fsync)");
-    println!("{:<58} {:>12} {:>10} {:>10}", "configuration", "postings/s", "p50 µs", "p99 µs");
+    println!("{:<66} {:>12} {:>10} {:>10}", "configuration", "postings/s", "p50 µs", "p99 µs");
     for (label, traces) in [("nine-rule decision records", 9), ("decision records without traces", 0)] {
         let decisions: Vec<Arc<Decision>> = txs.iter().map(|(tx, _)| decision(&tx.id, traces)).collect();
         // Serialize copies (a decision caches its JSON; the store must make its own below).
@@ -148,7 +253,7 @@ fn main() {
         let t = Instant::now();
         let bytes: usize = copies.iter().map(|d| d.json().len()).sum();
         println!(
-            "{:<58} {:>12.0}   ({} bytes each)",
+            "{:<66} {:>12.0}   ({} bytes each)",
             format!("  serializing {label} (records/s)"),
             decisions.len() as f64 / t.elapsed().as_secs_f64(),
             bytes / decisions.len()
@@ -160,57 +265,62 @@ fn main() {
                 commit_all(&mut l, &txs, &decisions)
             })
             .collect();
-        println!("{:<58} {:>12.0}", format!("memory ledger, {label}"), median(memory));
-        let mut p50 = Vec::new();
-        let mut p99 = Vec::new();
-        let mut groups = Vec::new();
-        let durable: Vec<f64> = (0..rounds)
-            .map(|round| {
-                let mut l = open(dir.path(), &format!("store-{traces}-{round}.sqlite"), 0);
-                l.import_accounts(&accounts).unwrap();
-                l.sync_point().wait().unwrap();
-                let rate = commit_all(&mut l, &txs, &decisions);
-                let stats = l.stats();
-                let h = &stats.commit_us;
-                p50.push(h.value_at_quantile(0.5) as f64);
-                p99.push(h.value_at_quantile(0.99) as f64);
-                groups.push((stats.ops - 1) as f64 / (stats.commits - 1).max(1) as f64);
-                l.close().unwrap();
-                rate
-            })
-            .collect();
-        println!(
-            "{:<58} {:>12.0} {:>10.0} {:>10.0}",
-            format!("durable (SQLite, group commit), {label}"),
-            median(durable),
-            median(p50),
-            median(p99)
-        );
-        println!("{:<58} {:>12.0}", "  mean changes per durable commit", median(groups));
+        println!("{:<66} {:>12.0}", format!("memory ledger, {label}"), median(memory));
+        for store in [Store::Sqlite, Store::Postgres] {
+            let mut p50 = Vec::new();
+            let mut p99 = Vec::new();
+            let mut groups = Vec::new();
+            let durable: Vec<f64> = (0..rounds)
+                .map(|round| {
+                    let name = format!("store-{traces}-{round}.sqlite");
+                    let mut l = Opened::fresh(store, dir.path(), &name, 0, &dbs);
+                    l.ledger().import_accounts(&accounts).unwrap();
+                    l.ledger().sync_point().wait().unwrap();
+                    let rate = commit_all(l.ledger(), &txs, &decisions);
+                    let stats = l.stats();
+                    let h = &stats.commit_us;
+                    p50.push(h.value_at_quantile(0.5) as f64);
+                    p99.push(h.value_at_quantile(0.99) as f64);
+                    groups.push((stats.ops - 1) as f64 / (stats.commits - 1).max(1) as f64);
+                    l.close();
+                    rate
+                })
+                .collect();
+            println!(
+                "{:<66} {:>12.0} {:>10.0} {:>10.0}",
+                format!("durable ({}, group commit), {label}", store.name()),
+                median(durable),
+                median(p50),
+                median(p99)
+            );
+            println!("{:<66} {:>12.0}", "  mean changes per durable commit", median(groups));
+        }
     }
 
     // One transaction acknowledged at a time (what a lone API request pays).
     let lone = 2_000.min(postings);
     let decisions: Vec<Arc<Decision>> = txs[..lone].iter().map(|(tx, _)| decision(&tx.id, 9)).collect();
-    let mut l = open(dir.path(), "lone.sqlite", 0);
-    l.import_accounts(&accounts).unwrap();
-    let mut h = Histogram::<u64>::new(3).unwrap();
     println!("(p50/p99: one commit call until its decision is durable)");
-    let started = Instant::now();
-    for ((tx, fingerprint), d) in txs[..lone].iter().zip(&decisions) {
-        let t = Instant::now();
-        post(&mut l, tx, *fingerprint, d);
-        l.sync_point().wait().unwrap();
-        h.record(t.elapsed().as_micros() as u64).unwrap();
+    for store in [Store::Sqlite, Store::Postgres] {
+        let mut l = Opened::fresh(store, dir.path(), "lone.sqlite", 0, &dbs);
+        l.ledger().import_accounts(&accounts).unwrap();
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        let started = Instant::now();
+        for ((tx, fingerprint), d) in txs[..lone].iter().zip(&decisions) {
+            let t = Instant::now();
+            post(l.ledger(), tx, *fingerprint, d);
+            l.ledger().sync_point().wait().unwrap();
+            h.record(t.elapsed().as_micros() as u64).unwrap();
+        }
+        println!(
+            "{:<66} {:>12.0} {:>10} {:>10}",
+            format!("durable ({}), one at a time (commit + wait)", store.name()),
+            lone as f64 / started.elapsed().as_secs_f64(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99)
+        );
+        l.close();
     }
-    println!(
-        "{:<58} {:>12.0} {:>10} {:>10}",
-        "durable, one at a time (commit + wait for durability)",
-        lone as f64 / started.elapsed().as_secs_f64(),
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99)
-    );
-    l.close().unwrap();
 
     // End to end: `rulehost run`'s stream on the example rule set.
     if e2e_lines == 0 {
@@ -225,15 +335,19 @@ fn main() {
     let well_formed = std::str::from_utf8(&input).unwrap().lines().filter(|l| parse_transaction(0, l).is_ok()).count();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("end to end: {e2e_lines} generated lines ({well_formed} well-formed), {threads} evaluating threads");
-    for durable in [false, true] {
+    for durable in [None, Some(Store::Sqlite), Some(Store::Postgres)] {
         let rates: Vec<f64> = (0..rounds)
             .map(|round| {
-                let mut ledger: Box<dyn Ledger> = if durable {
-                    Box::new(open(dir.path(), &format!("e2e-{round}.sqlite"), ruleset.history_window_seconds_max))
-                } else {
-                    let mut m = MemoryLedger::default();
-                    m.retain_history(ruleset.history_window_seconds_max);
-                    Box::new(m)
+                let window = ruleset.history_window_seconds_max;
+                let mut ledger: Box<dyn Ledger> = match durable {
+                    Some(store) => {
+                        Opened::fresh(store, dir.path(), &format!("e2e-{round}.sqlite"), window, &dbs).into_ledger()
+                    }
+                    None => {
+                        let mut m = MemoryLedger::default();
+                        m.retain_history(window);
+                        Box::new(m)
+                    }
                 };
                 ledger.import_accounts(&gen_accounts).unwrap();
                 ledger.sync_point().wait().unwrap();
@@ -245,8 +359,8 @@ fn main() {
                 s.throughput()
             })
             .collect();
-        let label = if durable { "durable ledger (SQLite)" } else { "memory ledger" };
-        println!("{:<58} {:>12.0}", format!("rulehost run, example rule set, {label} (tx/s)"), median(rates));
+        let label = durable.map_or("memory ledger".to_owned(), |s| format!("durable ledger ({})", s.name()));
+        println!("{:<66} {:>12.0}", format!("rulehost run, example rule set, {label} (tx/s)"), median(rates));
     }
     std::thread::sleep(Duration::from_millis(10));
 }

@@ -6,17 +6,30 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use rulehost::ledger::{HoldState, Ledger, SqliteLedger, StoreOptions, StoreReader};
+use rulehost::ledger::{HoldState, Ledger, LedgerLocation, LedgerReader, StoreOptions};
 
 use crate::{EXIT_SOME_ERRORS, Failure, LEDGER_PATH_DEFAULT, start};
 
-/// Which ledger file.
+/// Which ledger.
 #[derive(clap::Args, Clone)]
 pub(crate) struct LedgerArg {
-    /// The ledger file (SQLite; created when absent). `:memory:` keeps the
-    /// ledger in memory only, for this process.
+    /// The ledger: a SQLite file (created when absent), a PostgreSQL
+    /// database (`postgres://user@host:port/db`; its `rulehost` schema is
+    /// created when absent), or `:memory:` (this process only).
     #[arg(long, default_value = LEDGER_PATH_DEFAULT)]
     pub(crate) ledger: PathBuf,
+}
+
+impl LedgerArg {
+    /// Where it lives.
+    pub(crate) fn location(&self) -> LedgerLocation {
+        LedgerLocation::from_arg(&self.ledger)
+    }
+
+    /// As messages name it (a password hidden).
+    fn shown(&self) -> String {
+        self.location().to_string()
+    }
 }
 
 /// How much of a durable ledger `run` and `serve` keep in memory.
@@ -131,12 +144,21 @@ pub(crate) enum ReviewAction {
     },
 }
 
-fn open_store(ledger: &LedgerArg) -> Result<SqliteLedger> {
-    Ok(SqliteLedger::open(&ledger.ledger, &StoreOptions::default())?)
+fn open_store(ledger: &LedgerArg) -> Result<Box<dyn Ledger>> {
+    Ok(ledger.location().open(&StoreOptions::default())?)
 }
 
-fn read_store(ledger: &LedgerArg) -> Result<StoreReader> {
-    Ok(StoreReader::open(&ledger.ledger)?)
+/// Makes every change durable, then closes the ledger.
+fn close(store: Box<dyn Ledger>) -> Result<()> {
+    store.sync_point().wait().context("closing the ledger")?;
+    drop(store);
+    Ok(())
+}
+
+fn read_store(ledger: &LedgerArg) -> Result<Box<dyn LedgerReader>> {
+    ledger.location().reader()?.ok_or_else(|| {
+        anyhow::anyhow!("a `:memory:` ledger lives only in the process that runs it: there is nothing to read")
+    })
 }
 
 fn print_json_lines<T: serde::Serialize>(items: impl IntoIterator<Item = T>) -> Result<(), Failure> {
@@ -164,20 +186,18 @@ pub(crate) fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
         LedgerAction::Import { file, ledger } => {
             let mut store = start(open_store(&ledger))?;
             let (added, present) = start(
-                rulehost::ledger::import_file(&mut store, &file)
+                rulehost::ledger::import_file(&mut *store, &file)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", file.display())),
             )?;
-            start(store.close().context("closing the ledger"))?;
-            eprintln!("imported {added} new account(s) into {} ({present} already present)", ledger.ledger.display());
+            start(close(store))?;
+            eprintln!("imported {added} new account(s) into {} ({present} already present)", ledger.shown());
             Ok(0)
         }
         LedgerAction::Balance { account, ledger } => {
             let accounts = start(read_store(&ledger).and_then(|r| r.accounts().map_err(anyhow::Error::msg)))?;
             match accounts.into_iter().find(|a| a.id == account) {
                 Some(a) => print_json_lines([a]).map(|_| 0),
-                None => {
-                    Err(Failure::CannotStart(anyhow::anyhow!("no account {account:?} in {}", ledger.ledger.display())))
-                }
+                None => Err(Failure::CannotStart(anyhow::anyhow!("no account {account:?} in {}", ledger.shown()))),
             }
         }
         LedgerAction::Accounts { ledger } => {
@@ -202,7 +222,7 @@ pub(crate) fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
             let report = start(read_store(&ledger).and_then(|r| r.reconcile().map_err(anyhow::Error::msg)))?;
             println!(
                 "ledger {}: {} accounts, {} journal entries, {} holds, {} decisions",
-                ledger.ledger.display(),
+                ledger.shown(),
                 report.accounts,
                 report.entries,
                 report.holds,
@@ -220,11 +240,11 @@ pub(crate) fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
             }
         }
         LedgerAction::Show { id, ledger } => {
-            let shown = start(read_store(&ledger).and_then(|r| show(&r, &id)))?;
+            let shown = start(read_store(&ledger).and_then(|r| show(&*r, &id)))?;
             print_json_lines([shown]).map(|_| 0)
         }
         LedgerAction::Replay { id, ledger, cache } => {
-            let (identical, shown) = start(read_store(&ledger).and_then(|r| replay(&r, &id, &cache)))?;
+            let (identical, shown) = start(read_store(&ledger).and_then(|r| replay(&*r, &id, &cache)))?;
             print_json_lines([shown])?;
             if identical {
                 eprintln!("replayed {id:?}: byte-identical to the stored decision");
@@ -236,15 +256,19 @@ pub(crate) fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
         }
         LedgerAction::Migrate { ledger } => {
             let store = start(open_store(&ledger))?;
-            start(store.close().context("closing the ledger"))?;
-            eprintln!("ledger {} is at schema version {}", ledger.ledger.display(), rulehost::ledger::SCHEMA_VERSION);
+            start(close(store))?;
+            let version = match ledger.location() {
+                LedgerLocation::Postgres(_) => rulehost::ledger::postgres::SCHEMA_VERSION,
+                _ => rulehost::ledger::SCHEMA_VERSION,
+            };
+            eprintln!("ledger {} is at schema version {version}", ledger.shown());
             Ok(0)
         }
     }
 }
 
 /// `ledger show`: the stored record as JSON.
-fn show(reader: &StoreReader, id: &str) -> Result<serde_json::Value> {
+fn show(reader: &dyn LedgerReader, id: &str) -> Result<serde_json::Value> {
     use rulehost::ledger::Read;
     let record =
         reader.record(id).map_err(anyhow::Error::msg)?.ok_or_else(|| anyhow::anyhow!("no decision for {id:?}"))?;
@@ -294,7 +318,7 @@ fn show(reader: &StoreReader, id: &str) -> Result<serde_json::Value> {
 }
 
 /// `ledger replay`: re-evaluates a stored decision; whether it is identical.
-fn replay(reader: &StoreReader, id: &str, cache: &crate::CacheArg) -> Result<(bool, serde_json::Value)> {
+fn replay(reader: &dyn LedgerReader, id: &str, cache: &crate::CacheArg) -> Result<(bool, serde_json::Value)> {
     let record =
         reader.record(id).map_err(anyhow::Error::msg)?.ok_or_else(|| anyhow::anyhow!("no decision for {id:?}"))?;
     let version = record.decision.ruleset.clone();
@@ -365,7 +389,7 @@ pub(crate) fn review_command(action: ReviewAction) -> Result<u8, Failure> {
     let result = store.resolve_hold(&id, approve);
     start(store.sync_point().wait().context("making the resolution durable"))?;
     let hold = store.hold(&id);
-    start(store.close().context("closing the ledger"))?;
+    start(close(store))?;
     match result.and_then(|r| Ok((r, hold?.ok_or_else(|| rulehost::ledger::LedgerError::UnknownHold(id.clone()))?))) {
         Ok((resolution, hold)) => {
             println!("{}", resolution.answer(&hold));

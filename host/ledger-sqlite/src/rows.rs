@@ -6,10 +6,12 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 use rust_decimal::Decimal;
 
-use super::{ID_FILTER_FORMAT, OpenError, Report, decimal, empty_filter, reconcile, ts_of_key};
+use super::{OpenError, Report, decimal, ts_of_key};
 use rulehost_core::input::parse_timestamp;
 use rulehost_core::model::{Account, AccountStatus};
 use rulehost_ledger::ArchiveFile;
+use rulehost_ledger::durable::reconcile::Stored;
+use rulehost_ledger::durable::{ID_FILTER_FORMAT, empty_filter, filter_from_words};
 use rulehost_ledger::record::{Dictionary, DictionaryEntry};
 use rulehost_ledger::{
     AccountBalances, Balances, DecisionRecord, EntryKind, Hold, HoldState, JournalEntry, MemoryLedger, Posting,
@@ -41,12 +43,7 @@ impl From<String> for LoadError {
     }
 }
 
-/// A stored account row.
-pub(super) struct AccountRow {
-    pub(super) account: Account,
-    pub(super) posted: Decimal,
-    pub(super) pending: Decimal,
-}
+pub(super) use rulehost_ledger::durable::AccountRow;
 
 pub(super) fn read_accounts(conn: &Connection) -> Result<Vec<AccountRow>, LoadError> {
     let mut stmt = conn.prepare(
@@ -192,12 +189,7 @@ pub(super) fn load_ids(
 ) -> Result<fastbloom::BloomFilter, LoadError> {
     let words = (bytes / 8).max(1);
     let (mut filter, after) = match snapshot {
-        Some((covered, bits)) if bits.len() == words => (
-            fastbloom::BloomFilter::from_vec(bits)
-                .seed(&super::recent::ID_FILTER_SEED)
-                .hashes(super::recent::ID_FILTER_HASHES),
-            covered,
-        ),
+        Some((covered, bits)) if bits.len() == words => (filter_from_words(bits), covered),
         _ => (empty_filter(bytes), 0),
     };
     let mut stmt = conn.prepare("SELECT id FROM decisions WHERE seq > ?1")?;
@@ -217,12 +209,7 @@ pub(super) fn read_dictionary(conn: &Connection) -> Result<Dictionary, LoadError
         let id: i64 = r.get(0)?;
         let version: String = r.get(1)?;
         let rules: String = r.get(2)?;
-        let rules: Vec<(String, String)> =
-            serde_json::from_str(&rules).map_err(|e| format!("rule-set version {version:?}: rules: {e}"))?;
-        let entry = DictionaryEntry {
-            version: version.into(),
-            rules: rules.into_iter().map(|(r, v)| (r.into(), v.into())).collect(),
-        };
+        let entry = DictionaryEntry::from_stored(version, &rules)?;
         let id = u32::try_from(id).map_err(|_| format!("rule-set version number {id}"))?;
         dictionary.restore(id, entry).map_err(|e| e.0)?;
     }
@@ -339,6 +326,33 @@ impl StoreReader {
     }
 }
 
+impl rulehost_ledger::durable::LedgerReader for StoreReader {
+    fn record(&self, id: &str) -> Result<Option<DecisionRecord>, String> {
+        StoreReader::record(self, id).map_err(|e| e.to_string())
+    }
+    fn decision_ids(&self) -> Result<Vec<String>, String> {
+        StoreReader::decision_ids(self).map_err(|e| e.to_string())
+    }
+    fn ruleset(&self, version: &str) -> Result<Option<RulesetArchive>, String> {
+        StoreReader::ruleset(self, version).map_err(|e| e.to_string())
+    }
+    fn account(&self, id: &str) -> Result<Option<Account>, String> {
+        StoreReader::account(self, id).map_err(|e| e.to_string())
+    }
+    fn accounts(&self) -> Result<Vec<AccountBalances>, String> {
+        StoreReader::accounts(self).map_err(|e| e.to_string())
+    }
+    fn journal(&self, account: Option<&str>) -> Result<Vec<JournalEntry>, String> {
+        StoreReader::journal(self, account).map_err(|e| e.to_string())
+    }
+    fn holds(&self) -> Result<Vec<Hold>, String> {
+        StoreReader::holds(self).map_err(|e| e.to_string())
+    }
+    fn reconcile(&self) -> Result<Report, String> {
+        StoreReader::reconcile(self).map_err(|e| e.to_string())
+    }
+}
+
 /// Why a [`StoreReader`] could not answer: the file could not be read, or
 /// what it holds is not what the ledger writes.
 #[derive(Debug, thiserror::Error)]
@@ -358,6 +372,33 @@ impl From<LoadError> for ReadError {
             LoadError::Bad(s) => ReadError::Damaged(s),
         }
     }
+}
+
+/// Every invariant of the file (see `rulehost_ledger::durable::reconcile`).
+pub(super) fn reconcile(conn: &Connection) -> Result<Report, String> {
+    let accounts = read_accounts(conn).map_err(load_message)?;
+    let system = read_system(conn).map_err(load_message)?;
+    let journal = read_journal(conn, None).map_err(load_message)?;
+    let holds = read_holds(conn).map_err(load_message)?;
+    let dictionary = read_dictionary(conn).map_err(load_message)?;
+    let stored = Stored {
+        accounts: &accounts,
+        system: &system,
+        journal: &journal,
+        holds: &holds,
+        dictionary: &dictionary,
+        dense_journal: true,
+    };
+    rulehost_ledger::durable::reconcile::reconcile(&stored, &mut |each| {
+        let mut stmt = conn.prepare("SELECT id, record FROM decisions ORDER BY seq").map_err(|e| e.to_string())?;
+        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+        while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+            let id: String = r.get(0).map_err(|e| e.to_string())?;
+            let record: Vec<u8> = r.get(1).map_err(|e| e.to_string())?;
+            each(id, &record);
+        }
+        Ok(())
+    })
 }
 
 pub(super) fn load_message(e: LoadError) -> String {

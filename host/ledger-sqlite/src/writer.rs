@@ -1,78 +1,23 @@
-//! The writer thread: groups queued changes into one durable SQLite
-//! transaction each, and advances the watermark.
+//! The SQLite store's writer: one SQLite transaction per group (WAL,
+//! `synchronous=FULL`: durable when `COMMIT` returns).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use rusqlite::{Connection, params};
 
-use super::{BalanceRow, CommitStats, ID_FILTER_FORMAT, Op, Queued, StoreOptions, ts_key};
+use super::ts_key;
 use rulehost_core::input::format_timestamp;
 use rulehost_core::model::Nanos;
-use rulehost_ledger::{HoldState, JournalEntry, Posting, Watermark};
+use rulehost_ledger::durable::{BalanceRow, GroupWriter, ID_FILTER_FORMAT, Op, Queued, legs};
+use rulehost_ledger::{HoldState, JournalEntry};
 
-pub(super) fn write_loop(
-    mut conn: Connection,
-    rx: Receiver<Vec<Queued>>,
-    watermark: &Watermark,
-    stats: &std::sync::Mutex<CommitStats>,
-    options: &StoreOptions,
-) {
-    /// Marks the store failed if the writer ends other than by its queue closing.
-    struct Guard<'a>(&'a Watermark, bool);
-    impl Drop for Guard<'_> {
-        fn drop(&mut self) {
-            if !self.1 {
-                self.0.fail("the ledger writer stopped unexpectedly".into());
-            }
-        }
+/// The writer's connection.
+pub(super) struct SqliteWriter(pub(super) Connection);
+
+impl GroupWriter for SqliteWriter {
+    fn write_group(&mut self, group: Vec<Queued>) -> Result<(), String> {
+        write_group(&mut self.0, group).map_err(|e| e.to_string())
     }
-    let mut guard = Guard(watermark, false);
-    let ops_max = options.group_commit_ops_max.max(1);
-    let mut failed = false;
-    while let Ok(mut group) = rx.recv() {
-        let Some(started) = group.first().map(|q| q.1) else { continue };
-        let linger_until = Instant::now() + options.group_commit_linger;
-        while group.len() < ops_max {
-            match rx.try_recv() {
-                Ok(ops) => group.extend(ops),
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => match rx.recv_deadline(linger_until) {
-                    Ok(ops) => group.extend(ops),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                },
-            }
-        }
-        let Some(last) = group.last().map(|q| q.0) else { continue };
-        let count = group.len() as u64;
-        let writing = Instant::now();
-        if failed {
-            continue;
-        }
-        match write_group(&mut conn, group) {
-            Ok(()) => {
-                let commit_us = writing.elapsed().as_micros() as u64;
-                watermark.advance(last);
-                if let Ok(mut s) = stats.lock() {
-                    s.commits += 1;
-                    s.ops += count;
-                    s.latency_us.saturating_record(started.elapsed().as_micros() as u64);
-                    s.commit_us.saturating_record(commit_us);
-                }
-                if let Some(hook) = &options.on_commit {
-                    hook(Duration::from_micros(commit_us), count as usize);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "ledger commit failed; nothing after the last durable point is acknowledged");
-                watermark.fail(format!("commit failed: {e}"));
-                // Keep draining, so committing callers never block on a full queue.
-                failed = true;
-            }
-        }
-    }
-    guard.1 = !failed;
 }
 
 fn write_group(conn: &mut Connection, group: Vec<Queued>) -> rusqlite::Result<()> {
@@ -152,9 +97,7 @@ fn write_group(conn: &mut Connection, group: Vec<Queued>) -> rusqlite::Result<()
                     balances.extend(d.balances.into_iter().map(|r| (r.id.clone(), r)));
                 }
                 Op::Dictionary { id, entry } => {
-                    let rules: Vec<(&str, &str)> = entry.rules.iter().map(|(r, v)| (&**r, &**v)).collect();
-                    let rules = serde_json::to_string(&rules)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    let rules = entry.rules_json();
                     db.prepare_cached(
                         "INSERT INTO ruleset_versions (id, version, rules) VALUES (?1, ?2, ?3)
                          ON CONFLICT (id) DO UPDATE SET rules = excluded.rules",
@@ -222,17 +165,4 @@ fn write_group(conn: &mut Connection, group: Vec<Queued>) -> rusqlite::Result<()
         }
     }
     db.commit()
-}
-
-/// The debit (negative) and credit (positive) legs of a two-legged entry,
-/// whichever order they come in. The store keeps entries in this form; an
-/// entry that is not one is refused (the writer reports a storage error,
-/// and nothing after it is acknowledged).
-fn legs(e: &JournalEntry) -> Result<(&Posting, &Posting), String> {
-    match e.postings.as_slice() {
-        [a, b] if a.amount == -b.amount && a.currency == b.currency => {
-            Ok(if b.amount.is_sign_negative() && !b.amount.is_zero() { (b, a) } else { (a, b) })
-        }
-        _ => Err(format!("journal entry {} is not a two-legged balanced entry: {:?}", e.seq, e.postings)),
-    }
 }

@@ -13,6 +13,7 @@
 //! crate).
 
 mod archive;
+pub mod durable;
 mod history;
 mod memory;
 mod reads;
@@ -24,6 +25,13 @@ pub use memory::{Applied, MemoryLedger};
 pub use reads::{Read, RecordedFacts, ReplayFacts};
 pub use record::{Admission, DecisionRecord, RecordedInput};
 pub use rulehost_core::model::{SYSTEM_ACCOUNT_PREFIX, equity_account};
+
+/// What [`forward_ledger!`] names from other crates.
+#[doc(hidden)]
+pub mod __reexport {
+    pub use rulehost_core;
+    pub use rust_decimal;
+}
 
 use std::sync::Arc;
 

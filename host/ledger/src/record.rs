@@ -127,6 +127,24 @@ pub struct DictionaryEntry {
     pub rules: Vec<(Arc<str>, Arc<str>)>,
 }
 
+impl DictionaryEntry {
+    /// Its rules as a store keeps them: a JSON array of `[rule, version]` pairs.
+    pub fn rules_json(&self) -> String {
+        let rules: Vec<(&str, &str)> = self.rules.iter().map(|(r, v)| (&**r, &**v)).collect();
+        serde_json::to_string(&rules).unwrap_or_else(|_| "[]".to_owned())
+    }
+
+    /// The entry of `version` whose rules a store kept as [`Self::rules_json`].
+    pub fn from_stored(version: String, rules_json: &str) -> Result<DictionaryEntry, String> {
+        let rules: Vec<(String, String)> =
+            serde_json::from_str(rules_json).map_err(|e| format!("rule-set version {version:?}: rules: {e}"))?;
+        Ok(DictionaryEntry {
+            version: version.into(),
+            rules: rules.into_iter().map(|(r, v)| (r.into(), v.into())).collect(),
+        })
+    }
+}
+
 /// The rule-set versions records refer to, by number. Bounded by the number
 /// of rule-set versions that ever decided, not by decisions.
 #[derive(Clone, Debug, Default)]

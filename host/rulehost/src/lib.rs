@@ -24,10 +24,18 @@ pub use rulehost_engine::{backtest, cases, diff, fuzzing, pipeline, reload, roll
 pub use rulehost_sandbox as sandbox;
 pub use rulehost_server::{metrics, server, service};
 
-/// The ledger: the storage trait and the in-memory ledger
-/// (`rulehost-ledger`), and the durable SQLite store
-/// (`rulehost-ledger-sqlite`).
+/// The ledger: the storage trait, the in-memory ledger and the durable
+/// front (`rulehost-ledger`), the SQLite store (`rulehost-ledger-sqlite`),
+/// the PostgreSQL store (`rulehost-ledger-postgres`) and where a ledger
+/// lives (`rulehost-server`'s `location`).
 pub mod ledger {
+    pub use rulehost_ledger::durable::{LedgerReader, Report};
     pub use rulehost_ledger::*;
+    pub use rulehost_ledger_postgres::{PgReader, PostgresLedger};
+    /// The PostgreSQL store's own names (its schema version, open errors).
+    pub mod postgres {
+        pub use rulehost_ledger_postgres::*;
+    }
     pub use rulehost_ledger_sqlite::*;
+    pub use rulehost_server::location::{LedgerLocation, LocationError, MEMORY_LEDGER};
 }

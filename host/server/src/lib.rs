@@ -6,6 +6,7 @@
 //! The only crate of the host that depends on an HTTP stack (axum, hyper)
 //! and on tokio's runtime.
 
+pub mod location;
 pub mod metrics;
 pub mod server;
 pub mod service;

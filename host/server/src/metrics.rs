@@ -204,7 +204,7 @@ impl Metrics {
     }
 
     /// A hook for [`rulehost_ledger::StoreOptions::on_commit`].
-    pub fn commit_hook(self: &Arc<Self>) -> rulehost_ledger_sqlite::CommitHook {
+    pub fn commit_hook(self: &Arc<Self>) -> rulehost_ledger::durable::CommitHook {
         let metrics = self.clone();
         Arc::new(move |duration, changes| metrics.ledger_commit(duration, changes))
     }

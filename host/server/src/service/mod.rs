@@ -34,6 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::location::LedgerLocation;
 use crate::metrics::Metrics;
 use rulehost_core::decision::{Decision, Record};
 use rulehost_core::input::{ErrorCode, InputError, ParsedTransaction};
@@ -41,8 +42,8 @@ use rulehost_engine::pipeline::{Pipeline, SharedLedger, lock};
 use rulehost_engine::reload::{ReloadError, ReloadEvent, ReloadOutcome, RuleSource, Status};
 use rulehost_engine::rollout::{GuardOverride, RolloutError, Transition};
 use rulehost_engine::ruleset::RuleSet;
+use rulehost_ledger::durable::StoreOptions;
 use rulehost_ledger::{AccountBalances, Hold, LedgerError, Resolution, import_file};
-use rulehost_ledger_sqlite::{LedgerLocation, StoreOptions};
 use rulehost_sandbox::{Sandbox, SandboxConfig};
 
 mod rollout;
@@ -77,7 +78,7 @@ pub enum BuildError {
     },
     /// The ledger did not open.
     #[error(transparent)]
-    Ledger(#[from] rulehost_ledger_sqlite::OpenError),
+    Ledger(#[from] crate::location::LocationError),
     /// The accounts file was unreadable or invalid.
     #[error("accounts {path}: {message}")]
     Accounts {

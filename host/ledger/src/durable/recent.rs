@@ -7,17 +7,21 @@ use std::sync::Arc;
 use foldhash::HashMap;
 
 /// Hashes per id in the filter.
-pub(super) const ID_FILTER_HASHES: u32 = 7;
+const ID_FILTER_HASHES: u32 = 7;
 /// The filter's seed: fixed, so a snapshot reads back in the next process.
-pub(super) const ID_FILTER_SEED: u128 = 0x7275_6c65_686f_7374_6964_7331;
+const ID_FILTER_SEED: u128 = 0x7275_6c65_686f_7374_6964_7331;
 /// What a snapshot must say to be reused (else the filter is rebuilt from
 /// the ids in the file).
-pub(super) const ID_FILTER_FORMAT: &str = "fastbloom-0.17 seed=7275 hashes=7";
+pub const ID_FILTER_FORMAT: &str = "fastbloom-0.17 seed=7275 hashes=7";
 
 /// A filter of `bytes` bytes (at least one word).
-pub(super) fn empty_filter(bytes: usize) -> fastbloom::BloomFilter {
-    let words = (bytes / 8).max(1);
-    fastbloom::BloomFilter::from_vec(vec![0u64; words]).seed(&ID_FILTER_SEED).hashes(ID_FILTER_HASHES)
+pub fn empty_filter(bytes: usize) -> fastbloom::BloomFilter {
+    filter_from_words(vec![0u64; (bytes / 8).max(1)])
+}
+
+/// The filter a snapshot's words describe (see [`ID_FILTER_FORMAT`]).
+pub fn filter_from_words(words: Vec<u64>) -> fastbloom::BloomFilter {
+    fastbloom::BloomFilter::from_vec(words).seed(&ID_FILTER_SEED).hashes(ID_FILTER_HASHES)
 }
 
 /// Decisions kept in memory: every decision not yet durable, and the most

@@ -1,14 +1,47 @@
-//! `rulehost ledger reconcile`: every invariant, checked from the file.
+//! `rulehost ledger reconcile`: every invariant, checked from what a store
+//! holds (each store reads its rows; the checks are the same for all).
 
 use std::collections::{HashMap, HashSet};
 
 use rulehost_core::decision::{LedgerEffect, Outcome};
+use rulehost_core::model::Account;
 
-use rusqlite::Connection;
 use rust_decimal::Decimal;
 
-use super::rows::{AccountRow, load_message, read_accounts, read_dictionary, read_holds, read_journal, read_system};
-use rulehost_ledger::{EntryKind, Hold, HoldState, JournalEntry};
+use crate::record::Dictionary;
+use crate::{EntryKind, Hold, HoldState, JournalEntry};
+
+/// A stored account row: its facts and its stored balances.
+#[derive(Clone, Debug)]
+pub struct AccountRow {
+    /// The account.
+    pub account: Account,
+    /// Stored posted balance.
+    pub posted: Decimal,
+    /// Stored pending balance.
+    pub pending: Decimal,
+}
+
+/// Everything a store holds but its decisions (those are streamed).
+pub struct Stored<'a> {
+    /// Accounts, with stored balances.
+    pub accounts: &'a [AccountRow],
+    /// The ledger's own accounts and their posted balances.
+    pub system: &'a [(String, Decimal)],
+    /// The journal, by sequence.
+    pub journal: &'a [JournalEntry],
+    /// Every hold.
+    pub holds: &'a [Hold],
+    /// The rule-set dictionary the records refer to.
+    pub dictionary: &'a Dictionary,
+    /// Whether journal sequence numbers are dense (1, 2, 3, …: one writer)
+    /// or only increasing (a shared database's sequence skips the numbers
+    /// of rolled-back transactions).
+    pub dense_journal: bool,
+}
+
+/// Calls its argument with each stored decision's id and encoded record.
+pub type EachDecision<'a> = &'a mut dyn FnMut(&mut dyn FnMut(String, &[u8])) -> Result<(), String>;
 
 /// What `reconcile` found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -38,17 +71,14 @@ impl Report {
 /// sums; pending equals the account's pending holds; available stays within
 /// the overdraft limit; every currency sums to zero; holds and transfers match
 /// their decisions one to one (no orphan decision, posting or hold).
-pub(crate) fn reconcile(conn: &Connection) -> Result<Report, String> {
-    let accounts = read_accounts(conn).map_err(load_message)?;
-    let system = read_system(conn).map_err(load_message)?;
-    let journal = read_journal(conn, None).map_err(load_message)?;
-    let holds = read_holds(conn).map_err(load_message)?;
+pub fn reconcile(stored: &Stored<'_>, each_decision: EachDecision<'_>) -> Result<Report, String> {
+    let Stored { accounts, system, journal, holds, dictionary, dense_journal } = *stored;
     let mut found = Found::default();
-    let sums = found.journal(&journal, &accounts);
-    let pending = found.holds(&holds, &sums.hold_postings);
-    found.balances(&accounts, &system, &sums.by_account, &pending);
+    let sums = found.journal(journal, accounts, dense_journal);
+    let pending = found.holds(holds, &sums.hold_postings);
+    found.balances(accounts, system, &sums.by_account, &pending);
     let hold_ids: HashSet<&str> = holds.iter().map(|h| h.id.as_str()).collect();
-    let decisions = found.decisions(conn, &sums.transfers, &hold_ids)?;
+    let decisions = found.decisions(dictionary, each_decision, &sums.transfers, &hold_ids)?;
     let mut discrepancies = found.0;
     discrepancies.sort();
     discrepancies.dedup();
@@ -96,16 +126,20 @@ impl Found {
 
     /// Entries well formed and in sequence, in known accounts of their
     /// currency; every currency sums to zero.
-    fn journal<'a>(&mut self, journal: &'a [JournalEntry], accounts: &[AccountRow]) -> JournalSums<'a> {
+    fn journal<'a>(&mut self, journal: &'a [JournalEntry], accounts: &[AccountRow], dense: bool) -> JournalSums<'a> {
         let currency_of: HashMap<&str, &str> =
             accounts.iter().map(|a| (a.account.id.as_str(), a.account.currency.as_str())).collect();
         let mut sums =
             JournalSums { by_account: HashMap::new(), transfers: HashMap::new(), hold_postings: HashMap::new() };
         let mut per_currency: HashMap<String, Decimal> = HashMap::new();
+        let mut previous = 0u64;
         for (i, e) in journal.iter().enumerate() {
-            if e.seq != i as u64 + 1 {
+            if dense && e.seq != i as u64 + 1 {
                 self.push(format!("journal: entry {} out of sequence (expected {})", e.seq, i + 1));
+            } else if !dense && e.seq <= previous {
+                self.push(format!("journal: entry {} out of sequence (after {previous})", e.seq));
             }
+            previous = e.seq;
             let [debit, credit] = &e.postings[..] else {
                 self.push(format!("journal entry {}: has {} postings, not 2", e.seq, e.postings.len()));
                 continue;
@@ -123,7 +157,7 @@ impl Found {
                         e.seq, p.account, p.currency
                     )),
                     Some(_) => {}
-                    None if p.account == rulehost_ledger::equity_account(&p.currency) => {}
+                    None if p.account == crate::equity_account(&p.currency) => {}
                     None => self.push(format!("journal entry {}: unknown account {:?}", e.seq, p.account)),
                 }
                 if !add(sums.by_account.entry(p.account.clone()).or_default(), p.amount) {
@@ -234,19 +268,15 @@ impl Found {
     /// here, never a pass. Returns the decisions checked.
     fn decisions(
         &mut self,
-        conn: &Connection,
+        dictionary: &Dictionary,
+        each_decision: EachDecision<'_>,
         transfers: &HashMap<&str, u32>,
         hold_ids: &HashSet<&str>,
     ) -> Result<u64, String> {
-        let dictionary = read_dictionary(conn).map_err(load_message)?;
-        let mut stmt = conn.prepare("SELECT id, record FROM decisions ORDER BY seq").map_err(|e| e.to_string())?;
-        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
         let mut decided: HashSet<String> = HashSet::new();
         let mut count = 0u64;
-        while let Some(r) = rows.next().map_err(|e| e.to_string())? {
-            let id: String = r.get(0).map_err(|e| e.to_string())?;
-            let record: Vec<u8> = r.get(1).map_err(|e| e.to_string())?;
-            let decoded = match rulehost_ledger::record::decode(&record, &dictionary) {
+        each_decision(&mut |id, record| {
+            let decoded = match crate::record::decode(record, dictionary) {
                 Ok(rec) => {
                     if rec.decision.id != id {
                         self.push(format!("decision {id:?}: its record is the decision of {:?}", rec.decision.id));
@@ -275,7 +305,7 @@ impl Found {
             }
             count += 1;
             decided.insert(id);
-        }
+        })?;
         for id in transfers.keys().chain(hold_ids.iter()) {
             if !decided.contains(*id) {
                 self.push(format!("transaction {id:?} moves money but has no decision"));

@@ -1,0 +1,607 @@
+//! The durable ledger's front, whatever the store behind it: a bounded hot
+//! state in memory (balances, pending holds, history within retention, a
+//! cache of recent decisions and a filter of every id ever decided), a
+//! queue of changes in order, and a writer thread that makes them durable
+//! in groups through a [`GroupWriter`] — one store transaction per group.
+//!
+//! Every change is applied to the hot state (so reads and the next decision
+//! see it at once) and queued, in order, for the writer — handed over in
+//! chunks of [`HANDOFF_OPS_MAX`], or at once when someone asks for a sync
+//! point. The writer takes whatever is queued — closing a group once it
+//! holds `group_commit_ops_max` changes, waiting at most
+//! `group_commit_linger` for more — and writes it in one transaction. Then
+//! it advances the [`Watermark`]; callers acknowledge a decision only once
+//! its [`SyncPoint`] is reached. A store that fails a group stops the
+//! ledger: nothing after the last durable point is acknowledged.
+//!
+//! Memory does not grow with decisions: the journal, stored decisions and
+//! resolved holds live only in the store, read through a [`StoreRead`]. An
+//! id's decision is looked up in the recent cache (which keeps every
+//! decision not yet durable), then in the id filter (a Bloom filter of fixed
+//! size: a new id — almost every id — costs no read), then in the store.
+//!
+//! The SQLite store (`rulehost-ledger-sqlite`) and the PostgreSQL store
+//! (`rulehost-ledger-postgres`) are the two [`GroupWriter`]/[`StoreRead`]
+//! pairs; each wraps a [`Durable`] and forwards [`Ledger`] to it
+//! ([`forward_ledger!`](crate::forward_ledger)).
+
+mod options;
+mod recent;
+pub mod reconcile;
+mod writer;
+
+pub use options::{
+    CommitHook, CommitStats, DECISION_CACHE_ENTRIES_DEFAULT, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX,
+    HANDOFF_OPS_MAX, ID_FILTER_BYTES_DEFAULT, ID_FILTER_SNAPSHOT_DECISIONS, StoreOptions, WRITE_QUEUE_OPS_MAX,
+};
+pub use recent::{ID_FILTER_FORMAT, filter_from_words};
+pub use reconcile::{AccountRow, Report};
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Sender, bounded};
+use rust_decimal::Decimal;
+
+use recent::Recent;
+pub use recent::empty_filter;
+
+use crate::record::DictionaryEntry;
+use crate::{
+    Balances, Commit, Committed, DecisionRecord, Effect, Hold, JournalEntry, Ledger, LedgerError, MemoryLedger,
+    Posting, Refusal, Resolution, RulesetArchive, StoredDecision, SyncPoint, Usage, Watermark,
+};
+use rulehost_core::facts::{HistoryQuery, HistoryStats};
+use rulehost_core::model::{Account, Nanos};
+
+/// A change with its place in the sequence and when it was queued.
+pub type Queued = (u64, Instant, Op);
+
+/// One change, as a store records it.
+pub enum Op {
+    /// New accounts and their opening entries.
+    Accounts {
+        /// The accounts.
+        accounts: Vec<Account>,
+        /// Their opening entries.
+        entries: Vec<JournalEntry>,
+        /// Balances after the import (a store may instead apply the entries
+        /// as increments).
+        balances: Vec<BalanceRow>,
+    },
+    /// A decided transaction.
+    Decision(Box<DecisionOp>),
+    /// A hold posted or voided.
+    Resolve {
+        /// The hold, in its new state.
+        hold: Hold,
+        /// Its posting, when approved.
+        entry: Option<JournalEntry>,
+        /// Balances after it.
+        balances: Vec<BalanceRow>,
+        /// When (wall clock, for the audit trail).
+        at_unix_ms: i64,
+    },
+    /// A rule-set version's dictionary entry, new or grown.
+    Dictionary {
+        /// Its number in the dictionary.
+        id: u32,
+        /// The entry.
+        entry: DictionaryEntry,
+    },
+    /// A rule-set version's files.
+    Ruleset(Arc<RulesetArchive>),
+    /// A snapshot of the id filter (its words), covering every decision
+    /// written before it.
+    IdFilter(Vec<u64>),
+}
+
+/// A decided transaction, as a store records it.
+pub struct DecisionOp {
+    /// The transaction id.
+    pub id: String,
+    /// The encoded decision record.
+    pub record: Arc<[u8]>,
+    /// (source, timestamp, amount, the source's horizon after it), when it
+    /// counts in history.
+    pub history: Option<(String, Nanos, Decimal, Nanos)>,
+    /// Its transfer, when posted.
+    pub entry: Option<JournalEntry>,
+    /// Its hold, when held.
+    pub hold: Option<Hold>,
+    /// Balances after it.
+    pub balances: Vec<BalanceRow>,
+}
+
+/// An account's balances after a change.
+pub struct BalanceRow {
+    /// The account.
+    pub id: String,
+    /// Posted balance.
+    pub posted: Decimal,
+    /// Pending balance; `None` for a system account.
+    pub pending: Option<Decimal>,
+}
+
+/// The writer's half of a store: makes one group of changes durable in one
+/// transaction (all or nothing), or says why not.
+pub trait GroupWriter: Send + 'static {
+    /// Writes `group` in one durable transaction.
+    fn write_group(&mut self, group: Vec<Queued>) -> Result<(), String>;
+}
+
+/// The reader's half of a store: what is not kept in memory. Errors are the
+/// store's reason as text.
+pub trait StoreRead: Send + 'static {
+    /// The encoded record of `id`'s decision.
+    fn record(&mut self, id: &str) -> Result<Option<Vec<u8>>, String>;
+    /// The hold of `id`, in any state.
+    fn hold(&mut self, id: &str) -> Result<Option<Hold>, String>;
+    /// Every hold, sorted by id.
+    fn holds(&mut self) -> Result<Vec<Hold>, String>;
+    /// The journal in order, optionally only entries touching `account`.
+    fn journal(&mut self, account: Option<&str>) -> Result<Vec<JournalEntry>, String>;
+    /// A kept rule-set version.
+    fn ruleset(&mut self, version: &str) -> Result<Option<RulesetArchive>, String>;
+    /// Every invariant of what the store holds.
+    fn reconcile(&mut self) -> Result<Report, String>;
+}
+
+/// Read-only access to a stored ledger, whoever writes it (the `ledger`
+/// and `review list` commands read a SQLite file or a PostgreSQL database
+/// through it).
+pub trait LedgerReader {
+    /// The stored decision of `id`, with its input and facts.
+    fn record(&self, id: &str) -> Result<Option<DecisionRecord>, String>;
+    /// The id of every stored decision, in the order they were stored.
+    fn decision_ids(&self) -> Result<Vec<String>, String>;
+    /// A kept rule-set version.
+    fn ruleset(&self, version: &str) -> Result<Option<RulesetArchive>, String>;
+    /// An account's static facts.
+    fn account(&self, id: &str) -> Result<Option<Account>, String>;
+    /// Every account with its stored balances, sorted by id.
+    fn accounts(&self) -> Result<Vec<crate::AccountBalances>, String>;
+    /// The journal, optionally only entries touching `account`.
+    fn journal(&self, account: Option<&str>) -> Result<Vec<JournalEntry>, String>;
+    /// Every hold, sorted by id.
+    fn holds(&self) -> Result<Vec<Hold>, String>;
+    /// Checks every invariant.
+    fn reconcile(&self) -> Result<Report, String>;
+}
+
+/// The durable ledger's front (see the module documentation).
+pub struct Durable<R: StoreRead> {
+    memory: MemoryLedger,
+    recent: Recent,
+    ids: fastbloom::BloomFilter,
+    /// Reads what is not in memory. Closed first at shutdown, before the
+    /// writer finishes.
+    reader: Mutex<Option<R>>,
+    options: StoreOptions,
+    queue: Option<Sender<Vec<Queued>>>,
+    /// Changes not yet handed to the writer (see `HANDOFF_OPS_MAX`).
+    buffer: Mutex<Vec<Queued>>,
+    writer: Option<JoinHandle<()>>,
+    watermark: Arc<Watermark>,
+    stats: Arc<Mutex<CommitStats>>,
+    seq: u64,
+    decided_since_snapshot: u64,
+}
+
+impl<R: StoreRead> Durable<R> {
+    /// A durable ledger over `memory` (the hot state as loaded from the
+    /// store) and `ids` (every id the store holds), reading through
+    /// `reader` and writing through `writer` on a thread of its own.
+    pub fn start(
+        memory: MemoryLedger,
+        ids: fastbloom::BloomFilter,
+        reader: R,
+        writer: impl GroupWriter,
+        options: &StoreOptions,
+    ) -> std::io::Result<Self> {
+        let watermark = Arc::new(Watermark::default());
+        let stats = Arc::new(Mutex::new(CommitStats::default()));
+        let (queue, rx) = bounded(WRITE_QUEUE_OPS_MAX / HANDOFF_OPS_MAX);
+        let writer = {
+            let (watermark, stats, options) = (watermark.clone(), stats.clone(), options.clone());
+            std::thread::Builder::new()
+                .name("rulehost-ledger".into())
+                .spawn(move || writer::write_loop(writer, rx, &watermark, &stats, &options))?
+        };
+        Ok(Durable {
+            memory,
+            recent: Recent::default(),
+            ids,
+            reader: Mutex::new(Some(reader)),
+            options: options.clone(),
+            queue: Some(queue),
+            buffer: Mutex::new(Vec::with_capacity(HANDOFF_OPS_MAX)),
+            writer: Some(writer),
+            watermark,
+            stats,
+            seq: 0,
+            decided_since_snapshot: 0,
+        })
+    }
+
+    /// Counters and commit latencies so far.
+    pub fn stats(&self) -> CommitStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The shared watermark (to observe durability without the ledger lock).
+    pub fn watermark(&self) -> Arc<Watermark> {
+        self.watermark.clone()
+    }
+
+    /// Checks every invariant on the stored state, once every change made
+    /// so far is durable.
+    pub fn reconcile(&mut self) -> Result<Report, LedgerError> {
+        self.sync_point().wait()?;
+        self.read(|r| r.reconcile())
+    }
+
+    /// Writes everything queued and stops the writer; returns the store's failure, if any.
+    pub fn close(&mut self) -> Result<(), LedgerError> {
+        self.shutdown();
+        self.watermark.wait(self.seq)
+    }
+
+    /// Writes everything queued, closes the reader and stops the writer
+    /// (also on drop).
+    pub fn shutdown(&mut self) {
+        if self.queue.is_some() && self.watermark.failure().is_none() && self.decided_since_snapshot > 0 {
+            self.send(Op::IdFilter(self.ids.as_slice().to_vec()));
+            self.decided_since_snapshot = 0;
+        }
+        self.hand_off();
+        if let Ok(mut reader) = self.reader.lock() {
+            reader.take();
+        }
+        self.queue.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+
+    fn send(&mut self, op: Op) {
+        self.seq += 1;
+        let seq = self.seq;
+        let full = match self.buffer.get_mut() {
+            Ok(buffer) => {
+                buffer.push((seq, Instant::now(), op));
+                buffer.len() >= HANDOFF_OPS_MAX
+            }
+            Err(_) => true,
+        };
+        if full {
+            self.hand_off();
+        }
+    }
+
+    /// Hands the buffered changes to the writer.
+    fn hand_off(&self) {
+        let ops = {
+            let Ok(mut buffer) = self.buffer.lock() else { return };
+            if buffer.is_empty() {
+                return;
+            }
+            std::mem::replace(&mut *buffer, Vec::with_capacity(HANDOFF_OPS_MAX))
+        };
+        if let Some(queue) = &self.queue {
+            // A failed writer has recorded why; waiters on later points get that error.
+            let _ = queue.send(ops);
+        }
+    }
+
+    fn balance_row(&self, id: &str) -> BalanceRow {
+        match self.memory.balances(id) {
+            Some(b) => BalanceRow { id: id.to_owned(), posted: b.posted, pending: Some(b.pending) },
+            None => BalanceRow { id: id.to_owned(), posted: self.memory.system_balance(id), pending: None },
+        }
+    }
+
+    /// Runs `f` on the store's reader.
+    pub fn read<T>(&self, f: impl FnOnce(&mut R) -> Result<T, String>) -> Result<T, LedgerError> {
+        let mut reader = self.reader.lock().map_err(|_| LedgerError::Storage("reader lock poisoned".into()))?;
+        let r = reader.as_mut().ok_or_else(|| LedgerError::Storage("the ledger is closed".into()))?;
+        f(r).map_err(LedgerError::Storage)
+    }
+
+    /// The encoded record of `id`: recent cache, then filter, then store.
+    fn stored_record(&self, id: &str) -> Result<Option<Arc<[u8]>>, LedgerError> {
+        if let Some((_, record)) = self.recent.records.get(id) {
+            return Ok(Some(record.clone()));
+        }
+        if !self.ids.contains(id) {
+            return Ok(None);
+        }
+        self.read(|r| r.record(id)).map(|r| r.map(Arc::from))
+    }
+
+    /// The storage failed mid-change: nothing after it is acknowledged.
+    fn fail(&self, e: LedgerError) -> LedgerError {
+        self.watermark.fail(format!("a change could not be stored: {e}"));
+        e
+    }
+}
+
+impl<R: StoreRead> Drop for Durable<R> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl<R: StoreRead> Ledger for Durable<R> {
+    fn import_accounts(&mut self, accounts: &[Account]) -> Result<usize, LedgerError> {
+        let known: std::collections::HashSet<&str> =
+            accounts.iter().filter(|a| self.memory.account(&a.id).is_some()).map(|a| a.id.as_str()).collect();
+        let fresh: Vec<Account> = accounts.iter().filter(|a| !known.contains(a.id.as_str())).cloned().collect();
+        let added = self.memory.import_accounts(accounts)?;
+        let entries = self.memory.take_unstored();
+        if added == 0 {
+            return Ok(0);
+        }
+        let mut touched: Vec<&str> = fresh.iter().map(|a| a.id.as_str()).collect();
+        touched.extend(entries.iter().flat_map(|e| e.postings.iter().map(|p| p.account.as_str())));
+        touched.sort_unstable();
+        touched.dedup();
+        let balances = touched.iter().map(|id| self.balance_row(id)).collect();
+        self.send(Op::Accounts { accounts: fresh, entries, balances });
+        Ok(added)
+    }
+
+    fn account(&self, id: &str) -> Option<&Account> {
+        self.memory.account(id)
+    }
+
+    fn account_ids(&self) -> Vec<String> {
+        self.memory.account_ids()
+    }
+
+    fn balances(&self, id: &str) -> Option<Balances> {
+        self.memory.balances(id)
+    }
+
+    fn admit(&self, source: &str, destination: &str, amount: Decimal, effect: Effect) -> Result<(), Refusal> {
+        self.memory.admit(source, destination, amount, effect)
+    }
+
+    fn decision(&self, id: &str) -> Result<Option<StoredDecision>, LedgerError> {
+        Ok(self.record(id)?.map(|r| StoredDecision { fingerprint: r.fingerprint, decision: r.decision }))
+    }
+
+    fn record(&self, id: &str) -> Result<Option<DecisionRecord>, LedgerError> {
+        self.stored_record(id)?.map(|bytes| self.memory.decode(&bytes)).transpose()
+    }
+
+    fn history(&self, query: &HistoryQuery<'_>) -> HistoryStats {
+        self.memory.history(query)
+    }
+
+    fn retain_history(&mut self, window_seconds_max: u64) {
+        self.memory.retain_history(window_seconds_max);
+    }
+
+    fn commit(&mut self, c: Commit<'_>) -> Result<Committed, LedgerError> {
+        let tx = c.tx;
+        if self.stored_record(&tx.id)?.is_some() {
+            return Err(LedgerError::DuplicateDecision(tx.id.clone()));
+        }
+        let (applied, record) = self.memory.apply(c)?;
+        let entry = self.memory.take_unstored().into_iter().next();
+        let (bytes, changed) = self.memory.encode(&record).map_err(|e| self.fail(e))?;
+        if let Some(id) = changed
+            && let Some(entry) = self.memory.dictionary().entry(id).cloned()
+        {
+            self.send(Op::Dictionary { id, entry });
+        }
+        let effect = applied.committed.effect;
+        let (hold, balances) = match effect {
+            Effect::Post => (None, vec![self.balance_row(&tx.source), self.balance_row(&tx.destination)]),
+            Effect::Hold => (self.memory.hold(&tx.id)?, vec![self.balance_row(&tx.source)]),
+            Effect::Nothing => (None, Vec::new()),
+        };
+        let history = applied.horizon.map(|h| (tx.source.clone(), tx.timestamp, tx.amount, h));
+        let bytes: Arc<[u8]> = bytes.into();
+        self.send(Op::Decision(Box::new(DecisionOp {
+            id: tx.id.clone(),
+            record: bytes.clone(),
+            history,
+            entry,
+            hold,
+            balances,
+        })));
+        self.ids.insert(tx.id.as_str());
+        self.recent.insert(tx.id.clone(), self.seq, bytes);
+        self.recent.evict(self.options.decision_cache_entries, self.watermark.durable());
+        self.decided_since_snapshot = self.decided_since_snapshot.saturating_add(1);
+        if self.decided_since_snapshot >= ID_FILTER_SNAPSHOT_DECISIONS {
+            self.send(Op::IdFilter(self.ids.as_slice().to_vec()));
+            self.decided_since_snapshot = 0;
+        }
+        Ok(applied.committed)
+    }
+
+    fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError> {
+        // A resolved hold lives in the store only: bring it back to answer
+        // an idempotent repeat (or refuse the other way), then forget it.
+        let restored = if self.memory.hold(id)?.is_none() {
+            // Not in memory: resolved (or never held). Its last resolution
+            // may still be on its way to the store: read it once it is there,
+            // or a repeat would find it pending and resolve it twice.
+            self.sync_point().wait()?;
+            match self.read(|r| r.hold(id))? {
+                Some(h) => {
+                    self.memory.restore_hold(h);
+                    true
+                }
+                None => false,
+            }
+        } else {
+            false
+        };
+        let result = self.memory.resolve_hold(id, approve);
+        let entry = self.memory.take_unstored().into_iter().next();
+        if restored || !matches!(result, Ok(Resolution::Done)) {
+            if restored {
+                self.memory.forget_hold(id);
+            }
+            return result;
+        }
+        let hold = self.memory.hold(id)?.ok_or_else(|| LedgerError::UnknownHold(id.to_owned()))?;
+        self.memory.forget_hold(id);
+        let mut balances = vec![self.balance_row(&hold.source)];
+        if approve {
+            balances.push(self.balance_row(&hold.destination));
+        }
+        let at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.send(Op::Resolve { hold, entry, balances, at_unix_ms });
+        result
+    }
+
+    fn hold(&self, id: &str) -> Result<Option<Hold>, LedgerError> {
+        match self.memory.hold(id)? {
+            Some(h) => Ok(Some(h)),
+            None => {
+                self.sync_point().wait()?;
+                self.read(|r| r.hold(id))
+            }
+        }
+    }
+
+    fn holds(&self) -> Result<Vec<Hold>, LedgerError> {
+        self.sync_point().wait()?;
+        self.read(|r| r.holds())
+    }
+
+    fn journal(&self, account: Option<&str>) -> Result<Vec<JournalEntry>, LedgerError> {
+        self.sync_point().wait()?;
+        self.read(|r| r.journal(account))
+    }
+
+    fn keep_ruleset(&mut self, archive: &Arc<RulesetArchive>) -> Result<(), LedgerError> {
+        if self.memory.keep_archive(archive) {
+            self.send(Op::Ruleset(archive.clone()));
+        }
+        Ok(())
+    }
+
+    fn ruleset(&self, version: &str) -> Result<Option<RulesetArchive>, LedgerError> {
+        if let Some(a) = self.memory.archive(version) {
+            return Ok(Some((**a).clone()));
+        }
+        self.read(|r| r.ruleset(version))
+    }
+
+    fn usage(&self) -> Usage {
+        let hot = self.memory.hot_usage();
+        let filter = (self.ids.num_bits() / 8) as u64;
+        Usage {
+            decisions: self.recent.records.len() as u64,
+            bytes: hot.bytes.saturating_add(self.recent.bytes).saturating_add(filter),
+            ..hot
+        }
+    }
+
+    fn sync_point(&self) -> SyncPoint {
+        self.hand_off();
+        SyncPoint::new(self.seq, self.watermark.clone())
+    }
+}
+
+/// The debit (negative) and credit (positive) legs of a two-legged entry,
+/// whichever order they come in. The store keeps entries in this form; an
+/// entry that is not one is refused (the writer reports a storage error,
+/// and nothing after it is acknowledged).
+pub fn legs(e: &JournalEntry) -> Result<(&Posting, &Posting), String> {
+    match e.postings.as_slice() {
+        [a, b] if a.amount == -b.amount && a.currency == b.currency => {
+            Ok(if b.amount.is_sign_negative() && !b.amount.is_zero() { (b, a) } else { (a, b) })
+        }
+        _ => Err(format!("journal entry {} is not a two-legged balanced entry: {:?}", e.seq, e.postings)),
+    }
+}
+
+/// Implements [`Ledger`] for a store's ledger type by forwarding every
+/// method to its [`Durable`] field: `forward_ledger!(SqliteLedger, durable);`.
+#[macro_export]
+macro_rules! forward_ledger {
+    ($ty:ty, $field:ident) => {
+        impl $crate::Ledger for $ty {
+            fn import_accounts(
+                &mut self,
+                accounts: &[$crate::__reexport::rulehost_core::model::Account],
+            ) -> Result<usize, $crate::LedgerError> {
+                self.$field.import_accounts(accounts)
+            }
+            fn account(&self, id: &str) -> Option<&$crate::__reexport::rulehost_core::model::Account> {
+                self.$field.account(id)
+            }
+            fn account_ids(&self) -> Vec<String> {
+                self.$field.account_ids()
+            }
+            fn balances(&self, id: &str) -> Option<$crate::Balances> {
+                self.$field.balances(id)
+            }
+            fn admit(
+                &self,
+                source: &str,
+                destination: &str,
+                amount: $crate::__reexport::rust_decimal::Decimal,
+                effect: $crate::Effect,
+            ) -> Result<(), $crate::Refusal> {
+                self.$field.admit(source, destination, amount, effect)
+            }
+            fn decision(&self, id: &str) -> Result<Option<$crate::StoredDecision>, $crate::LedgerError> {
+                self.$field.decision(id)
+            }
+            fn record(&self, id: &str) -> Result<Option<$crate::DecisionRecord>, $crate::LedgerError> {
+                self.$field.record(id)
+            }
+            fn history(
+                &self,
+                query: &$crate::__reexport::rulehost_core::facts::HistoryQuery<'_>,
+            ) -> $crate::__reexport::rulehost_core::facts::HistoryStats {
+                self.$field.history(query)
+            }
+            fn retain_history(&mut self, window_seconds_max: u64) {
+                self.$field.retain_history(window_seconds_max)
+            }
+            fn commit(&mut self, commit: $crate::Commit<'_>) -> Result<$crate::Committed, $crate::LedgerError> {
+                self.$field.commit(commit)
+            }
+            fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<$crate::Resolution, $crate::LedgerError> {
+                self.$field.resolve_hold(id, approve)
+            }
+            fn hold(&self, id: &str) -> Result<Option<$crate::Hold>, $crate::LedgerError> {
+                self.$field.hold(id)
+            }
+            fn holds(&self) -> Result<Vec<$crate::Hold>, $crate::LedgerError> {
+                self.$field.holds()
+            }
+            fn journal(&self, account: Option<&str>) -> Result<Vec<$crate::JournalEntry>, $crate::LedgerError> {
+                self.$field.journal(account)
+            }
+            fn keep_ruleset(
+                &mut self,
+                archive: &std::sync::Arc<$crate::RulesetArchive>,
+            ) -> Result<(), $crate::LedgerError> {
+                self.$field.keep_ruleset(archive)
+            }
+            fn ruleset(&self, version: &str) -> Result<Option<$crate::RulesetArchive>, $crate::LedgerError> {
+                self.$field.ruleset(version)
+            }
+            fn usage(&self) -> $crate::Usage {
+                self.$field.usage()
+            }
+            fn sync_point(&self) -> $crate::SyncPoint {
+                self.$field.sync_point()
+            }
+        }
+    };
+}
