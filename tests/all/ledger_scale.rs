@@ -26,7 +26,7 @@ fn open_with(path: &Path, options: StoreOptions) -> SqliteLedger {
     SqliteLedger::open(path, &options).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
 }
 
-fn tx(id: &str, source: &str, destination: &str, amount: &str, second: u64) -> ParsedTransaction {
+pub(crate) fn tx(id: &str, source: &str, destination: &str, amount: &str, second: u64) -> ParsedTransaction {
     let (h, m, s) = (second / 3600, second / 60 % 60, second % 60);
     let (day, h) = (1 + h / 24, h % 24);
     let line = format!(
@@ -35,7 +35,7 @@ fn tx(id: &str, source: &str, destination: &str, amount: &str, second: u64) -> P
     parse_transaction(1, &line).unwrap_or_else(|e| panic!("{line}: {e}"))
 }
 
-fn accounts(n: usize, opening: &str) -> Vec<rulehost::model::Account> {
+pub(crate) fn accounts(n: usize, opening: &str) -> Vec<rulehost::model::Account> {
     let lines: Vec<String> = (0..n)
         .map(|i| {
             format!(

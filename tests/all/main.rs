@@ -22,6 +22,7 @@ mod ledger;
 mod ledger_cli;
 mod ledger_postgres;
 mod ledger_scale;
+mod partitions;
 mod pipeline;
 mod postgres;
 mod reload;

@@ -45,17 +45,49 @@ pub(crate) struct StoreArgs {
     /// frequent).
     #[arg(long, default_value_t = rulehost::ledger::ID_FILTER_BYTES_DEFAULT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8..=(1u64 << 34)))]
     id_filter_bytes: usize,
+    /// On a PostgreSQL ledger several hosts share: the partitions of source
+    /// accounts this host decides (`all`, or numbers and ranges of 0–63 such
+    /// as `0-31` or `0-15,40`); a transaction whose source is in another
+    /// partition is not decided here (`PARTITION_NOT_OWNED`, HTTP 421).
+    #[arg(long, value_name = "SET")]
+    partitions: Option<String>,
+    /// This host's name in the partition leases (default: machine name and
+    /// process id); a host restarted under the same name takes its
+    /// partitions back at once.
+    #[arg(long, requires = "partitions")]
+    host_name: Option<String>,
+    /// How long a partition lease lasts without renewal, in seconds
+    /// (renewed every third of it; a host that stops loses its partitions
+    /// this long after its last renewal).
+    #[arg(long, default_value_t = rulehost::ledger::durable::LEASE_DEFAULT.as_secs(), value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=3600), requires = "partitions")]
+    lease_seconds: u64,
 }
 
 impl StoreArgs {
     /// These settings over `options`.
-    pub(crate) fn apply(&self, options: StoreOptions) -> StoreOptions {
-        StoreOptions {
+    pub(crate) fn apply(&self, options: StoreOptions) -> Result<StoreOptions> {
+        let partitions = match &self.partitions {
+            None => None,
+            Some(spec) => Some(rulehost::ledger::durable::PartitionClaim {
+                host: self.host_name.clone().unwrap_or_else(default_host_name),
+                partitions: rulehost::partition::parse_partitions(spec)
+                    .map_err(|e| anyhow::anyhow!("--partitions {spec:?}: {e}"))?,
+                lease: std::time::Duration::from_secs(self.lease_seconds),
+            }),
+        };
+        Ok(StoreOptions {
             decision_cache_entries: self.decision_cache_entries,
             id_filter_bytes: self.id_filter_bytes,
+            partitions,
             ..options
-        }
+        })
     }
+}
+
+/// This machine's name and the process id: unique among running hosts.
+fn default_host_name() -> String {
+    let machine = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!("{}-{}", if machine.is_empty() { "host" } else { &machine }, std::process::id())
 }
 
 #[derive(Subcommand)]
@@ -112,6 +144,12 @@ pub(crate) enum LedgerAction {
         ledger: LedgerArg,
         #[command(flatten)]
         cache: crate::CacheArg,
+    },
+    /// Print the partitions of a shared PostgreSQL ledger: owner, fencing
+    /// epoch, lease expiry and time since renewal (JSON Lines).
+    Partitions {
+        #[command(flatten)]
+        ledger: LedgerArg,
     },
     /// Bring a ledger written by an earlier release to this release's
     /// schema (`run` and `serve` also do it when they open one).
@@ -253,6 +291,17 @@ pub(crate) fn ledger_command(action: LedgerAction) -> Result<u8, Failure> {
                 eprintln!("replayed {id:?}: DIFFERS from the stored decision");
                 Ok(EXIT_SOME_ERRORS)
             }
+        }
+        LedgerAction::Partitions { ledger } => {
+            let LedgerLocation::Postgres(url) = ledger.location() else {
+                return Err(Failure::CannotStart(anyhow::anyhow!(
+                    "{} is not a PostgreSQL ledger: only hosts sharing one have partitions",
+                    ledger.shown()
+                )));
+            };
+            let reader = start(rulehost::ledger::PgReader::open(&url).map_err(anyhow::Error::new))?;
+            let leases = start(reader.partitions().map_err(anyhow::Error::msg))?;
+            print_json_lines(leases).map(|_| 0)
         }
         LedgerAction::Migrate { ledger } => {
             let store = start(open_store(&ledger))?;

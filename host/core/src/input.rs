@@ -36,6 +36,9 @@ pub enum ErrorCode {
     /// The ledger could not commit the decision (its store failed); nothing
     /// was decided, and the transaction may be sent again.
     LedgerUnavailable,
+    /// The source account's partition belongs to another host (several
+    /// hosts share one ledger): send the transaction to its owner.
+    PartitionNotOwned,
 }
 
 impl ErrorCode {
@@ -47,6 +50,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "INVALID_FIELD",
             ErrorCode::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
             ErrorCode::LedgerUnavailable => "LEDGER_UNAVAILABLE",
+            ErrorCode::PartitionNotOwned => "PARTITION_NOT_OWNED",
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod lists;
 pub mod manifest;
 pub mod model;
 pub mod params;
+pub mod partition;
 pub mod rollout;
 pub mod rule;
 pub mod summary;

@@ -21,10 +21,13 @@
 //! One host owns a PostgreSQL ledger at a time: its writer connection holds
 //! a session advisory lock (released by the server when the connection ends,
 //! also when the host is killed); a second host is refused with
-//! [`OpenError::InUse`]. Read-only access ([`PgReader`]: the `ledger` and
-//! `review list` commands) works meanwhile. Several hosts each owning a
-//! partition of source accounts is the design of ARCHITECTURE.md ("Beyond
-//! one machine"), not built yet.
+//! [`OpenError::InUse`]. Or several hosts share it, each claiming some of
+//! the 64 partitions of source accounts (`StoreOptions::partitions`): a
+//! lease per partition, renewed by a thread of its own, and a fencing token
+//! checked by every group commit (see `partitions.rs`); a transaction whose
+//! source another host owns is refused with `LedgerError::NotOwner`.
+//! Read-only access ([`PgReader`]: the `ledger`, `review list` and
+//! `partitions` commands) works meanwhile.
 //!
 //! Connections are plain TCP or a Unix socket (no TLS in this build).
 //!
@@ -33,10 +36,12 @@
 //! `rulehost-ledger` and `rulehost-core`.
 
 mod client;
+mod partitions;
 mod rows;
 mod schema;
 mod writer;
 
+pub use partitions::PartitionLease;
 pub use schema::SCHEMA_VERSION;
 
 use std::sync::Arc;
@@ -120,6 +125,14 @@ pub enum OpenError {
         /// Its schema version (0: none yet).
         found: i64,
     },
+    /// The partitions claimed could not be taken (another host holds them).
+    #[error("ledger database {url}: cannot take the partitions: {why}")]
+    Partitions {
+        /// The location, password hidden.
+        url: String,
+        /// Which partitions, held by whom.
+        why: String,
+    },
     /// The database's content is inconsistent, or a query failed while loading.
     #[error(
         "ledger database {url} could not be loaded: {why} (run `rulehost ledger reconcile --ledger {url}` for a full report)"
@@ -134,8 +147,20 @@ pub enum OpenError {
 
 /// The durable ledger on a PostgreSQL database (see the module documentation).
 pub struct PostgresLedger {
+    /// The front; its writer stops before the leases are given back.
     durable: Durable<PgRead>,
     url: String,
+    /// On a shared ledger: the renewal of this host's partition leases.
+    renewal: Option<partitions::Renewal>,
+}
+
+impl Drop for PostgresLedger {
+    fn drop(&mut self) {
+        self.durable.shutdown();
+        if let Some(r) = &mut self.renewal {
+            r.stop();
+        }
+    }
 }
 
 rulehost_ledger::forward_ledger!(PostgresLedger, durable);
@@ -170,18 +195,27 @@ impl StoreRead for PgRead {
 
 impl PostgresLedger {
     /// Connects to the database at `url`, creates or migrates its schema,
-    /// takes ownership and loads the hot state.
+    /// takes ownership — of the whole ledger, or of the partitions
+    /// `options.partitions` claims — and loads the hot state.
     pub fn open(url: &str, options: &StoreOptions) -> Result<PostgresLedger, OpenError> {
         let shown = redact(url);
         let connect_err = |why: String| OpenError::Connect { url: shown.clone(), why };
         let damaged = |why: String| OpenError::Damaged { url: shown.clone(), why };
+        let claim = options.partitions.as_ref();
         let loaded = off_runtime(|| -> Result<_, OpenError> {
             let mut client = client::connect(url).map_err(connect_err)?;
-            // A host that just closed may still be leaving: wait up to OWNER_WAIT.
+            // One owner of the whole ledger, or any number of partition
+            // owners (a shared lock each). A host that just closed may still
+            // be leaving: wait up to OWNER_WAIT.
+            let lock = if claim.is_some() {
+                "SELECT pg_try_advisory_lock_shared($1)"
+            } else {
+                "SELECT pg_try_advisory_lock($1)"
+            };
             let deadline = std::time::Instant::now() + OWNER_WAIT;
             loop {
                 let owner: bool = client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
+                    .query_one(lock, &[&OWNER_LOCK])
                     .and_then(|r| r.try_get(0))
                     .map_err(|e| connect_err(reason(&e)))?;
                 if owner {
@@ -195,16 +229,30 @@ impl PostgresLedger {
             schema::migrate(&mut client)
                 .map_err(&damaged)?
                 .map_err(|why| OpenError::NotALedger { url: shown.clone(), why })?;
+            // Leases before loading: a previous owner's last commit is in
+            // what this host loads, and nothing of it can come after.
+            let leases = match claim {
+                Some(claim) => Some(
+                    partitions::acquire(&mut client, claim)
+                        .map_err(|why| OpenError::Partitions { url: shown.clone(), why })?,
+                ),
+                None => None,
+            };
             let mut memory = MemoryLedger::hot(options.lateness_seconds);
             memory.retain_history(options.history_window_seconds_max);
             let ids = rows::load(&mut client, &mut memory, options.id_filter_bytes).map_err(&damaged)?;
-            Ok((client, memory, ids))
+            Ok((client, memory, ids, leases))
         })?;
-        let (client, memory, ids) = loaded;
+        let (client, memory, ids, leases) = loaded;
         let reader = Remote::connect(url, "rulehost-ledger-read").map_err(connect_err)?;
-        let durable = Durable::start(memory, ids, PgRead(reader), PgWriter(client), options)
+        let mut durable = Durable::start(memory, ids, PgRead(reader), PgWriter(client, leases.clone()), options)
             .map_err(|e| damaged(format!("cannot start the ledger writer: {e}")))?;
-        Ok(PostgresLedger { durable, url: shown })
+        let mut renewal = None;
+        if let (Some(leases), Some(claim)) = (leases, claim) {
+            renewal = Some(partitions::Renewal::start(url, leases.clone(), claim.lease).map_err(connect_err)?);
+            durable = durable.with_ownership(leases);
+        }
+        Ok(PostgresLedger { durable, url: shown, renewal })
     }
 
     /// The location, password hidden.
@@ -264,6 +312,13 @@ impl PgReader {
         let dictionary =
             remote.call(rows::read_dictionary).map_err(|why| OpenError::Damaged { url: shown.clone(), why })?;
         Ok(PgReader { remote, dictionary })
+    }
+}
+
+impl PgReader {
+    /// Every partition's lease (none before a host claimed partitions).
+    pub fn partitions(&self) -> Result<Vec<PartitionLease>, String> {
+        self.remote.call(partitions::leases)
     }
 }
 

@@ -8,17 +8,19 @@ use postgres::Client;
 use crate::client::reason;
 
 /// Version of the database layout this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The lock (`pg_advisory_xact_lock`) that serializes migrations.
 const MIGRATION_LOCK: i64 = 0x7275_6c65_0001;
 
-/// Migrations: `MIGRATIONS[v - 1]` brings version `v - 1` to `v`. Money is
+/// Migrations: `MIGRATIONS[v - 1]` brings version `v - 1` to `v` (2 adds
+/// the partition leases of hosts sharing the ledger). Money is
 /// `numeric` (exact); the database enforces the ledger's keys (one decision
 /// per id, at most one transfer and one hold posting per transaction, one
 /// hold per id) and each entry's shape (positive amount, two distinct
 /// accounts: balanced by construction).
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
 CREATE TABLE rulehost.accounts (
     id text PRIMARY KEY,
     currency text NOT NULL,
@@ -75,7 +77,17 @@ CREATE TABLE rulehost.history (
 CREATE TABLE rulehost.ruleset_versions (id integer PRIMARY KEY, version text NOT NULL UNIQUE, rules text NOT NULL);
 CREATE TABLE rulehost.rulesets (version text PRIMARY KEY, sha256 text NOT NULL, files text NOT NULL);
 CREATE TABLE rulehost.blobs (sha256 text PRIMARY KEY, bytes bytea NOT NULL);
-"];
+",
+    "
+CREATE TABLE rulehost.partitions (
+    partition integer PRIMARY KEY CHECK (partition >= 0),
+    owner text,
+    epoch bigint NOT NULL DEFAULT 0,
+    expires_at timestamptz NOT NULL DEFAULT '-infinity',
+    renewed_at timestamptz
+);
+",
+];
 
 /// What the database holds, before any migration.
 pub(crate) enum Found {

@@ -13,20 +13,24 @@ use std::collections::{BTreeMap, HashMap};
 use postgres::Client;
 use rust_decimal::Decimal;
 
+use std::sync::Arc;
+
 use crate::client::reason;
+use crate::partitions::Leases;
 use crate::rows::ts_key;
 use rulehost_core::input::format_timestamp;
 use rulehost_core::model::Nanos;
 use rulehost_ledger::durable::{GroupWriter, Op, Queued, legs};
 use rulehost_ledger::{HoldState, JournalEntry, SYSTEM_ACCOUNT_PREFIX, exact_add};
 
-/// The writer's connection (it also holds the ledger's owner lock).
-pub(crate) struct PgWriter(pub(crate) Client);
+/// The writer's connection (it also holds the ledger's owner lock), and
+/// the leases each group must still hold on a shared ledger.
+pub(crate) struct PgWriter(pub(crate) Client, pub(crate) Option<Arc<Leases>>);
 
 impl GroupWriter for PgWriter {
     fn write_group(&mut self, group: Vec<Queued>) -> Result<(), String> {
         let rows = Rows::of(group)?;
-        rows.write(&mut self.0)
+        rows.write(&mut self.0, self.1.as_deref())
     }
 }
 
@@ -149,9 +153,12 @@ impl Rows {
         Ok(())
     }
 
-    fn write(self, client: &mut Client) -> Result<(), String> {
+    fn write(self, client: &mut Client, leases: Option<&Leases>) -> Result<(), String> {
         let db = |e: postgres::Error| reason(&e);
         let mut t = client.transaction().map_err(db)?;
+        if let Some(leases) = leases {
+            leases.fence(&mut t)?;
+        }
         if !self.accounts.is_empty() {
             let mut cols: [Vec<String>; 8] = Default::default();
             for row in self.accounts {

@@ -292,6 +292,17 @@ pub enum LedgerError {
     /// caller may decide again.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The source's partition is not this host's (several hosts share the
+    /// ledger); nothing was decided.
+    #[error("partition {partition} (of source {account:?}) is not this host's{}", owner.as_ref().map(|o| format!(": {o} owns it")).unwrap_or_default())]
+    NotOwner {
+        /// The source account.
+        account: String,
+        /// Its partition.
+        partition: u16,
+        /// The owner as last seen, if any.
+        owner: Option<String>,
+    },
     /// The durable store failed; nothing after the last durable point is
     /// acknowledged.
     #[error("ledger store: {0}")]

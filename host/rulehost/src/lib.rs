@@ -19,7 +19,7 @@
 //! [`service`] embeds it in a tokio service and [`server`] serves it over
 //! HTTP. The `rulehost` command is the `rulehost-cli` package.
 
-pub use rulehost_core::{decision, facts, files, input, lists, manifest, model, params, rule, summary};
+pub use rulehost_core::{decision, facts, files, input, lists, manifest, model, params, partition, rule, summary};
 pub use rulehost_engine::{backtest, cases, diff, fuzzing, pipeline, reload, rollout, ruleset, run, testrun};
 pub use rulehost_sandbox as sandbox;
 pub use rulehost_server::{metrics, server, service};

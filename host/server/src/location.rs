@@ -53,6 +53,9 @@ pub enum LocationError {
     /// The PostgreSQL database.
     #[error(transparent)]
     Postgres(#[from] rulehost_ledger_postgres::OpenError),
+    /// Partitions were claimed on a ledger only one host can use.
+    #[error("{0}: partitions are for hosts sharing a PostgreSQL ledger (--ledger postgres://…)")]
+    NotShared(String),
 }
 
 impl LedgerLocation {
@@ -70,6 +73,9 @@ impl LedgerLocation {
 
     /// Opens the ledger, keeping the history `options` asks for.
     pub fn open(&self, options: &StoreOptions) -> Result<Box<dyn Ledger>, LocationError> {
+        if options.partitions.is_some() && !matches!(self, LedgerLocation::Postgres(_)) {
+            return Err(LocationError::NotShared(self.to_string()));
+        }
         Ok(match self {
             LedgerLocation::Memory => {
                 let mut ledger = MemoryLedger::new(options.lateness_seconds);

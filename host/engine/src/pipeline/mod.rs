@@ -472,6 +472,16 @@ fn finish(
             Some(record) => (record, None),
             None => (unavailable(line, parsed, "the ledger reported a duplicate it cannot show"), None),
         },
+        Err(e @ LedgerError::NotOwner { .. }) => (
+            Record::Error(InputError {
+                line,
+                id: Some(parsed.tx.id.clone()),
+                code: ErrorCode::PartitionNotOwned,
+                field: Some("source".into()),
+                message: format!("transaction {:?} was not decided here: {e}", parsed.tx.id),
+            }),
+            None,
+        ),
         Err(e) => (unavailable(line, parsed, &e.to_string()), None),
     }
 }

@@ -32,7 +32,8 @@ mod writer;
 
 pub use options::{
     CommitHook, CommitStats, DECISION_CACHE_ENTRIES_DEFAULT, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX,
-    HANDOFF_OPS_MAX, ID_FILTER_BYTES_DEFAULT, ID_FILTER_SNAPSHOT_DECISIONS, StoreOptions, WRITE_QUEUE_OPS_MAX,
+    HANDOFF_OPS_MAX, ID_FILTER_BYTES_DEFAULT, ID_FILTER_SNAPSHOT_DECISIONS, LEASE_DEFAULT, PartitionClaim,
+    StoreOptions, WRITE_QUEUE_OPS_MAX,
 };
 pub use recent::{ID_FILTER_FORMAT, filter_from_words};
 pub use reconcile::{AccountRow, Report};
@@ -170,8 +171,17 @@ pub trait LedgerReader {
     fn reconcile(&self) -> Result<Report, String>;
 }
 
+/// Which sources this host decides, on a ledger several hosts share.
+pub trait Ownership: Send + Sync + 'static {
+    /// `Ok` when this host decides transactions from `source` now;
+    /// [`LedgerError::NotOwner`] naming the owner otherwise.
+    fn check(&self, source: &str) -> Result<(), LedgerError>;
+}
+
 /// The durable ledger's front (see the module documentation).
 pub struct Durable<R: StoreRead> {
+    /// Which sources it decides (all, when `None`).
+    ownership: Option<Arc<dyn Ownership>>,
     memory: MemoryLedger,
     recent: Recent,
     ids: fastbloom::BloomFilter,
@@ -210,6 +220,7 @@ impl<R: StoreRead> Durable<R> {
                 .spawn(move || writer::write_loop(writer, rx, &watermark, &stats, &options))?
         };
         Ok(Durable {
+            ownership: None,
             memory,
             recent: Recent::default(),
             ids,
@@ -223,6 +234,13 @@ impl<R: StoreRead> Durable<R> {
             seq: 0,
             decided_since_snapshot: 0,
         })
+    }
+
+    /// Decides only the sources `ownership` accepts (a shared ledger's
+    /// partitions); a commit for another is [`LedgerError::NotOwner`].
+    pub fn with_ownership(mut self, ownership: Arc<dyn Ownership>) -> Self {
+        self.ownership = Some(ownership);
+        self
     }
 
     /// Counters and commit latencies so far.
@@ -386,6 +404,9 @@ impl<R: StoreRead> Ledger for Durable<R> {
 
     fn commit(&mut self, c: Commit<'_>) -> Result<Committed, LedgerError> {
         let tx = c.tx;
+        if let Some(ownership) = &self.ownership {
+            ownership.check(&tx.source)?;
+        }
         if self.stored_record(&tx.id)?.is_some() {
             return Err(LedgerError::DuplicateDecision(tx.id.clone()));
         }
@@ -425,6 +446,20 @@ impl<R: StoreRead> Ledger for Durable<R> {
     }
 
     fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError> {
+        // On a shared ledger only the owner of the hold's source resolves it
+        // (its pending balance lives in that host's memory).
+        if let Some(ownership) = self.ownership.clone() {
+            let hold = match self.memory.hold(id)? {
+                Some(h) => Some(h),
+                None => {
+                    self.sync_point().wait()?;
+                    self.read(|r| r.hold(id))?
+                }
+            };
+            if let Some(hold) = hold {
+                ownership.check(&hold.source)?;
+            }
+        }
         // A resolved hold lives in the store only: bring it back to answer
         // an idempotent repeat (or refuse the other way), then forget it.
         let restored = if self.memory.hold(id)?.is_none() {

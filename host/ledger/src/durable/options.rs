@@ -50,6 +50,25 @@ pub struct StoreOptions {
     pub id_filter_bytes: usize,
     /// Called after every durable commit.
     pub on_commit: Option<CommitHook>,
+    /// The partitions this host claims on a shared ledger (PostgreSQL
+    /// only); `None`: the host owns the whole ledger.
+    pub partitions: Option<PartitionClaim>,
+}
+
+/// Default lease of a partition: a host that stops renewing loses its
+/// partitions this long after its last renewal.
+pub const LEASE_DEFAULT: Duration = Duration::from_secs(10);
+
+/// What a host sharing a ledger claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionClaim {
+    /// The host's name, as other hosts and `rulehost partitions` show it
+    /// (e.g. the address clients reach it at).
+    pub host: String,
+    /// The partitions it decides (`rulehost_core::partition`).
+    pub partitions: Vec<u16>,
+    /// How long a lease lasts without renewal (renewed every third of it).
+    pub lease: Duration,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -62,6 +81,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("decision_cache_entries", &self.decision_cache_entries)
             .field("id_filter_bytes", &self.id_filter_bytes)
             .field("on_commit", &self.on_commit.is_some())
+            .field("partitions", &self.partitions)
             .finish()
     }
 }
@@ -76,6 +96,7 @@ impl Default for StoreOptions {
             decision_cache_entries: DECISION_CACHE_ENTRIES_DEFAULT,
             id_filter_bytes: ID_FILTER_BYTES_DEFAULT,
             on_commit: None,
+            partitions: None,
         }
     }
 }

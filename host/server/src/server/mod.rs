@@ -149,12 +149,14 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// A record as an HTTP answer: decisions 200, bad input 400, an id decided
-/// with other content 409, a ledger that cannot commit 503.
+/// with other content 409, a source another host owns 421 (the message
+/// names the owner), a ledger that cannot commit 503.
 fn record_response(record: &Record) -> Response {
     let status = match record {
         Record::Decision { .. } => StatusCode::OK,
         Record::Error(e) if e.code == ErrorCode::IdempotencyConflict => StatusCode::CONFLICT,
         Record::Error(e) if e.code == ErrorCode::LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Record::Error(e) if e.code == ErrorCode::PartitionNotOwned => StatusCode::MISDIRECTED_REQUEST,
         Record::Error(_) => StatusCode::BAD_REQUEST,
     };
     json_response(status, record.to_json())

@@ -1,0 +1,345 @@
+//! Several hosts on one PostgreSQL ledger, each owning a partition of the
+//! source accounts: split three ways, they decide what one host decides
+//! alone; a paused host whose lease was taken over cannot commit.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rulehost::ledger::{LedgerReader, PgReader};
+use serde_json::Value;
+
+use crate::ledger_cli::{rulehost, s, text};
+use crate::ledger_postgres::run_onto;
+use crate::postgres::PgServer;
+use crate::support::TempRuleSet;
+
+/// Records of an output file: decided ones by id (without per-run
+/// fields), and how many lines each error code answered.
+fn records(output: &str) -> (HashMap<String, Value>, HashMap<String, usize>) {
+    let (mut decided, mut errors) = (HashMap::new(), HashMap::<String, usize>::new());
+    for line in output.lines() {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        if v["outcome"] == "error" {
+            *errors.entry(v["error"]["code"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+            continue;
+        }
+        let o = v.as_object_mut().unwrap();
+        o.remove("line");
+        decided.insert(o["id"].as_str().unwrap().to_owned(), v);
+    }
+    (decided, errors)
+}
+
+/// Generated accounts made rich (so no funds check depends on when a credit
+/// from another partition's host lands) and their transactions.
+fn rich_traffic(data: &Path, transactions: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let n = transactions.to_string();
+    let generated = rulehost(&["gen", "--out", s(data), "--accounts", "300", "--transactions", &n, "--seed", "3"]);
+    assert!(generated.status.success(), "{}", text(&generated));
+    let accounts = data.join("accounts.jsonl");
+    let rich: String = std::fs::read_to_string(&accounts)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v["opening_balance"] = "100000000".into();
+            format!("{v}\n")
+        })
+        .collect();
+    let rich_path = data.join("rich.jsonl");
+    std::fs::write(&rich_path, rich).unwrap();
+    (rich_path, data.join("transactions.jsonl"))
+}
+
+#[test]
+fn three_hosts_split_by_partition_decide_what_one_host_decides_alone() {
+    let sc = Scenario::new("split", 6000);
+    let (url, data) = (&sc.url, sc.dir.path());
+    let alone = sc.path("alone.sqlite");
+    // Three hosts at once on the database, each its third of the partitions.
+    let hosts: Vec<_> = ["0-20", "21-41", "42-63"]
+        .iter()
+        .enumerate()
+        .map(|(i, partitions)| sc.host(&format!("host-{i}"), partitions, "10", false))
+        .collect();
+    // Every line went to all three hosts at once (the same id to three
+    // hosts concurrently): exactly one of them decides it.
+    let mut union: HashMap<String, Value> = HashMap::new();
+    let mut not_owned = 0;
+    for (host, (child, output)) in hosts.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.code().unwrap() <= 1, "{}", text(&out));
+        let (decided, errors) = records(&std::fs::read_to_string(&output).unwrap());
+        not_owned += errors.get("PARTITION_NOT_OWNED").copied().unwrap_or(0);
+        for (id, record) in decided {
+            assert!(union.insert(id.clone(), record).is_none(), "{id} decided by host {host} and another");
+        }
+    }
+    let (want, _) = records(&std::fs::read_to_string(data.join("alone.jsonl")).unwrap());
+    let strip = |m: &HashMap<String, Value>| -> HashMap<String, Value> {
+        m.iter()
+            .map(|(k, v)| {
+                let mut v = v.clone();
+                v.as_object_mut().unwrap().remove("replayed");
+                (k.clone(), v)
+            })
+            .collect()
+    };
+    assert_eq!(union.len(), want.len(), "every decision made by exactly one of the hosts");
+    assert_eq!(strip(&union), strip(&want), "the union of the three hosts' decisions is the lone host's");
+    assert!(not_owned > 6000, "each host turned away the other partitions' lines ({not_owned})");
+    let balances = |l: &str| text(&rulehost(&["ledger", "accounts", "--ledger", l]));
+    assert_eq!(balances(url), balances(s(&alone)), "the same final balances");
+    let reconcile = rulehost(&["ledger", "reconcile", "--ledger", url]);
+    assert!(reconcile.status.success(), "{}", text(&reconcile));
+    let stored = PgReader::open(url).unwrap();
+    assert_eq!(stored.decision_ids().unwrap().len(), want.len());
+    // The hosts closed cleanly: every partition is free again.
+    let leases = stored.partitions().unwrap();
+    assert_eq!(leases.len(), 64);
+    assert!(leases.iter().all(|l| l.owner.is_none()), "{leases:?}");
+}
+
+/// A database with rich generated accounts imported, their transactions,
+/// and one host's run of them alone on a SQLite file.
+struct Scenario {
+    _server: PgServer,
+    url: String,
+    set: TempRuleSet,
+    dir: tempfile::TempDir,
+    input: std::path::PathBuf,
+}
+
+impl Scenario {
+    fn new(name: &str, transactions: usize) -> Scenario {
+        let server = PgServer::start();
+        let url = server.database(name);
+        let set = TempRuleSet::example();
+        let dir = tempfile::tempdir().unwrap();
+        let (accounts, input) = rich_traffic(dir.path(), transactions);
+        let import = rulehost(&["ledger", "import", s(&accounts), "--ledger", &url]);
+        assert!(import.status.success(), "{}", text(&import));
+        let scenario = Scenario { _server: server, url, set, dir, input };
+        let (alone, output) = (scenario.path("alone.sqlite"), scenario.path("alone.jsonl"));
+        let out = run_onto(
+            scenario.set.dir.path(),
+            Some(&accounts),
+            &scenario.input,
+            &output,
+            s(&alone),
+            &scenario.path("cache"),
+        );
+        assert!(out.status.code().unwrap() <= 1, "{}", text(&out));
+        scenario
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A host of `partitions` deciding the whole input (or standard input).
+    fn host(
+        &self,
+        name: &str,
+        partitions: &str,
+        lease_seconds: &str,
+        stdin: bool,
+    ) -> (std::process::Child, std::path::PathBuf) {
+        let output = self.path(&format!("{name}.jsonl"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rulehost"));
+        cmd.args(["run", "--quiet", "--rules", s(self.set.dir.path()), "--output", s(&output), "--ledger", &self.url]);
+        cmd.args(["--cache-dir", s(&self.path("cache")), "--partitions", partitions, "--host-name", name]);
+        cmd.args(["--lease-seconds", lease_seconds]);
+        if stdin {
+            cmd.stdin(Stdio::piped());
+        } else {
+            cmd.args(["--input", s(&self.input)]);
+        }
+        (cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap(), output)
+    }
+}
+
+/// Waits until `path` holds `lines` complete lines.
+fn wait_lines(path: &Path, lines: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let written = std::fs::read_to_string(path).unwrap_or_default();
+        if written.matches('\n').count() >= lines {
+            return written;
+        }
+        assert!(Instant::now() < deadline, "{} has {} of {lines} lines", path.display(), written.lines().count());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_paused_host_whose_lease_was_taken_over_cannot_commit() {
+    let sc = Scenario::new("fencing", 2000);
+    let url = &sc.url;
+    let lines: Vec<String> = std::fs::read_to_string(&sc.input)
+        .unwrap()
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["id"].is_string() && v["amount"].is_string()))
+        .map(str::to_owned)
+        .collect();
+    // Host A decides the first batch of lines, then is paused (`run` reads
+    // standard input a batch of BATCH_LINES_MAX lines at a time).
+    let batch = rulehost::run::BATCH_LINES_MAX;
+    assert!(lines.len() >= 3 * batch, "{} well-formed lines", lines.len());
+    let (mut a, a_out) = sc.host("a", "all", "1", true);
+    let mut a_in = a.stdin.take().unwrap();
+    for l in &lines[..batch] {
+        writeln!(a_in, "{l}").unwrap();
+    }
+    a_in.flush().unwrap();
+    wait_lines(&a_out, batch);
+    let pid = a.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+
+    // Host B takes every partition once A's lease lapsed, and decides the next lines.
+    let (mut b, b_out) = sc.host("b", "all", "1", true);
+    let mut b_in = b.stdin.take().unwrap();
+    for l in &lines[batch..2 * batch] {
+        writeln!(b_in, "{l}").unwrap();
+    }
+    drop(b_in);
+    let out = b.wait_with_output().unwrap();
+    assert!(out.status.code().unwrap() <= 1, "{}", text(&out));
+    let (b_decided, _) = records(&std::fs::read_to_string(&b_out).unwrap());
+    assert!(b_decided.len() >= batch - 20, "B decided the lines sent to it: {}", b_decided.len());
+
+    // A wakes up and is sent more lines: none of them may be committed.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    for l in &lines[2 * batch..3 * batch] {
+        let _ = writeln!(a_in, "{l}");
+    }
+    drop(a_in);
+    let out = a.wait_with_output().unwrap();
+    let a_text = std::fs::read_to_string(&a_out).unwrap_or_default();
+    let (a_decided, a_errors) = records(&a_text);
+    let late: Vec<String> = lines[2 * batch..3 * batch]
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+        .collect();
+    let stored = PgReader::open(url).unwrap();
+    for id in &late {
+        let early = lines[..2 * batch].iter().any(|l| l.contains(&format!("\"id\":\"{id}\"")));
+        if !early {
+            assert!(stored.record(id).unwrap().is_none(), "{id} was committed by the fenced host");
+            assert!(!a_decided.contains_key(id), "{id} was acknowledged by the fenced host");
+        }
+    }
+    assert!(
+        !out.status.success()
+            || a_errors.contains_key("PARTITION_NOT_OWNED")
+            || a_errors.contains_key("LEDGER_UNAVAILABLE"),
+        "the fenced host says it could not decide: {} {a_errors:?}",
+        text(&out)
+    );
+    let reconcile = rulehost(&["ledger", "reconcile", "--ledger", url]);
+    assert!(reconcile.status.success(), "{}", text(&reconcile));
+}
+
+#[test]
+fn the_database_refuses_a_commit_after_a_takeover_and_a_host_decides_only_its_partitions() {
+    use rulehost::ledger::durable::PartitionClaim;
+    use rulehost::ledger::{Effect, Ledger, LedgerError, PostgresLedger, StoreOptions};
+    use rulehost::partition::partition;
+
+    let server = PgServer::start();
+    let url = server.database("fence");
+    let accounts = crate::ledger_scale::accounts(40, "1000.00");
+    let (mine, theirs): (Vec<_>, Vec<_>) =
+        accounts.iter().partition(|a| partition(&a.id) == partition(&accounts[0].id));
+    let (a0, a1) = (&accounts[0].id, &mine.get(1).unwrap_or(&&accounts[1]).id);
+    let claim = |host: &str| StoreOptions {
+        partitions: Some(PartitionClaim {
+            host: host.into(),
+            partitions: vec![partition(a0)],
+            // Long: the renewal does not notice the takeover before the commit does.
+            lease: Duration::from_secs(60),
+        }),
+        ..StoreOptions::default()
+    };
+    let mut a = PostgresLedger::open(&url, &StoreOptions::default()).unwrap();
+    a.import_accounts(&accounts).unwrap();
+    a.close().unwrap();
+    let mut a = PostgresLedger::open(&url, &claim("a")).unwrap();
+
+    // Its own partition: decided. Another's: refused, nothing decided.
+    let ok = crate::support::commit_as(&mut a, &crate::ledger_scale::tx("t1", a0, a1, "1.00", 1), Effect::Post, true);
+    assert_eq!(ok.unwrap().effect, Effect::Post);
+    a.sync_point().wait().unwrap();
+    let other = &theirs[0].id;
+    let refused =
+        crate::support::commit_as(&mut a, &crate::ledger_scale::tx("t2", other, a0, "1.00", 2), Effect::Post, true);
+    assert!(matches!(refused, Err(LedgerError::NotOwner { .. })), "{refused:?}");
+
+    // Another host takes the partition over (its epoch rises) behind A's back.
+    let mut b = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let taken = b
+        .execute(
+            "UPDATE rulehost.partitions SET owner = 'b', epoch = epoch + 1, expires_at = now() + interval '1 minute' WHERE partition = $1",
+            &[&i32::from(partition(a0))],
+        )
+        .unwrap();
+    assert_eq!(taken, 1);
+    let late = crate::support::commit_as(&mut a, &crate::ledger_scale::tx("t3", a0, a1, "1.00", 3), Effect::Post, true);
+    assert!(late.is_ok(), "accepted in memory: {late:?}");
+    let err = a.sync_point().wait().expect_err("the database refuses the fenced host's commit");
+    assert!(err.to_string().contains("fenced off"), "{err}");
+    drop(a);
+    let stored = PgReader::open(&url).unwrap();
+    assert!(stored.record("t1").unwrap().is_some());
+    assert!(stored.record("t3").unwrap().is_none(), "nothing the fenced host decided after the takeover is stored");
+    assert!(stored.reconcile().unwrap().is_clean());
+}
+
+#[test]
+fn kill_9_one_of_three_hosts_and_its_partitions_move_to_a_successor_within_the_lease() {
+    let sc = Scenario::new("failover", 20000);
+    let (url, alone) = (&sc.url, sc.path("alone.sqlite"));
+    let host = |name: &str, partitions: &str| sc.host(name, partitions, "2", false);
+    let (mut doomed, doomed_out) = host("host-0", "0-20");
+    let others = [host("host-1", "21-41"), host("host-2", "42-63")];
+    // Kill host 0 once it has acknowledged some decisions, mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&doomed_out).unwrap_or_default().matches('\n').count() < 1000 {
+        assert!(Instant::now() < deadline && doomed.try_wait().unwrap().is_none(), "host 0 never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    doomed.kill().unwrap(); // SIGKILL
+    doomed.wait().unwrap();
+    let written = std::fs::read_to_string(&doomed_out).unwrap_or_default();
+    let complete = written.rsplit_once('\n').map_or("", |(done, _)| done);
+    let (acked, _) = records(complete);
+    assert!(!acked.is_empty());
+
+    // Its successor claims the same partitions: it gets them once the
+    // dead host's lease lapses, and the client sends the stream again.
+    let started = Instant::now();
+    let (successor, successor_out) = host("host-0-successor", "0-20");
+    for (child, _) in others.into_iter().chain([(successor, successor_out)]) {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.code().unwrap() <= 1, "{}", text(&out));
+    }
+    let took = started.elapsed();
+
+    let want = crate::ledger_postgres::stored(&rulehost::ledger::StoreReader::open(&alone).unwrap());
+    let got = crate::ledger_postgres::stored(&PgReader::open(url).unwrap());
+    assert_eq!(got.len(), want.len(), "every transaction decided exactly once");
+    assert_eq!(got, want, "the stored decisions are the lone host's");
+    for (id, record) in &acked {
+        let mut record = record.clone();
+        record.as_object_mut().unwrap().remove("replayed");
+        assert_eq!(got.get(id), Some(&record), "acknowledged decision {id} is stored, unchanged");
+    }
+    let balances = |l: &str| text(&rulehost(&["ledger", "accounts", "--ledger", l]));
+    assert_eq!(balances(url), balances(s(&alone)), "the same final balances");
+    let reconcile = rulehost(&["ledger", "reconcile", "--ledger", url]);
+    assert!(reconcile.status.success(), "{}", text(&reconcile));
+    assert!(took < Duration::from_secs(100), "the successor finished ({took:?})");
+}
