@@ -343,3 +343,91 @@ fn kill_9_one_of_three_hosts_and_its_partitions_move_to_a_successor_within_the_l
     assert!(reconcile.status.success(), "{}", text(&reconcile));
     assert!(took < Duration::from_secs(100), "the successor finished ({took:?})");
 }
+
+#[test]
+fn a_credit_from_another_hosts_partition_counts_before_a_refusal() {
+    use rulehost::ledger::durable::PartitionClaim;
+    use rulehost::ledger::{Effect, Ledger, PostgresLedger, StoreOptions};
+    use rulehost::partition::partition;
+
+    let server = PgServer::start();
+    let url = server.database("credits");
+    let accounts = crate::ledger_scale::accounts(40, "10.00");
+    let x = &accounts[0].id;
+    let y = &accounts.iter().find(|a| partition(&a.id) != partition(x)).unwrap().id;
+    let mut setup = PostgresLedger::open(&url, &StoreOptions::default()).unwrap();
+    setup.import_accounts(&accounts).unwrap();
+    setup.close().unwrap();
+    let host = |name: &str, account: &str| {
+        let claim =
+            PartitionClaim { host: name.into(), partitions: vec![partition(account)], lease: Duration::from_secs(30) };
+        PostgresLedger::open(&url, &StoreOptions { partitions: Some(claim), ..StoreOptions::default() }).unwrap()
+    };
+    let (mut a, mut b) = (host("a", x), host("b", y));
+    // B credits X (A's account) with 5.00; A's cache still says 10.00.
+    let c = crate::support::commit_as(&mut b, &crate::ledger_scale::tx("credit", y, x, "5.00", 1), Effect::Post, true);
+    assert_eq!(c.unwrap().effect, Effect::Post);
+    b.sync_point().wait().unwrap();
+    assert_eq!(a.balances(x).unwrap().posted.to_string(), "10.00", "A has not seen the credit");
+    // 12.00 from X needs the credit: A reads the stored balance before refusing.
+    let c = crate::support::commit_as(&mut a, &crate::ledger_scale::tx("spend", x, y, "12.00", 2), Effect::Post, true);
+    assert_eq!(c.unwrap().effect, Effect::Post, "the landed credit counts");
+    a.sync_point().wait().unwrap();
+    assert_eq!(a.balances(x).unwrap().posted.to_string(), "3.00");
+    // Beyond what X holds, even with the credit: refused.
+    let c =
+        crate::support::commit_as(&mut a, &crate::ledger_scale::tx("too-much", x, y, "4.00", 3), Effect::Post, true);
+    assert_eq!(c.unwrap().effect, Effect::Nothing);
+    drop((a, b));
+    assert!(PgReader::open(&url).unwrap().reconcile().unwrap().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_421_naming_the_owner_for_another_hosts_partition() {
+    let sc = Scenario::new("serve", 10);
+    let account = |p: &dyn Fn(u16) -> bool| {
+        (0..300).map(|i| format!("acc-{i:06}")).find(|a| p(rulehost::partition::partition(a))).unwrap()
+    };
+    let (mine, theirs) = (account(&|p| p == 0), account(&|p| p == 1));
+    // Another host owns partition 1 (a held lease, as a running host keeps it).
+    let (mut other, _) = sc.host("other-host", "1", "30", true);
+    let serve = |partitions: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rulehost"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--rules", s(sc.set.dir.path()), "--ledger", &sc.url])
+            .args(["--cache-dir", s(&sc.path("cache")), "--partitions", partitions, "--host-name", "this-host"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let base = crate::server::listening(&mut child);
+        (child, base)
+    };
+    // Wait until the other host holds its lease.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !PgReader::open(&sc.url).is_ok_and(|r| r.partitions().is_ok_and(|l| l.iter().any(|l| l.owner.is_some()))) {
+        assert!(Instant::now() < deadline, "the other host never took its partition");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut child, base) = serve("0");
+    let http = reqwest::Client::new();
+    let tx = |id: &str, source: &str| {
+        serde_json::json!({"id": id, "timestamp": "2026-01-05T10:00:00Z", "kind": "payment", "source": source,
+                           "destination": "acc-000002", "amount": "1.00", "currency": "USD"})
+    };
+    let post = |body: Value| http.post(format!("{base}/v1/transactions")).json(&body).send();
+    let r = post(tx("mine-1", &mine)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    // The renewal thread learns the other partitions' owners within a third of the lease.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = post(tx("theirs-1", &theirs)).await.unwrap();
+    assert_eq!(r.status().as_u16(), 421);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "PARTITION_NOT_OWNED", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("other-host"), "{body}");
+    assert!(PgReader::open(&sc.url).unwrap().record("theirs-1").unwrap().is_none(), "nothing decided");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = other.kill();
+    let _ = other.wait();
+}

@@ -64,10 +64,15 @@ fn start_in(dir: tempfile::TempDir, rules: &Path, extra: &[&str]) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let base = listening(&mut child);
+    Server { child, base, dir: Some(dir), ledger }
+}
+
+/// The base URL a starting `rulehost serve` prints first.
+pub(crate) fn listening(child: &mut Child) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {line:?}")).to_owned();
-    Server { child, base, dir: Some(dir), ledger }
+    line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {line:?}")).to_owned()
 }
 
 fn client() -> reqwest::Client {

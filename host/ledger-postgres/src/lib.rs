@@ -191,6 +191,10 @@ impl StoreRead for PgRead {
     fn reconcile(&mut self) -> Result<Report, String> {
         self.0.call(rows::reconcile)
     }
+    fn posted(&mut self, account: &str) -> Result<Option<rust_decimal::Decimal>, String> {
+        let account = account.to_owned();
+        self.0.call(move |c| Ok(rows::read_accounts(c, Some(&account))?.pop().map(|r| r.posted)))
+    }
 }
 
 impl PostgresLedger {

@@ -147,6 +147,11 @@ pub trait StoreRead: Send + 'static {
     fn ruleset(&mut self, version: &str) -> Result<Option<RulesetArchive>, String>;
     /// Every invariant of what the store holds.
     fn reconcile(&mut self) -> Result<Report, String>;
+    /// An account's stored posted balance (a shared store: other hosts'
+    /// credits included). `None` when the store cannot say; the default.
+    fn posted(&mut self, _account: &str) -> Result<Option<Decimal>, String> {
+        Ok(None)
+    }
 }
 
 /// Read-only access to a stored ledger, whoever writes it (the `ledger`
@@ -338,6 +343,33 @@ impl<R: StoreRead> Durable<R> {
         self.read(|r| r.record(id)).map(|r| r.map(Arc::from))
     }
 
+    /// On a shared ledger other hosts credit this host's accounts, so its
+    /// cached posted balance can only lag below the store's. A funds check
+    /// that would fail on the cache first waits until this host's own
+    /// changes are durable and takes the source's posted balance from the
+    /// store (pending holds are this host's alone: only the owner places and
+    /// resolves them), so a refusal is never caused by a credit that landed.
+    fn refresh_before_refusal(
+        &mut self,
+        tx: &rulehost_core::model::Transaction,
+        wanted: Effect,
+    ) -> Result<(), LedgerError> {
+        if wanted == Effect::Nothing
+            || self.memory.admit(&tx.source, &tx.destination, tx.amount, wanted) != Err(Refusal::InsufficientFunds)
+        {
+            return Ok(());
+        }
+        let Some(account) = self.memory.account(&tx.source).cloned() else { return Ok(()) };
+        let Some(cached) = self.memory.balances(&tx.source) else { return Ok(()) };
+        self.sync_point().wait()?;
+        if let Some(posted) = self.read(|r| r.posted(&tx.source))?
+            && posted > cached.posted
+        {
+            self.memory.restore_account(account, posted, cached.pending);
+        }
+        Ok(())
+    }
+
     /// The storage failed mid-change: nothing after it is acknowledged.
     fn fail(&self, e: LedgerError) -> LedgerError {
         self.watermark.fail(format!("a change could not be stored: {e}"));
@@ -409,6 +441,9 @@ impl<R: StoreRead> Ledger for Durable<R> {
         }
         if self.stored_record(&tx.id)?.is_some() {
             return Err(LedgerError::DuplicateDecision(tx.id.clone()));
+        }
+        if self.ownership.is_some() {
+            self.refresh_before_refusal(tx, c.wanted)?;
         }
         let (applied, record) = self.memory.apply(c)?;
         let entry = self.memory.take_unstored().into_iter().next();

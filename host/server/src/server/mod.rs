@@ -136,6 +136,9 @@ impl From<HostError> for ApiError {
             HostError::Ledger(e @ LedgerError::BalanceOverflow(_)) => {
                 ApiError::new(StatusCode::CONFLICT, "BALANCE_OVERFLOW", e.to_string())
             }
+            HostError::Ledger(e @ LedgerError::NotOwner { .. }) => {
+                ApiError::new(StatusCode::MISDIRECTED_REQUEST, "PARTITION_NOT_OWNED", e.to_string())
+            }
             HostError::Ledger(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "LEDGER_UNAVAILABLE", e.to_string()),
             HostError::Internal(message) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", format!("internal error: {message}"))
