@@ -11,7 +11,8 @@ class InputError(Error, ValueError):
     """A transaction that could not be decided as given.
 
     ``code`` is the error record's code (``MALFORMED_JSON``, ``MISSING_FIELD``,
-    ``INVALID_FIELD``, ``IDEMPOTENCY_CONFLICT`` or ``LEDGER_UNAVAILABLE``),
+    ``INVALID_FIELD``, ``IDEMPOTENCY_CONFLICT``, ``LEDGER_UNAVAILABLE`` or
+    ``PARTITION_NOT_OWNED``),
     ``field`` the offending field (a path such as ``metadata.channel``) when
     there is one, ``line`` the 1-based line or position in a batch, and
     ``id`` the transaction id when it could be read, and ``json`` the exact

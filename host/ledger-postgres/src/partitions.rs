@@ -138,9 +138,9 @@ pub(crate) fn acquire(client: &mut Client, claim: &PartitionClaim) -> Result<Arc
             let busy: Vec<String> = busy
                 .iter()
                 .map(|r| {
-                    let p: i32 = r.get(0);
-                    let owner: Option<String> = r.get(1);
-                    let left: f64 = r.get(2);
+                    let p: i32 = r.try_get(0).unwrap_or(-1);
+                    let owner: Option<String> = r.try_get(1).unwrap_or(None);
+                    let left: f64 = r.try_get(2).unwrap_or(0.0);
                     format!("{p} ({} for {left:.1} s more)", owner.unwrap_or_else(|| "free".into()))
                 })
                 .collect();
@@ -223,8 +223,9 @@ impl Renewal {
                         {
                             owners.clear();
                             for r in rows {
-                                let (p, o): (i32, String) = (r.get(0), r.get(1));
-                                if let Ok(p) = u16::try_from(p) {
+                                if let (Ok(p), Ok(o)) = (r.try_get::<_, i32>(0), r.try_get::<_, String>(1))
+                                    && let Ok(p) = u16::try_from(p)
+                                {
                                     owners.insert(p, o);
                                 }
                             }
