@@ -243,19 +243,38 @@ impl Rows {
             )
             .map_err(db)?;
         }
+        // Hosts sharing the database number the versions they run alike when
+        // they start from the same dictionary (the same rule set on a fresh
+        // ledger): the first to commit an entry inserts it, the others find
+        // it. An entry only grows (its rules are a prefix of the version's
+        // rules in manifest order), so the longer one is kept. A number taken
+        // by another version is refused (the records would decode wrongly).
         for (id, version, rules) in &self.dictionary {
-            let n = t
-                .execute(
-                    "INSERT INTO rulehost.ruleset_versions (id, version, rules) VALUES ($1, $2, $3)
-                     ON CONFLICT (id) DO UPDATE SET rules = excluded.rules
-                     WHERE rulehost.ruleset_versions.version = excluded.version",
-                    &[id, version, rules],
+            t.execute(
+                "INSERT INTO rulehost.ruleset_versions (id, version, rules) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[id, version, rules],
+            )
+            .map_err(db)?;
+            t.execute(
+                "UPDATE rulehost.ruleset_versions SET rules = $3
+                 WHERE id = $1 AND version = $2 AND length(rules) < length($3)",
+                &[id, version, rules],
+            )
+            .map_err(db)?;
+            let found = t
+                .query(
+                    "SELECT id, version FROM rulehost.ruleset_versions WHERE id = $1 OR version = $2",
+                    &[id, version],
                 )
                 .map_err(db)?;
-            if n != 1 {
-                return Err(format!(
-                    "rule-set version number {id} belongs to another version in the database than {version:?}"
-                ));
+            for row in &found {
+                let (other_id, other_version): (i32, String) =
+                    (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?);
+                if other_id != *id || other_version != *version {
+                    return Err(format!(
+                        "rule-set version {version:?} is number {id} on this host, but the database has number {other_id} for version {other_version:?} (hosts that ran different rule-set versions in different orders: restart this one to load the database's numbering)"
+                    ));
+                }
             }
         }
         for archive in &self.rulesets {

@@ -202,6 +202,9 @@ pub struct Durable<R: StoreRead> {
     stats: Arc<Mutex<CommitStats>>,
     seq: u64,
     decided_since_snapshot: u64,
+    /// On a shared ledger: per account, the last change of its posted
+    /// balance this host queued (what a refresh waits for).
+    posted_changed: foldhash::HashMap<String, u64>,
 }
 
 impl<R: StoreRead> Durable<R> {
@@ -238,6 +241,7 @@ impl<R: StoreRead> Durable<R> {
             stats,
             seq: 0,
             decided_since_snapshot: 0,
+            posted_changed: Default::default(),
         })
     }
 
@@ -346,7 +350,7 @@ impl<R: StoreRead> Durable<R> {
     /// On a shared ledger other hosts credit this host's accounts, so its
     /// cached posted balance can only lag below the store's. A funds check
     /// that would fail on the cache first waits until this host's own
-    /// changes are durable and takes the source's posted balance from the
+    /// changes to that account are durable and takes its posted balance from the
     /// store (pending holds are this host's alone: only the owner places and
     /// resolves them), so a refusal is never caused by a credit that landed.
     fn refresh_before_refusal(
@@ -361,7 +365,14 @@ impl<R: StoreRead> Durable<R> {
         }
         let Some(account) = self.memory.account(&tx.source).cloned() else { return Ok(()) };
         let Some(cached) = self.memory.balances(&tx.source) else { return Ok(()) };
-        self.sync_point().wait()?;
+        // Only this account's own last change need be durable (usually it
+        // already is: then this costs one read, no wait).
+        if let Some(&seq) = self.posted_changed.get(&tx.source)
+            && seq > self.watermark.durable()
+        {
+            self.hand_off();
+            SyncPoint::new(seq, self.watermark.clone()).wait()?;
+        }
         if let Some(posted) = self.read(|r| r.posted(&tx.source))?
             && posted > cached.posted
         {
@@ -469,6 +480,10 @@ impl<R: StoreRead> Ledger for Durable<R> {
             hold,
             balances,
         })));
+        if self.ownership.is_some() && effect == Effect::Post {
+            self.posted_changed.insert(tx.source.clone(), self.seq);
+            self.posted_changed.insert(tx.destination.clone(), self.seq);
+        }
         self.ids.insert(tx.id.as_str());
         self.recent.insert(tx.id.clone(), self.seq, bytes);
         self.recent.evict(self.options.decision_cache_entries, self.watermark.durable());
@@ -530,7 +545,12 @@ impl<R: StoreRead> Ledger for Durable<R> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
+        let (source, destination) = (hold.source.clone(), hold.destination.clone());
         self.send(Op::Resolve { hold, entry, balances, at_unix_ms });
+        if self.ownership.is_some() && approve {
+            self.posted_changed.insert(source, self.seq);
+            self.posted_changed.insert(destination, self.seq);
+        }
         result
     }
 
