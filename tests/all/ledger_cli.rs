@@ -26,17 +26,7 @@ pub(crate) fn s(p: &Path) -> &str {
 
 /// Stored decisions by id, as JSON values.
 fn stored_decisions(ledger: &Path) -> HashMap<String, Value> {
-    let reader = rulehost::ledger::StoreReader::open(ledger).unwrap();
-    reader
-        .decision_ids()
-        .unwrap()
-        .into_iter()
-        .map(|id| {
-            let record = reader.record(&id).unwrap().expect("a listed decision reads back");
-            let json = serde_json::from_str(record.decision.json()).unwrap();
-            (id, json)
-        })
-        .collect()
+    crate::ledger_postgres::stored(&rulehost::ledger::StoreReader::open(ledger).unwrap())
 }
 
 fn transfers_per_reference(ledger: &Path) -> Vec<(String, i64)> {
@@ -50,7 +40,7 @@ fn transfers_per_reference(ledger: &Path) -> Vec<(String, i64)> {
 }
 
 /// A decision output line without the per-run fields.
-fn acknowledged(line: &str) -> Option<(String, Value)> {
+pub(crate) fn acknowledged(line: &str) -> Option<(String, Value)> {
     let mut v: Value = serde_json::from_str(line).unwrap();
     if v["outcome"] == "error" {
         return None;

@@ -52,22 +52,11 @@ pub(crate) fn stored(reader: &dyn LedgerReader) -> HashMap<String, Value> {
         .collect()
 }
 
-/// Output lines that were acknowledged, by id, without per-run fields.
+/// Output lines that were acknowledged (complete lines), by id, without
+/// per-run fields.
 fn acknowledged(output: &str) -> HashMap<String, Value> {
     let complete = output.rsplit_once('\n').map_or("", |(done, _)| done);
-    complete
-        .lines()
-        .filter_map(|line| {
-            let mut v: Value = serde_json::from_str(line).unwrap();
-            if v["outcome"] == "error" {
-                return None;
-            }
-            let o = v.as_object_mut().unwrap();
-            o.remove("line");
-            o.remove("replayed");
-            Some((o["id"].as_str().unwrap().to_owned(), v))
-        })
-        .collect()
+    complete.lines().filter_map(crate::ledger_cli::acknowledged).collect()
 }
 
 #[test]

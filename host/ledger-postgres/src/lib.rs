@@ -41,10 +41,8 @@ mod rows;
 mod schema;
 mod writer;
 
-pub use partitions::PartitionLease;
+pub use partitions::{ACQUIRE_WAIT_LEASES, PartitionLease, RENEWALS_PER_LEASE};
 pub use schema::SCHEMA_VERSION;
-
-use std::sync::Arc;
 
 use client::{Remote, off_runtime, reason};
 use rows::Holds;
@@ -54,8 +52,7 @@ use rulehost_core::model::Account;
 use rulehost_ledger::durable::{Durable, LedgerReader, Report, StoreOptions, StoreRead};
 use rulehost_ledger::record::Dictionary;
 use rulehost_ledger::{
-    AccountBalances, Balances, DecisionRecord, Hold, JournalEntry, Ledger as _, LedgerError, MemoryLedger,
-    RulesetArchive, Watermark,
+    AccountBalances, Balances, DecisionRecord, Hold, JournalEntry, Ledger as _, MemoryLedger, RulesetArchive,
 };
 
 /// The session advisory lock the owning host's writer holds.
@@ -206,7 +203,9 @@ impl PostgresLedger {
         let connect_err = |why: String| OpenError::Connect { url: shown.clone(), why };
         let damaged = |why: String| OpenError::Damaged { url: shown.clone(), why };
         let claim = options.partitions.as_ref();
-        let loaded = off_runtime(|| -> Result<_, OpenError> {
+        // Every connection is made and (on an error) dropped off any async
+        // runtime the caller may be on.
+        off_runtime(|| -> Result<_, OpenError> {
             let mut client = client::connect(url).map_err(connect_err)?;
             // One owner of the whole ledger, or any number of partition
             // owners (a shared lock each). A host that just closed may still
@@ -245,44 +244,21 @@ impl PostgresLedger {
             let mut memory = MemoryLedger::hot(options.lateness_seconds);
             memory.retain_history(options.history_window_seconds_max);
             let ids = rows::load(&mut client, &mut memory, options.id_filter_bytes).map_err(&damaged)?;
-            Ok((client, memory, ids, leases))
-        })?;
-        let (client, memory, ids, leases) = loaded;
-        let reader = Remote::connect(url, "rulehost-ledger-read").map_err(connect_err)?;
-        let mut durable = Durable::start(memory, ids, PgRead(reader), PgWriter(client, leases.clone()), options)
-            .map_err(|e| damaged(format!("cannot start the ledger writer: {e}")))?;
-        let mut renewal = None;
-        if let (Some(leases), Some(claim)) = (leases, claim) {
-            renewal = Some(partitions::Renewal::start(url, leases.clone(), claim.lease).map_err(connect_err)?);
-            durable = durable.with_ownership(leases);
-        }
-        Ok(PostgresLedger { durable, url: shown, renewal })
+            let reader = Remote::connect(url, "rulehost-ledger-read").map_err(connect_err)?;
+            let mut durable = Durable::start(memory, ids, PgRead(reader), PgWriter(client, leases.clone()), options)
+                .map_err(|e| damaged(format!("cannot start the ledger writer: {e}")))?;
+            let mut renewal = None;
+            if let (Some(leases), Some(claim)) = (leases, claim) {
+                renewal = Some(partitions::Renewal::start(url, leases.clone(), claim.lease).map_err(connect_err)?);
+                durable = durable.with_ownership(leases);
+            }
+            Ok(PostgresLedger { durable, url: shown.clone(), renewal })
+        })
     }
 
     /// The location, password hidden.
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    /// Counters and commit latencies so far.
-    pub fn stats(&self) -> rulehost_ledger::durable::CommitStats {
-        self.durable.stats()
-    }
-
-    /// The shared watermark (to observe durability without the ledger lock).
-    pub fn watermark(&self) -> Arc<Watermark> {
-        self.durable.watermark()
-    }
-
-    /// Checks every invariant on the stored state, once every change made
-    /// so far is durable.
-    pub fn reconcile(&mut self) -> Result<Report, LedgerError> {
-        self.durable.reconcile()
-    }
-
-    /// Writes everything queued and stops the writer; returns the store's failure, if any.
-    pub fn close(mut self) -> Result<(), LedgerError> {
-        self.durable.close()
     }
 }
 

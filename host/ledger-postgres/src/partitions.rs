@@ -24,6 +24,16 @@ use rulehost_core::partition::{PARTITIONS, partition};
 use rulehost_ledger::LedgerError;
 use rulehost_ledger::durable::{Ownership, PartitionClaim};
 
+/// How long opening waits for partitions another host holds, in leases
+/// (a dead host's lease lapses within one; the second is slack).
+pub const ACQUIRE_WAIT_LEASES: u32 = 2;
+/// Renewals per lease: a lease survives this many minus one missed renewals.
+pub const RENEWALS_PER_LEASE: u32 = 3;
+/// Shortest time between two renewals (for very short test leases).
+const RENEWAL_INTERVAL_MIN: Duration = Duration::from_millis(50);
+/// How often opening retries taking partitions held by another host.
+const ACQUIRE_RETRY: Duration = Duration::from_millis(100);
+
 /// What a host holds: (partition, epoch) pairs, fixed once acquired.
 pub(crate) struct Leases {
     pub(crate) host: String,
@@ -89,7 +99,7 @@ fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Takes the partitions `claim` names, waiting up to twice the lease for
+/// Takes the partitions `claim` names, waiting up to [`ACQUIRE_WAIT_LEASES`] leases for
 /// ones another host holds to expire; the error names who holds what.
 pub(crate) fn acquire(client: &mut Client, claim: &PartitionClaim) -> Result<Arc<Leases>, String> {
     if claim.partitions.is_empty() {
@@ -107,7 +117,7 @@ pub(crate) fn acquire(client: &mut Client, claim: &PartitionClaim) -> Result<Arc
         .map_err(|e| reason(&e))?;
     let wanted: Vec<i32> = claim.partitions.iter().map(|p| i32::from(*p)).collect();
     let mut held: Vec<(i32, i64)> = Vec::new();
-    let deadline = Instant::now() + claim.lease * 2;
+    let deadline = Instant::now() + claim.lease * ACQUIRE_WAIT_LEASES;
     loop {
         let mine: Vec<i32> = held.iter().map(|(p, _)| *p).collect();
         let rows = client
@@ -148,11 +158,11 @@ pub(crate) fn acquire(client: &mut Client, claim: &PartitionClaim) -> Result<Arc
             release(client, &claim.host, &held);
             return Err(format!(
                 "partitions held by another host past {:.0} s: {}",
-                seconds(claim.lease * 2),
+                seconds(claim.lease * ACQUIRE_WAIT_LEASES),
                 busy.join(", ")
             ));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(ACQUIRE_RETRY);
     }
     held.sort_unstable();
     let mut owned = [false; PARTITIONS as usize];
@@ -193,7 +203,7 @@ impl Renewal {
     pub(crate) fn start(url: &str, leases: Arc<Leases>, lease: Duration) -> Result<Renewal, String> {
         let mut client = connect(url)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let every = (lease / 3).max(Duration::from_millis(50));
+        let every = (lease / RENEWALS_PER_LEASE).max(RENEWAL_INTERVAL_MIN);
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()

@@ -15,9 +15,7 @@ use rulehost_ledger::durable::{AccountRow, Report, empty_filter};
 use rulehost_ledger::record::{Dictionary, DictionaryEntry};
 use rulehost_ledger::{ArchiveFile, EntryKind, Hold, HoldState, JournalEntry, MemoryLedger, Posting, RulesetArchive};
 
-fn decimal(text: &str, what: &str) -> Result<Decimal, String> {
-    text.parse::<Decimal>().map_err(|e| format!("{what}: {text:?} is not a decimal the ledger holds: {e}"))
-}
+use rulehost_ledger::durable::stored_decimal as decimal;
 
 fn db(e: postgres::Error) -> String {
     reason(&e)
@@ -249,17 +247,12 @@ pub(crate) fn reconcile(client: &mut Client) -> Result<Report, String> {
     // One snapshot for every read: a ledger being written stays consistent.
     client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").map_err(db)?;
     let result = (|| {
-        let accounts = read_accounts(client, None)?;
-        let system = read_system(client)?;
-        let journal = read_journal(client, None)?;
-        let holds = read_holds(client, Holds::All)?;
-        let dictionary = read_dictionary(client)?;
         let stored = Stored {
-            accounts: &accounts,
-            system: &system,
-            journal: &journal,
-            holds: &holds,
-            dictionary: &dictionary,
+            accounts: read_accounts(client, None)?,
+            system: read_system(client)?,
+            journal: read_journal(client, None)?,
+            holds: read_holds(client, Holds::All)?,
+            dictionary: read_dictionary(client)?,
             dense_journal: false,
         };
         check(&stored, &mut |each| each_decision(client, each))

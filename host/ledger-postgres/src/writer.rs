@@ -21,6 +21,7 @@ use crate::rows::ts_key;
 use rulehost_core::input::format_timestamp;
 use rulehost_core::model::Nanos;
 use rulehost_ledger::durable::{GroupWriter, Op, Queued, legs};
+use rulehost_ledger::record::DictionaryEntry;
 use rulehost_ledger::{HoldState, JournalEntry, SYSTEM_ACCOUNT_PREFIX, exact_add};
 
 /// The writer's connection (it also holds the ledger's owner lock), and
@@ -45,7 +46,7 @@ struct Rows {
     horizons: HashMap<String, Nanos>,
     holds: Vec<[String; 6]>,
     resolves: Vec<(String, &'static str, i64)>,
-    dictionary: Vec<(i32, String, String)>,
+    dictionary: Vec<(i32, DictionaryEntry)>,
     rulesets: Vec<std::sync::Arc<rulehost_ledger::RulesetArchive>>,
     /// Per account: (posted Δ, pending Δ).
     deltas: BTreeMap<String, (Decimal, Decimal)>,
@@ -126,9 +127,8 @@ impl Rows {
                     rows.resolves.push((hold.id, action, at_unix_ms));
                 }
                 Op::Dictionary { id, entry } => {
-                    let rules = entry.rules_json();
                     let id = i32::try_from(id).map_err(|_| format!("rule-set version number {id}"))?;
-                    rows.dictionary.push((id, entry.version.to_string(), rules));
+                    rows.dictionary.push((id, entry));
                 }
                 Op::Ruleset(archive) => rows.rulesets.push(archive),
                 // The database keeps no snapshot of the id filter: opening
@@ -246,34 +246,47 @@ impl Rows {
         // Hosts sharing the database number the versions they run alike when
         // they start from the same dictionary (the same rule set on a fresh
         // ledger): the first to commit an entry inserts it, the others find
-        // it. An entry only grows (its rules are a prefix of the version's
-        // rules in manifest order), so the longer one is kept. A number taken
-        // by another version is refused (the records would decode wrongly).
-        for (id, version, rules) in &self.dictionary {
+        // it. An entry only grows (traces name the rules in manifest order,
+        // so every host's entry is a prefix of the same list): the longer
+        // one is kept. A number taken by another version, or entries that
+        // are not prefixes of each other, are refused (records would decode
+        // wrongly).
+        for (id, entry) in &self.dictionary {
+            let (version, rules) = (entry.version.to_string(), entry.rules_json());
             t.execute(
                 "INSERT INTO rulehost.ruleset_versions (id, version, rules) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[id, version, rules],
-            )
-            .map_err(db)?;
-            t.execute(
-                "UPDATE rulehost.ruleset_versions SET rules = $3
-                 WHERE id = $1 AND version = $2 AND length(rules) < length($3)",
-                &[id, version, rules],
+                &[id, &version, &rules],
             )
             .map_err(db)?;
             let found = t
                 .query(
-                    "SELECT id, version FROM rulehost.ruleset_versions WHERE id = $1 OR version = $2",
-                    &[id, version],
+                    "SELECT id, version, rules FROM rulehost.ruleset_versions WHERE id = $1 OR version = $2 FOR UPDATE",
+                    &[id, &version],
                 )
                 .map_err(db)?;
             for row in &found {
-                let (other_id, other_version): (i32, String) =
-                    (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?);
-                if other_id != *id || other_version != *version {
+                let (other_id, other_version, other_rules): (i32, String, String) =
+                    (row.try_get(0).map_err(db)?, row.try_get(1).map_err(db)?, row.try_get(2).map_err(db)?);
+                if other_id != *id || other_version != version {
                     return Err(format!(
                         "rule-set version {version:?} is number {id} on this host, but the database has number {other_id} for version {other_version:?} (hosts that ran different rule-set versions in different orders: restart this one to load the database's numbering)"
                     ));
+                }
+                let stored = DictionaryEntry::from_stored(other_version, &other_rules)?;
+                let (shorter, longer) = if stored.rules.len() <= entry.rules.len() {
+                    (&stored.rules, &entry.rules)
+                } else {
+                    (&entry.rules, &stored.rules)
+                };
+                if !longer.starts_with(shorter) {
+                    return Err(format!(
+                        "rule-set version {version:?}: this host's rules {:?} and the database's {:?} do not extend each other",
+                        entry.rules, stored.rules
+                    ));
+                }
+                if stored.rules.len() < entry.rules.len() {
+                    t.execute("UPDATE rulehost.ruleset_versions SET rules = $2 WHERE id = $1", &[id, &rules])
+                        .map_err(db)?;
                 }
             }
         }

@@ -55,17 +55,15 @@ pub use rulehost_ledger::durable::{
 pub use schema::{OPEN_BUSY_TIMEOUT, SCHEMA_VERSION};
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags};
-use rust_decimal::Decimal;
 
 use rows::{LoadError, load};
 use schema::{sql_err, ts_key, ts_of_key};
 use writer::SqliteWriter;
 
 use rulehost_ledger::durable::{Durable, StoreRead};
-use rulehost_ledger::{Hold, JournalEntry, Ledger, LedgerError, MemoryLedger, RulesetArchive, Watermark};
+use rulehost_ledger::{Hold, JournalEntry, Ledger, MemoryLedger, RulesetArchive};
 
 /// The durable ledger on a SQLite file (see the module documentation).
 pub struct SqliteLedger {
@@ -105,9 +103,7 @@ impl StoreRead for SqliteRead {
     }
 }
 
-pub(crate) fn decimal(text: &str, what: &str) -> Result<Decimal, String> {
-    text.parse::<Decimal>().map_err(|e| format!("{what}: {text:?} is not a decimal: {e}"))
-}
+pub(crate) use rulehost_ledger::durable::stored_decimal as decimal;
 
 impl SqliteLedger {
     /// Opens (or creates) the ledger at `path` and loads its hot state;
@@ -139,26 +135,5 @@ impl SqliteLedger {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Counters and commit latencies so far.
-    pub fn stats(&self) -> CommitStats {
-        self.durable.stats()
-    }
-
-    /// The shared watermark (to observe durability without the ledger lock).
-    pub fn watermark(&self) -> Arc<Watermark> {
-        self.durable.watermark()
-    }
-
-    /// Checks every invariant on the stored state, once every change made
-    /// so far is durable.
-    pub fn reconcile(&mut self) -> Result<Report, LedgerError> {
-        self.durable.reconcile()
-    }
-
-    /// Writes everything queued and stops the writer; returns the store's failure, if any.
-    pub fn close(mut self) -> Result<(), LedgerError> {
-        self.durable.close()
     }
 }

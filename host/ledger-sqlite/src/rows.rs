@@ -376,17 +376,12 @@ impl From<LoadError> for ReadError {
 
 /// Every invariant of the file (see `rulehost_ledger::durable::reconcile`).
 pub(super) fn reconcile(conn: &Connection) -> Result<Report, String> {
-    let accounts = read_accounts(conn).map_err(load_message)?;
-    let system = read_system(conn).map_err(load_message)?;
-    let journal = read_journal(conn, None).map_err(load_message)?;
-    let holds = read_holds(conn).map_err(load_message)?;
-    let dictionary = read_dictionary(conn).map_err(load_message)?;
     let stored = Stored {
-        accounts: &accounts,
-        system: &system,
-        journal: &journal,
-        holds: &holds,
-        dictionary: &dictionary,
+        accounts: read_accounts(conn).map_err(load_message)?,
+        system: read_system(conn).map_err(load_message)?,
+        journal: read_journal(conn, None).map_err(load_message)?,
+        holds: read_holds(conn).map_err(load_message)?,
+        dictionary: read_dictionary(conn).map_err(load_message)?,
         dense_journal: true,
     };
     rulehost_ledger::durable::reconcile::reconcile(&stored, &mut |each| {

@@ -25,9 +25,11 @@
 //! pairs; each wraps a [`Durable`] and forwards [`Ledger`] to it
 //! ([`forward_ledger!`](crate::forward_ledger)).
 
+mod forward;
 mod options;
 mod recent;
 pub mod reconcile;
+mod store;
 mod writer;
 
 pub use options::{
@@ -35,8 +37,11 @@ pub use options::{
     HANDOFF_OPS_MAX, ID_FILTER_BYTES_DEFAULT, ID_FILTER_SNAPSHOT_DECISIONS, LEASE_DEFAULT, PartitionClaim,
     StoreOptions, WRITE_QUEUE_OPS_MAX,
 };
-pub use recent::{ID_FILTER_FORMAT, filter_from_words};
+pub use recent::{ID_FILTER_FORMAT, empty_filter, filter_from_words};
 pub use reconcile::{AccountRow, Report};
+pub use store::{
+    BalanceRow, DecisionOp, GroupWriter, LedgerReader, Op, Ownership, Queued, StoreRead, legs, stored_decimal,
+};
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -46,142 +51,13 @@ use crossbeam_channel::{Sender, bounded};
 use rust_decimal::Decimal;
 
 use recent::Recent;
-pub use recent::empty_filter;
 
-use crate::record::DictionaryEntry;
 use crate::{
     Balances, Commit, Committed, DecisionRecord, Effect, Hold, JournalEntry, Ledger, LedgerError, MemoryLedger,
-    Posting, Refusal, Resolution, RulesetArchive, StoredDecision, SyncPoint, Usage, Watermark,
+    Refusal, Resolution, RulesetArchive, StoredDecision, SyncPoint, Usage, Watermark,
 };
 use rulehost_core::facts::{HistoryQuery, HistoryStats};
-use rulehost_core::model::{Account, Nanos};
-
-/// A change with its place in the sequence and when it was queued.
-pub type Queued = (u64, Instant, Op);
-
-/// One change, as a store records it.
-pub enum Op {
-    /// New accounts and their opening entries.
-    Accounts {
-        /// The accounts.
-        accounts: Vec<Account>,
-        /// Their opening entries.
-        entries: Vec<JournalEntry>,
-        /// Balances after the import (a store may instead apply the entries
-        /// as increments).
-        balances: Vec<BalanceRow>,
-    },
-    /// A decided transaction.
-    Decision(Box<DecisionOp>),
-    /// A hold posted or voided.
-    Resolve {
-        /// The hold, in its new state.
-        hold: Hold,
-        /// Its posting, when approved.
-        entry: Option<JournalEntry>,
-        /// Balances after it.
-        balances: Vec<BalanceRow>,
-        /// When (wall clock, for the audit trail).
-        at_unix_ms: i64,
-    },
-    /// A rule-set version's dictionary entry, new or grown.
-    Dictionary {
-        /// Its number in the dictionary.
-        id: u32,
-        /// The entry.
-        entry: DictionaryEntry,
-    },
-    /// A rule-set version's files.
-    Ruleset(Arc<RulesetArchive>),
-    /// A snapshot of the id filter (its words), covering every decision
-    /// written before it.
-    IdFilter(Vec<u64>),
-}
-
-/// A decided transaction, as a store records it.
-pub struct DecisionOp {
-    /// The transaction id.
-    pub id: String,
-    /// The encoded decision record.
-    pub record: Arc<[u8]>,
-    /// (source, timestamp, amount, the source's horizon after it), when it
-    /// counts in history.
-    pub history: Option<(String, Nanos, Decimal, Nanos)>,
-    /// Its transfer, when posted.
-    pub entry: Option<JournalEntry>,
-    /// Its hold, when held.
-    pub hold: Option<Hold>,
-    /// Balances after it.
-    pub balances: Vec<BalanceRow>,
-}
-
-/// An account's balances after a change.
-pub struct BalanceRow {
-    /// The account.
-    pub id: String,
-    /// Posted balance.
-    pub posted: Decimal,
-    /// Pending balance; `None` for a system account.
-    pub pending: Option<Decimal>,
-}
-
-/// The writer's half of a store: makes one group of changes durable in one
-/// transaction (all or nothing), or says why not.
-pub trait GroupWriter: Send + 'static {
-    /// Writes `group` in one durable transaction.
-    fn write_group(&mut self, group: Vec<Queued>) -> Result<(), String>;
-}
-
-/// The reader's half of a store: what is not kept in memory. Errors are the
-/// store's reason as text.
-pub trait StoreRead: Send + 'static {
-    /// The encoded record of `id`'s decision.
-    fn record(&mut self, id: &str) -> Result<Option<Vec<u8>>, String>;
-    /// The hold of `id`, in any state.
-    fn hold(&mut self, id: &str) -> Result<Option<Hold>, String>;
-    /// Every hold, sorted by id.
-    fn holds(&mut self) -> Result<Vec<Hold>, String>;
-    /// The journal in order, optionally only entries touching `account`.
-    fn journal(&mut self, account: Option<&str>) -> Result<Vec<JournalEntry>, String>;
-    /// A kept rule-set version.
-    fn ruleset(&mut self, version: &str) -> Result<Option<RulesetArchive>, String>;
-    /// Every invariant of what the store holds.
-    fn reconcile(&mut self) -> Result<Report, String>;
-    /// An account's stored posted balance (a shared store: other hosts'
-    /// credits included). `None` when the store cannot say; the default.
-    fn posted(&mut self, _account: &str) -> Result<Option<Decimal>, String> {
-        Ok(None)
-    }
-}
-
-/// Read-only access to a stored ledger, whoever writes it (the `ledger`
-/// and `review list` commands read a SQLite file or a PostgreSQL database
-/// through it).
-pub trait LedgerReader {
-    /// The stored decision of `id`, with its input and facts.
-    fn record(&self, id: &str) -> Result<Option<DecisionRecord>, String>;
-    /// The id of every stored decision, in the order they were stored.
-    fn decision_ids(&self) -> Result<Vec<String>, String>;
-    /// A kept rule-set version.
-    fn ruleset(&self, version: &str) -> Result<Option<RulesetArchive>, String>;
-    /// An account's static facts.
-    fn account(&self, id: &str) -> Result<Option<Account>, String>;
-    /// Every account with its stored balances, sorted by id.
-    fn accounts(&self) -> Result<Vec<crate::AccountBalances>, String>;
-    /// The journal, optionally only entries touching `account`.
-    fn journal(&self, account: Option<&str>) -> Result<Vec<JournalEntry>, String>;
-    /// Every hold, sorted by id.
-    fn holds(&self) -> Result<Vec<Hold>, String>;
-    /// Checks every invariant.
-    fn reconcile(&self) -> Result<Report, String>;
-}
-
-/// Which sources this host decides, on a ledger several hosts share.
-pub trait Ownership: Send + Sync + 'static {
-    /// `Ok` when this host decides transactions from `source` now;
-    /// [`LedgerError::NotOwner`] naming the owner otherwise.
-    fn check(&self, source: &str) -> Result<(), LedgerError>;
-}
+use rulehost_core::model::Account;
 
 /// The durable ledger's front (see the module documentation).
 pub struct Durable<R: StoreRead> {
@@ -496,36 +372,32 @@ impl<R: StoreRead> Ledger for Durable<R> {
     }
 
     fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError> {
+        // A pending hold is in memory; a resolved one lives in the store
+        // only. Its last resolution may still be on its way there: read it
+        // once it is, or a repeat would find it pending and resolve it twice.
+        let pending = self.memory.hold(id)?;
+        let stored = match pending {
+            Some(_) => None,
+            None => {
+                self.sync_point().wait()?;
+                self.read(|r| r.hold(id))?
+            }
+        };
         // On a shared ledger only the owner of the hold's source resolves it
         // (its pending balance lives in that host's memory).
-        if let Some(ownership) = self.ownership.clone() {
-            let hold = match self.memory.hold(id)? {
-                Some(h) => Some(h),
-                None => {
-                    self.sync_point().wait()?;
-                    self.read(|r| r.hold(id))?
-                }
-            };
-            if let Some(hold) = hold {
-                ownership.check(&hold.source)?;
-            }
+        if let Some(ownership) = &self.ownership
+            && let Some(hold) = pending.as_ref().or(stored.as_ref())
+        {
+            ownership.check(&hold.source)?;
         }
-        // A resolved hold lives in the store only: bring it back to answer
-        // an idempotent repeat (or refuse the other way), then forget it.
-        let restored = if self.memory.hold(id)?.is_none() {
-            // Not in memory: resolved (or never held). Its last resolution
-            // may still be on its way to the store: read it once it is there,
-            // or a repeat would find it pending and resolve it twice.
-            self.sync_point().wait()?;
-            match self.read(|r| r.hold(id))? {
-                Some(h) => {
-                    self.memory.restore_hold(h);
-                    true
-                }
-                None => false,
+        // A stored hold is brought back to answer an idempotent repeat (or
+        // refuse the other way), then forgotten.
+        let restored = match stored {
+            Some(h) => {
+                self.memory.restore_hold(h);
+                true
             }
-        } else {
-            false
+            None => false,
         };
         let result = self.memory.resolve_hold(id, approve);
         let entry = self.memory.take_unstored().into_iter().next();
@@ -602,96 +474,4 @@ impl<R: StoreRead> Ledger for Durable<R> {
         self.hand_off();
         SyncPoint::new(self.seq, self.watermark.clone())
     }
-}
-
-/// The debit (negative) and credit (positive) legs of a two-legged entry,
-/// whichever order they come in. The store keeps entries in this form; an
-/// entry that is not one is refused (the writer reports a storage error,
-/// and nothing after it is acknowledged).
-pub fn legs(e: &JournalEntry) -> Result<(&Posting, &Posting), String> {
-    match e.postings.as_slice() {
-        [a, b] if a.amount == -b.amount && a.currency == b.currency => {
-            Ok(if b.amount.is_sign_negative() && !b.amount.is_zero() { (b, a) } else { (a, b) })
-        }
-        _ => Err(format!("journal entry {} is not a two-legged balanced entry: {:?}", e.seq, e.postings)),
-    }
-}
-
-/// Implements [`Ledger`] for a store's ledger type by forwarding every
-/// method to its [`Durable`] field: `forward_ledger!(SqliteLedger, durable);`.
-#[macro_export]
-macro_rules! forward_ledger {
-    ($ty:ty, $field:ident) => {
-        impl $crate::Ledger for $ty {
-            fn import_accounts(
-                &mut self,
-                accounts: &[$crate::__reexport::rulehost_core::model::Account],
-            ) -> Result<usize, $crate::LedgerError> {
-                self.$field.import_accounts(accounts)
-            }
-            fn account(&self, id: &str) -> Option<&$crate::__reexport::rulehost_core::model::Account> {
-                self.$field.account(id)
-            }
-            fn account_ids(&self) -> Vec<String> {
-                self.$field.account_ids()
-            }
-            fn balances(&self, id: &str) -> Option<$crate::Balances> {
-                self.$field.balances(id)
-            }
-            fn admit(
-                &self,
-                source: &str,
-                destination: &str,
-                amount: $crate::__reexport::rust_decimal::Decimal,
-                effect: $crate::Effect,
-            ) -> Result<(), $crate::Refusal> {
-                self.$field.admit(source, destination, amount, effect)
-            }
-            fn decision(&self, id: &str) -> Result<Option<$crate::StoredDecision>, $crate::LedgerError> {
-                self.$field.decision(id)
-            }
-            fn record(&self, id: &str) -> Result<Option<$crate::DecisionRecord>, $crate::LedgerError> {
-                self.$field.record(id)
-            }
-            fn history(
-                &self,
-                query: &$crate::__reexport::rulehost_core::facts::HistoryQuery<'_>,
-            ) -> $crate::__reexport::rulehost_core::facts::HistoryStats {
-                self.$field.history(query)
-            }
-            fn retain_history(&mut self, window_seconds_max: u64) {
-                self.$field.retain_history(window_seconds_max)
-            }
-            fn commit(&mut self, commit: $crate::Commit<'_>) -> Result<$crate::Committed, $crate::LedgerError> {
-                self.$field.commit(commit)
-            }
-            fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<$crate::Resolution, $crate::LedgerError> {
-                self.$field.resolve_hold(id, approve)
-            }
-            fn hold(&self, id: &str) -> Result<Option<$crate::Hold>, $crate::LedgerError> {
-                self.$field.hold(id)
-            }
-            fn holds(&self) -> Result<Vec<$crate::Hold>, $crate::LedgerError> {
-                self.$field.holds()
-            }
-            fn journal(&self, account: Option<&str>) -> Result<Vec<$crate::JournalEntry>, $crate::LedgerError> {
-                self.$field.journal(account)
-            }
-            fn keep_ruleset(
-                &mut self,
-                archive: &std::sync::Arc<$crate::RulesetArchive>,
-            ) -> Result<(), $crate::LedgerError> {
-                self.$field.keep_ruleset(archive)
-            }
-            fn ruleset(&self, version: &str) -> Result<Option<$crate::RulesetArchive>, $crate::LedgerError> {
-                self.$field.ruleset(version)
-            }
-            fn usage(&self) -> $crate::Usage {
-                self.$field.usage()
-            }
-            fn sync_point(&self) -> $crate::SyncPoint {
-                self.$field.sync_point()
-            }
-        }
-    };
 }

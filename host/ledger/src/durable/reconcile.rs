@@ -23,17 +23,17 @@ pub struct AccountRow {
 }
 
 /// Everything a store holds but its decisions (those are streamed).
-pub struct Stored<'a> {
+pub struct Stored {
     /// Accounts, with stored balances.
-    pub accounts: &'a [AccountRow],
+    pub accounts: Vec<AccountRow>,
     /// The ledger's own accounts and their posted balances.
-    pub system: &'a [(String, Decimal)],
+    pub system: Vec<(String, Decimal)>,
     /// The journal, by sequence.
-    pub journal: &'a [JournalEntry],
+    pub journal: Vec<JournalEntry>,
     /// Every hold.
-    pub holds: &'a [Hold],
+    pub holds: Vec<Hold>,
     /// The rule-set dictionary the records refer to.
-    pub dictionary: &'a Dictionary,
+    pub dictionary: Dictionary,
     /// Whether journal sequence numbers are dense (1, 2, 3, …: one writer)
     /// or only increasing (a shared database's sequence skips the numbers
     /// of rolled-back transactions).
@@ -71,8 +71,9 @@ impl Report {
 /// sums; pending equals the account's pending holds; available stays within
 /// the overdraft limit; every currency sums to zero; holds and transfers match
 /// their decisions one to one (no orphan decision, posting or hold).
-pub fn reconcile(stored: &Stored<'_>, each_decision: EachDecision<'_>) -> Result<Report, String> {
-    let Stored { accounts, system, journal, holds, dictionary, dense_journal } = *stored;
+pub fn reconcile(stored: &Stored, each_decision: EachDecision<'_>) -> Result<Report, String> {
+    let Stored { accounts, system, journal, holds, dictionary, dense_journal } = stored;
+    let dense_journal = *dense_journal;
     let mut found = Found::default();
     let sums = found.journal(journal, accounts, dense_journal);
     let pending = found.holds(holds, &sums.hold_postings);
