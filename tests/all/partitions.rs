@@ -162,6 +162,126 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// `rulehost serve` of `partitions` (taking lapsed ones over), once listening.
+    fn serve(&self, name: &str, partitions: &str, lease_seconds: &str) -> (std::process::Child, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rulehost"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--rules", s(self.set.dir.path()), "--ledger", &self.url])
+            .args(["--cache-dir", s(&self.path("cache")), "--partitions", partitions, "--host-name", name])
+            .args(["--lease-seconds", lease_seconds])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let base = crate::server::listening(&mut child);
+        (child, base)
+    }
+}
+
+/// A payment of 1.00 from `source`.
+fn payment(id: &str, source: &str) -> Value {
+    serde_json::json!({"id": id, "timestamp": "2026-01-05T10:00:00Z", "kind": "payment", "source": source,
+                       "destination": "acc-000002", "amount": "1.00", "currency": "USD"})
+}
+
+/// Posts `body` to `base` until the answer is not one of `meanwhile`
+/// (within a minute); returns the status, the body and how long it took.
+async fn post_until(base: &str, body: &Value, meanwhile: &[u16]) -> (u16, Value, Duration) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let started = Instant::now();
+    loop {
+        let r = http.post(format!("{base}/v1/transactions")).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let answer: Value = r.json().await.unwrap();
+        if !meanwhile.contains(&status) {
+            return (status, answer, started.elapsed());
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "still {status} after a minute: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_hosts_take_over_a_killed_hosts_partitions_hand_them_back_and_heal_after_a_refused_group() {
+    use rulehost::partition::partition;
+    let sc = Scenario::new("takeover", 10);
+    let account = |p: &dyn Fn(u16) -> bool| (0..300).map(|i| format!("acc-{i:06}")).find(|a| p(partition(a))).unwrap();
+    let (low, high) = (account(&|p| p < 32), account(&|p| p >= 32));
+    let (mut a, base_a) = sc.serve("a", "0-31", "3");
+    let (mut b, base_b) = sc.serve("b", "32-63", "3");
+    let now = |base: &str, body: Value| {
+        let base = base.to_owned();
+        async move { post_until(&base, &body, &[]).await }
+    };
+    let (status, first, _) = now(&base_a, payment("a-1", &low)).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, body, _) = now(&base_b, payment("b-0", &low)).await;
+    assert_eq!((status, &body["error"]["code"]), (421, &Value::from("PARTITION_NOT_OWNED")), "{body}");
+
+    // A dies (kill -9): B adopts its partitions once A's lease lapses; a
+    // client retrying on B gets its decisions.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let (status, body, took) = post_until(&base_b, &payment("a-2", &low), &[421, 503]).await;
+    assert_eq!(status, 200, "{body}");
+    eprintln!("B took A's partitions over {took:?} after the kill (lease 3 s)");
+    let (status, replayed, _) = now(&base_b, payment("a-1", &low)).await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["replayed"], true, "A's acknowledged decision is answered by B: {replayed}");
+    let (mut f, mut r) = (first.clone(), replayed.clone());
+    for v in [&mut f, &mut r] {
+        v.as_object_mut().unwrap().remove("replayed");
+        v.as_object_mut().unwrap().remove("line");
+    }
+    assert_eq!(f, r, "the same decision");
+    let metrics = reqwest::get(format!("{base_b}/metrics")).await.unwrap().text().await.unwrap();
+    let p = partition(&low);
+    assert!(metrics.contains(&format!("rulehost_partition_owned{{partition=\"{p}\"}} 1")), "{metrics}");
+    assert!(metrics.contains(&format!("rulehost_partition_decisions_total{{partition=\"{p}\"}}")), "{metrics}");
+
+    // A comes back: it asks for its partitions and B hands them back.
+    let (mut a, base_a) = sc.serve("a", "0-31", "3");
+    let (status, body, _) = now(&base_a, payment("a-3", &low)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = now(&base_b, payment("b-1", &low)).await;
+    assert_eq!(status, 421, "B handed partition {p} back: {body}");
+    let leases = PgReader::open(&sc.url).unwrap().partitions().unwrap();
+    for l in &leases {
+        let want = if l.partition < 32 { "a" } else { "b" };
+        assert_eq!(l.owner.as_deref(), Some(want), "{l:?}");
+    }
+
+    // The same id from sources in both hosts' partitions: A decides it
+    // first; B's group is refused by the database (one decision per id),
+    // B reopens from what is durable and answers the conflict.
+    let (status, body, _) = now(&base_a, payment("clash", &low)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = now(&base_b, payment("clash", &high)).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body, _) = post_until(&base_b, &payment("clash", &high), &[503]).await;
+    assert_eq!((status, &body["error"]["code"]), (409, &Value::from("IDEMPOTENCY_CONFLICT")), "{body}");
+    let (status, body, _) = now(&base_b, payment("b-2", &high)).await;
+    assert_eq!(status, 200, "{body}");
+    let ready = reqwest::get(format!("{base_b}/readyz")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    // What B shows is what is stored: its refused change left nothing.
+    let shown: Value = reqwest::get(format!("{base_b}/v1/accounts/{high}")).await.unwrap().json().await.unwrap();
+    let reader = PgReader::open(&sc.url).unwrap();
+    let stored = reader.accounts().unwrap().into_iter().find(|x| x.id == high).unwrap();
+    assert_eq!(shown["posted"], serde_json::to_value(&stored).unwrap()["posted"], "{shown}");
+    let mut ids = reader.decision_ids().unwrap();
+    ids.sort();
+    assert_eq!(ids, ["a-1", "a-2", "a-3", "b-2", "clash"]);
+    let clash = reader.record("clash").unwrap().unwrap();
+    assert_eq!(clash.input.unwrap().tx.source, low, "the clash is A's");
+    assert!(reader.reconcile().unwrap().is_clean());
+    for child in [&mut a, &mut b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// Waits until `path` holds `lines` complete lines.
 fn wait_lines(path: &Path, lines: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -261,6 +381,7 @@ fn the_database_refuses_a_commit_after_a_takeover_and_a_host_decides_only_its_pa
             partitions: vec![partition(a0)],
             // Long: the renewal does not notice the takeover before the commit does.
             lease: Duration::from_secs(60),
+            take_over: false,
         }),
         ..StoreOptions::default()
     };
@@ -359,8 +480,12 @@ fn a_credit_from_another_hosts_partition_counts_before_a_refusal() {
     setup.import_accounts(&accounts).unwrap();
     setup.close().unwrap();
     let host = |name: &str, account: &str| {
-        let claim =
-            PartitionClaim { host: name.into(), partitions: vec![partition(account)], lease: Duration::from_secs(30) };
+        let claim = PartitionClaim {
+            host: name.into(),
+            partitions: vec![partition(account)],
+            lease: Duration::from_secs(30),
+            take_over: false,
+        };
         PostgresLedger::open(&url, &StoreOptions { partitions: Some(claim), ..StoreOptions::default() }).unwrap()
     };
     let (mut a, mut b) = (host("a", x), host("b", y));
@@ -391,25 +516,13 @@ async fn serve_answers_421_naming_the_owner_for_another_hosts_partition() {
     let (mine, theirs) = (account(&|p| p == 0), account(&|p| p == 1));
     // Another host owns partition 1 (a held lease, as a running host keeps it).
     let (mut other, _) = sc.host("other-host", "1", "30", true);
-    let serve = |partitions: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rulehost"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--rules", s(sc.set.dir.path()), "--ledger", &sc.url])
-            .args(["--cache-dir", s(&sc.path("cache")), "--partitions", partitions, "--host-name", "this-host"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let base = crate::server::listening(&mut child);
-        (child, base)
-    };
     // Wait until the other host holds its lease.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !PgReader::open(&sc.url).is_ok_and(|r| r.partitions().is_ok_and(|l| l.iter().any(|l| l.owner.is_some()))) {
         assert!(Instant::now() < deadline, "the other host never took its partition");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (mut child, base) = serve("0");
+    let (mut child, base) = sc.serve("this-host", "0", "10");
     let http = reqwest::Client::new();
     let tx = |id: &str, source: &str| {
         serde_json::json!({"id": id, "timestamp": "2026-01-05T10:00:00Z", "kind": "payment", "source": source,

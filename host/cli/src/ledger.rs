@@ -61,11 +61,17 @@ pub(crate) struct StoreArgs {
     /// this long after its last renewal).
     #[arg(long, default_value_t = rulehost::ledger::durable::LEASE_DEFAULT.as_secs(), value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=3600), requires = "partitions")]
     lease_seconds: u64,
+    /// `serve` only: do not take over the partitions of a host whose lease
+    /// lapsed (by default a serving host adopts them until their host
+    /// claims them back, and reopens its ledger after a failure).
+    #[arg(long, requires = "partitions")]
+    no_take_over: bool,
 }
 
 impl StoreArgs {
-    /// These settings over `options`.
-    pub(crate) fn apply(&self, options: StoreOptions) -> Result<StoreOptions> {
+    /// These settings over `options`; a `serving` host takes lapsed
+    /// partitions over unless told not to.
+    pub(crate) fn apply(&self, options: StoreOptions, serving: bool) -> Result<StoreOptions> {
         let partitions = match &self.partitions {
             None => None,
             Some(spec) => Some(rulehost::ledger::durable::PartitionClaim {
@@ -73,6 +79,7 @@ impl StoreArgs {
                 partitions: rulehost::partition::parse_partitions(spec)
                     .map_err(|e| anyhow::anyhow!("--partitions {spec:?}: {e}"))?,
                 lease: std::time::Duration::from_secs(self.lease_seconds),
+                take_over: serving && !self.no_take_over,
             }),
         };
         Ok(StoreOptions {

@@ -93,7 +93,7 @@ pub(crate) fn command(args: RunArgs) -> Result<u8, Failure> {
         &rules,
         &sandbox_config(cache.dir()),
         &location,
-        start(store.apply(StoreOptions::default()))?,
+        start(store.apply(StoreOptions::default(), false))?,
         accounts.as_deref(),
     );
     let Setup { sandbox, ruleset, ledger } = start(setup.map_err(|e| match e {

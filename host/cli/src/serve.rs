@@ -128,7 +128,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<u8, Failure> {
     )?;
     let mut builder = HostBuilder::new(&rules)
         .ledger(LedgerLocation::from_arg(&ledger.ledger))
-        .store_options(start(store.apply(rulehost::ledger::StoreOptions::default()))?)
+        .store_options(start(store.apply(rulehost::ledger::StoreOptions::default(), true))?)
         .watch(!no_watch);
     if let Some(a) = accounts {
         builder = builder.accounts(a);

@@ -49,11 +49,13 @@ use rows::Holds;
 use writer::PgWriter;
 
 use rulehost_core::model::Account;
+use rulehost_ledger::LedgerError;
 use rulehost_ledger::durable::{Durable, LedgerReader, Report, StoreOptions, StoreRead};
 use rulehost_ledger::record::Dictionary;
 use rulehost_ledger::{
     AccountBalances, Balances, DecisionRecord, Hold, JournalEntry, Ledger as _, MemoryLedger, RulesetArchive,
 };
+use std::sync::Arc;
 
 /// The session advisory lock the owning host's writer holds.
 const OWNER_LOCK: i64 = 0x7275_6c65_0002;
@@ -142,6 +144,10 @@ pub enum OpenError {
     },
 }
 
+/// How long a serving host waits between two tries to reopen a shared
+/// ledger that failed (see [`PostgresLedger`]'s upkeep).
+pub const REOPEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The durable ledger on a PostgreSQL database (see the module documentation).
 pub struct PostgresLedger {
     /// The front; its writer stops before the leases are given back.
@@ -149,6 +155,18 @@ pub struct PostgresLedger {
     url: String,
     /// On a shared ledger: the renewal of this host's partition leases.
     renewal: Option<partitions::Renewal>,
+    /// On a shared ledger: this host's leases.
+    leases: Option<Arc<partitions::Leases>>,
+    /// On a serving host of a shared ledger: how to reopen it.
+    reopen: Option<Reopen>,
+}
+
+/// What a serving host needs to reopen its shared ledger.
+struct Reopen {
+    /// The location as given (with any password: to connect again).
+    connect: String,
+    /// Not before then (after a failed try).
+    next_try: std::time::Instant,
 }
 
 impl Drop for PostgresLedger {
@@ -160,7 +178,7 @@ impl Drop for PostgresLedger {
     }
 }
 
-rulehost_ledger::forward_ledger!(PostgresLedger, durable);
+rulehost_ledger::forward_ledger!(PostgresLedger, durable, upkeep = upkeep);
 
 /// The reader's connection, on a thread of its own.
 struct PgRead(Remote);
@@ -199,6 +217,18 @@ impl PostgresLedger {
     /// takes ownership — of the whole ledger, or of the partitions
     /// `options.partitions` claims — and loads the hot state.
     pub fn open(url: &str, options: &StoreOptions) -> Result<PostgresLedger, OpenError> {
+        let wait = options.partitions.as_ref().map_or(std::time::Duration::ZERO, |c| c.lease * ACQUIRE_WAIT_LEASES);
+        Self::open_with(url, options, &[], wait)
+    }
+
+    /// As [`PostgresLedger::open`], also adopting those of `adopt` that are
+    /// free or lapsed, and waiting up to `wait` for claimed partitions.
+    fn open_with(
+        url: &str,
+        options: &StoreOptions,
+        adopt: &[u16],
+        wait: std::time::Duration,
+    ) -> Result<PostgresLedger, OpenError> {
         let shown = redact(url);
         let connect_err = |why: String| OpenError::Connect { url: shown.clone(), why };
         let damaged = |why: String| OpenError::Damaged { url: shown.clone(), why };
@@ -233,27 +263,107 @@ impl PostgresLedger {
                 .map_err(&damaged)?
                 .map_err(|why| OpenError::NotALedger { url: shown.clone(), why })?;
             // Leases before loading: a previous owner's last commit is in
-            // what this host loads, and nothing of it can come after.
-            let leases = match claim {
-                Some(claim) => Some(
-                    partitions::acquire(&mut client, claim)
-                        .map_err(|why| OpenError::Partitions { url: shown.clone(), why })?,
-                ),
-                None => None,
+            // what this host loads, and nothing of it can come after. They
+            // are renewed from then on (loading may take a while).
+            let (leases, mut renewal) = match claim {
+                Some(claim) => {
+                    let leases = partitions::acquire(&mut client, claim, adopt, wait)
+                        .map_err(|why| OpenError::Partitions { url: shown.clone(), why })?;
+                    let renewal = partitions::Renewal::start(url, leases.clone(), claim.lease).map_err(connect_err)?;
+                    (Some(leases), Some(renewal))
+                }
+                None => (None, None),
             };
-            let mut memory = MemoryLedger::hot(options.lateness_seconds);
-            memory.retain_history(options.history_window_seconds_max);
-            let ids = rows::load(&mut client, &mut memory, options.id_filter_bytes).map_err(&damaged)?;
-            let reader = Remote::connect(url, "rulehost-ledger-read").map_err(connect_err)?;
-            let mut durable = Durable::start(memory, ids, PgRead(reader), PgWriter(client, leases.clone()), options)
-                .map_err(|e| damaged(format!("cannot start the ledger writer: {e}")))?;
-            let mut renewal = None;
-            if let (Some(leases), Some(claim)) = (leases, claim) {
-                renewal = Some(partitions::Renewal::start(url, leases.clone(), claim.lease).map_err(connect_err)?);
-                durable = durable.with_ownership(leases);
+            let loaded = (|| {
+                let mut memory = MemoryLedger::hot(options.lateness_seconds);
+                memory.retain_history(options.history_window_seconds_max);
+                let ids = rows::load(&mut client, &mut memory, options.id_filter_bytes).map_err(&damaged)?;
+                let reader = Remote::connect(url, "rulehost-ledger-read").map_err(connect_err)?;
+                Durable::start(memory, ids, PgRead(reader), PgWriter(client, leases.clone()), options)
+                    .map_err(|e| damaged(format!("cannot start the ledger writer: {e}")))
+            })();
+            let mut durable = match loaded {
+                Ok(durable) => durable,
+                Err(e) => {
+                    // A serving host keeps its rows (it tries again, and
+                    // takes them at once); otherwise they are freed.
+                    if let Some(r) = renewal.as_mut()
+                        && claim.is_some_and(|c| c.take_over)
+                    {
+                        r.pause(Vec::new());
+                    }
+                    return Err(e);
+                }
+            };
+            if let Some(leases) = &leases {
+                durable = durable.with_ownership(leases.clone());
             }
-            Ok(PostgresLedger { durable, url: shown.clone(), renewal })
+            let reopen = claim
+                .filter(|c| c.take_over)
+                .map(|_| Reopen { connect: url.to_owned(), next_try: std::time::Instant::now() });
+            Ok(PostgresLedger { durable, url: shown.clone(), renewal, leases, reopen })
         })
+    }
+
+    /// On a serving host of a shared ledger, before each change and every
+    /// so often ([`Ledger::maintain`](rulehost_ledger::Ledger::maintain)):
+    /// reopens the ledger when the renewal found partitions to take over or
+    /// hand back, when its leases were lost, or when a group failed (the
+    /// database refused it: say another host decided the same id first).
+    /// Reopening writes what is queued, stops renewing, lets handed-back
+    /// partitions expire, takes the partitions again (a new epoch) and
+    /// loads the hot state from the database; what was not durable is not
+    /// in it, and was never acknowledged. A failed try leaves the ledger
+    /// refusing changes until the next, [`REOPEN_RETRY`] later.
+    fn upkeep(&mut self) -> Result<(), LedgerError> {
+        let (Some(reopen), Some(leases)) = (&self.reopen, &self.leases) else { return Ok(()) };
+        let failure = self.durable.watermark().failure();
+        let reshape = leases.reshape();
+        if failure.is_none() && reshape.is_none() && !leases.is_lost() {
+            return Ok(());
+        }
+        let why = match (&failure, &reshape) {
+            (Some(f), _) => f.clone(),
+            (None, Some(_)) => "partitions to take over or hand back".to_owned(),
+            (None, None) => "its partition leases were lost".to_owned(),
+        };
+        if std::time::Instant::now() < reopen.next_try {
+            return Err(LedgerError::Storage(format!("the shared ledger is reopening after: {why}")));
+        }
+        let connect = reopen.connect.clone();
+        let target = reshape.unwrap_or_else(|| leases.partitions());
+        let handed_back: Vec<(i32, i64)> = leases
+            .held
+            .iter()
+            .copied()
+            .filter(|(p, _)| u16::try_from(*p).map_or(true, |p| !target.contains(&p)))
+            .collect();
+        let options = self.durable.options().clone();
+        let home: &[u16] = options.partitions.as_ref().map_or(&[], |c| c.partitions.as_slice());
+        let adopt: Vec<u16> = target.iter().copied().filter(|p| !home.contains(p)).collect();
+        tracing::info!(url = %self.url, reason = %why, partitions = ?target, "reopening the shared ledger");
+        // Writes the last group (when the store still takes them); nothing
+        // later can reach the old writer.
+        self.durable.shutdown();
+        self.durable.watermark().fail(format!("the shared ledger is reopening after: {why}"));
+        if let Some(r) = &mut self.renewal {
+            r.pause(handed_back);
+        }
+        match Self::open_with(&connect, &options, &adopt, std::time::Duration::ZERO) {
+            Ok(fresh) => {
+                tracing::info!(url = %self.url, partitions = ?fresh.leases.as_ref().map(|l| l.partitions()), "reopened the shared ledger");
+                // The old front is shut down and its renewal paused: dropping it frees nothing.
+                drop(std::mem::replace(self, fresh));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "could not reopen the shared ledger; trying again");
+                if let Some(reopen) = &mut self.reopen {
+                    reopen.next_try = std::time::Instant::now() + REOPEN_RETRY;
+                }
+                Err(LedgerError::Storage(format!("the shared ledger could not be reopened: {e}")))
+            }
+        }
     }
 
     /// The location, password hidden.

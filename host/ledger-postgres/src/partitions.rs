@@ -10,6 +10,15 @@
 //! never commit again — the successor's `UPDATE` raised the epoch, and it
 //! waited for any commit in flight before it could. A host that closes
 //! cleanly frees its partitions at once.
+//!
+//! A serving host (`PartitionClaim::take_over`) also watches for lapsed
+//! leases — an owner that stopped renewing: it died, hangs or is cut off —
+//! and asks its ledger to reopen with those partitions added (adopted).
+//! A host that claims partitions held by another writes its name in their
+//! `wanted_by` (refreshed while it waits); an adopter hands such a
+//! partition back by letting its lease expire at once, after its last
+//! commit. Partitions a host claims itself (its home) are never handed
+//! back; a partition wanted within the last lease is not adopted by a third.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,16 +47,38 @@ const ACQUIRE_RETRY: Duration = Duration::from_millis(100);
 pub(crate) struct Leases {
     pub(crate) host: String,
     pub(crate) held: Vec<(i32, i64)>,
+    /// The partitions it claims itself (the others held were adopted).
+    home: Vec<i32>,
+    take_over: bool,
     owned: [bool; PARTITIONS as usize],
     lost: AtomicBool,
     /// Other partitions' owners, as last seen by the renewal.
     owners: Mutex<HashMap<u16, String>>,
+    /// The partitions the renewal found this host should hold instead
+    /// (lapsed ones added, wanted adopted ones removed), until a reopen.
+    reshape: Mutex<Option<Vec<u16>>>,
 }
 
 impl Leases {
     /// The lease of some partition was lost: this host decides nothing more.
     pub(crate) fn lose(&self) {
         self.lost.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The partitions held, sorted.
+    pub(crate) fn partitions(&self) -> Vec<u16> {
+        let mut held: Vec<u16> = self.held.iter().filter_map(|(p, _)| u16::try_from(*p).ok()).collect();
+        held.sort_unstable();
+        held
+    }
+
+    /// What the renewal found this host should hold instead, if anything.
+    pub(crate) fn reshape(&self) -> Option<Vec<u16>> {
+        self.reshape.lock().ok().and_then(|r| r.clone())
     }
 
     fn columns(&self) -> (Vec<i32>, Vec<i64>) {
@@ -93,19 +124,30 @@ impl Ownership for Leases {
         };
         Err(LedgerError::NotOwner { account: source.to_owned(), partition: p, owner })
     }
+
+    fn owned(&self) -> Vec<u16> {
+        if self.is_lost() { Vec::new() } else { self.partitions() }
+    }
 }
 
 fn seconds(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Takes the partitions `claim` names, waiting up to [`ACQUIRE_WAIT_LEASES`] leases for
-/// ones another host holds to expire; the error names who holds what.
-pub(crate) fn acquire(client: &mut Client, claim: &PartitionClaim) -> Result<Arc<Leases>, String> {
+/// Takes the partitions `claim` names, waiting up to `wait` for ones
+/// another host holds to expire or be handed back (asking for them
+/// meanwhile); and those of `adopt` that are free, lapsed or its own at the
+/// first try (never waited for). The error names who holds what.
+pub(crate) fn acquire(
+    client: &mut Client,
+    claim: &PartitionClaim,
+    adopt: &[u16],
+    wait: Duration,
+) -> Result<Arc<Leases>, String> {
     if claim.partitions.is_empty() {
         return Err("no partitions claimed".into());
     }
-    if let Some(p) = claim.partitions.iter().find(|p| **p >= PARTITIONS) {
+    if let Some(p) = claim.partitions.iter().chain(adopt).find(|p| **p >= PARTITIONS) {
         return Err(format!("partition {p} does not exist: there are {PARTITIONS}"));
     }
     client
@@ -115,15 +157,18 @@ pub(crate) fn acquire(client: &mut Client, claim: &PartitionClaim) -> Result<Arc
             &[&i32::from(PARTITIONS)],
         )
         .map_err(|e| reason(&e))?;
-    let wanted: Vec<i32> = claim.partitions.iter().map(|p| i32::from(*p)).collect();
+    let home: Vec<i32> = claim.partitions.iter().map(|p| i32::from(*p)).collect();
+    let adopt: Vec<i32> = adopt.iter().map(|p| i32::from(*p)).filter(|p| !home.contains(p)).collect();
     let mut held: Vec<(i32, i64)> = Vec::new();
-    let deadline = Instant::now() + claim.lease * ACQUIRE_WAIT_LEASES;
+    let deadline = Instant::now() + wait;
+    let mut wanted: Vec<i32> = home.iter().chain(&adopt).copied().collect();
     loop {
         let mine: Vec<i32> = held.iter().map(|(p, _)| *p).collect();
         let rows = client
             .query(
                 "UPDATE rulehost.partitions
-                 SET owner = $1, epoch = epoch + 1, expires_at = now() + make_interval(secs => $2), renewed_at = now()
+                 SET owner = $1, epoch = epoch + 1, expires_at = now() + make_interval(secs => $2), renewed_at = now(),
+                     wanted_by = NULL, wanted_at = NULL
                  WHERE partition = ANY($3) AND partition <> ALL($4)
                    AND (owner IS NULL OR owner = $1 OR expires_at < now())
                  RETURNING partition, epoch",
@@ -133,16 +178,27 @@ pub(crate) fn acquire(client: &mut Client, claim: &PartitionClaim) -> Result<Arc
         for r in rows {
             held.push((r.try_get(0).map_err(|e| reason(&e))?, r.try_get(1).map_err(|e| reason(&e))?));
         }
-        if held.len() == wanted.len() {
+        // Adopted partitions are taken at the first try or not at all.
+        wanted = home.clone();
+        let mine: Vec<i32> = held.iter().map(|(p, _)| *p).collect();
+        let missing: Vec<i32> = home.iter().copied().filter(|p| !mine.contains(p)).collect();
+        if missing.is_empty() {
             break;
         }
+        // Ask for them: a host that adopted them hands them back.
+        client
+            .execute(
+                "UPDATE rulehost.partitions SET wanted_by = $1, wanted_at = now()
+                 WHERE partition = ANY($2) AND owner IS DISTINCT FROM $1",
+                &[&claim.host, &missing],
+            )
+            .map_err(|e| reason(&e))?;
         if Instant::now() >= deadline {
-            let mine: Vec<i32> = held.iter().map(|(p, _)| *p).collect();
             let busy = client
                 .query(
                     "SELECT partition, owner, greatest(0, extract(epoch FROM expires_at - now()))::float8
-                     FROM rulehost.partitions WHERE partition = ANY($1) AND partition <> ALL($2) ORDER BY partition",
-                    &[&wanted, &mine],
+                     FROM rulehost.partitions WHERE partition = ANY($1) ORDER BY partition",
+                    &[&missing],
                 )
                 .map_err(|e| reason(&e))?;
             let busy: Vec<String> = busy
@@ -156,11 +212,7 @@ pub(crate) fn acquire(client: &mut Client, claim: &PartitionClaim) -> Result<Arc
                 .collect();
             // Give back what was taken: nothing half-claimed stays held.
             release(client, &claim.host, &held);
-            return Err(format!(
-                "partitions held by another host past {:.0} s: {}",
-                seconds(claim.lease * ACQUIRE_WAIT_LEASES),
-                busy.join(", ")
-            ));
+            return Err(format!("partitions held by another host past {:.1} s: {}", seconds(wait), busy.join(", ")));
         }
         std::thread::sleep(ACQUIRE_RETRY);
     }
@@ -171,14 +223,30 @@ pub(crate) fn acquire(client: &mut Client, claim: &PartitionClaim) -> Result<Arc
             *slot = true;
         }
     }
-    tracing::info!(host = %claim.host, partitions = held.len(), "took the partitions' leases");
+    let adopted = held.len() - home.len();
+    tracing::info!(host = %claim.host, partitions = held.len(), adopted, "took the partitions' leases");
     Ok(Arc::new(Leases {
         host: claim.host.clone(),
         held,
+        home,
+        take_over: claim.take_over,
         owned,
         lost: AtomicBool::new(false),
         owners: Mutex::default(),
+        reshape: Mutex::default(),
     }))
+}
+
+/// Lets the leases of `held` expire at once (a hand-back: the host that
+/// wants them, or any other, may take them), if this host still holds them.
+fn expire(client: &mut Client, host: &str, held: &[(i32, i64)]) {
+    let (partitions, epochs): (Vec<i32>, Vec<i64>) = held.iter().copied().unzip();
+    let _ = client.execute(
+        "UPDATE rulehost.partitions p SET expires_at = now() - interval '1 millisecond'
+         FROM unnest($2::int[], $3::bigint[]) AS h(partition, epoch)
+         WHERE p.partition = h.partition AND p.epoch = h.epoch AND p.owner = $1",
+        &[&host, &partitions, &epochs],
+    );
 }
 
 /// Frees `held` (a clean stop), if this host still holds them.
@@ -192,25 +260,42 @@ fn release(client: &mut Client, host: &str, held: &[(i32, i64)]) {
     );
 }
 
+/// How a renewal thread ends.
+#[derive(Clone, Default)]
+enum Exit {
+    /// Still renewing.
+    #[default]
+    Run,
+    /// A clean stop: frees every lease.
+    Release,
+    /// A reopen: keeps the rows (the reopening host takes them again at
+    /// once), letting these expire at once (handed back).
+    Keep(Vec<(i32, i64)>),
+}
+
 /// The thread that renews a host's leases (and watches who owns the
-/// others); stopping it frees the leases.
+/// others, and on a serving host which lapsed or are wanted back).
 pub(crate) struct Renewal {
-    stop: Arc<AtomicBool>,
+    exit: Arc<Mutex<Exit>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Renewal {
     pub(crate) fn start(url: &str, leases: Arc<Leases>, lease: Duration) -> Result<Renewal, String> {
         let mut client = connect(url)?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let exit = Arc::new(Mutex::new(Exit::Run));
         let every = (lease / RENEWALS_PER_LEASE).max(RENEWAL_INTERVAL_MIN);
+        let running = {
+            let exit = exit.clone();
+            move || exit.lock().map(|e| matches!(*e, Exit::Run)).unwrap_or(false)
+        };
         let thread = {
-            let stop = stop.clone();
+            let exit = exit.clone();
             std::thread::Builder::new()
                 .name("rulehost-leases".into())
                 .spawn(move || {
                     let (partitions, epochs) = leases.columns();
-                    while !stop.load(Ordering::SeqCst) {
+                    while running() {
                         let renewed = client.execute(
                             "UPDATE rulehost.partitions p
                              SET expires_at = now() + make_interval(secs => $4), renewed_at = now()
@@ -221,7 +306,9 @@ impl Renewal {
                         match renewed {
                             Ok(n) if n as usize == leases.held.len() => {}
                             Ok(n) => {
-                                tracing::error!(host = %leases.host, renewed = n, held = leases.held.len(), "lost partition leases: deciding nothing more");
+                                if !leases.is_lost() {
+                                    tracing::error!(host = %leases.host, renewed = n, held = leases.held.len(), "lost partition leases: deciding nothing more");
+                                }
                                 leases.lose();
                             }
                             Err(e) => tracing::warn!(error = %reason(&e), "could not renew the partition leases"),
@@ -240,24 +327,44 @@ impl Renewal {
                                 }
                             }
                         }
+                        if leases.take_over
+                            && let Err(e) = watch(&mut client, &leases, lease)
+                        {
+                            tracing::warn!(error = %reason(&e), "could not look for lapsed partition leases");
+                        }
                         let until = Instant::now() + every;
-                        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+                        while running() && Instant::now() < until {
                             std::thread::sleep(Duration::from_millis(20));
                         }
                     }
-                    release(&mut client, &leases.host, &leases.held);
+                    match exit.lock().map(|e| e.clone()).unwrap_or(Exit::Release) {
+                        Exit::Keep(handed_back) => expire(&mut client, &leases.host, &handed_back),
+                        Exit::Release | Exit::Run => release(&mut client, &leases.host, &leases.held),
+                    }
                 })
                 .map_err(|e| format!("cannot start the lease thread: {e}"))?
         };
-        Ok(Renewal { stop, thread: Some(thread) })
+        Ok(Renewal { exit, thread: Some(thread) })
+    }
+
+    fn end(&mut self, how: Exit) {
+        if let Some(t) = self.thread.take() {
+            if let Ok(mut exit) = self.exit.lock() {
+                *exit = how;
+            }
+            let _ = t.join();
+        }
     }
 
     /// Stops renewing and frees the leases.
     pub(crate) fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.end(Exit::Release);
+    }
+
+    /// Stops renewing, keeping the leases as they are (to take them again
+    /// at once), except `handed_back`, which expire now.
+    pub(crate) fn pause(&mut self, handed_back: Vec<(i32, i64)>) {
+        self.end(Exit::Keep(handed_back));
     }
 }
 
@@ -265,6 +372,51 @@ impl Drop for Renewal {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// On a serving host: which partitions it should hold instead — lapsed
+/// ones added (not wanted by a third host within the last lease), adopted
+/// ones another host wants back removed — noted in `leases.reshape`.
+fn watch(client: &mut Client, leases: &Leases, lease: Duration) -> Result<(), postgres::Error> {
+    let held: Vec<i32> = leases.held.iter().map(|(p, _)| *p).collect();
+    let adopted: Vec<i32> = held.iter().copied().filter(|p| !leases.home.contains(p)).collect();
+    let lapsed: Vec<i32> = client
+        .query(
+            "SELECT partition FROM rulehost.partitions
+             WHERE owner IS NOT NULL AND owner <> $1 AND expires_at < now()
+               AND (wanted_by IS NULL OR wanted_by = $1 OR wanted_at < now() - make_interval(secs => $2))
+             ORDER BY partition",
+            &[&leases.host, &seconds(lease)],
+        )?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let wanted: Vec<i32> = if adopted.is_empty() {
+        Vec::new()
+    } else {
+        client
+            .query(
+                "SELECT partition FROM rulehost.partitions
+                 WHERE partition = ANY($1) AND wanted_by IS NOT NULL AND wanted_by <> $2
+                   AND wanted_at > now() - make_interval(secs => $3)",
+                &[&adopted, &leases.host, &seconds(lease)],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?
+    };
+    if lapsed.is_empty() && wanted.is_empty() {
+        return Ok(());
+    }
+    let mut target: Vec<u16> =
+        held.iter().chain(&lapsed).filter(|p| !wanted.contains(p)).filter_map(|p| u16::try_from(*p).ok()).collect();
+    target.sort_unstable();
+    target.dedup();
+    tracing::info!(host = %leases.host, lapsed = ?lapsed, wanted_back = ?wanted, "partitions to take over or hand back");
+    if let Ok(mut reshape) = leases.reshape.lock() {
+        *reshape = Some(target);
+    }
+    Ok(())
 }
 
 /// One partition's lease, as `rulehost partitions` shows it.

@@ -8,18 +8,19 @@ use postgres::Client;
 use crate::client::reason;
 
 /// Version of the database layout this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The lock (`pg_advisory_xact_lock`) that serializes migrations.
 const MIGRATION_LOCK: i64 = 0x7275_6c65_0001;
 
 /// Migrations: `MIGRATIONS[v - 1]` brings version `v - 1` to `v` (2 adds
-/// the partition leases of hosts sharing the ledger). Money is
+/// the partition leases of hosts sharing the ledger; 3 lets a host ask for
+/// its partitions back from one that adopted them). Money is
 /// `numeric` (exact); the database enforces the ledger's keys (one decision
 /// per id, at most one transfer and one hold posting per transaction, one
 /// hold per id) and each entry's shape (positive amount, two distinct
 /// accounts: balanced by construction).
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "
 CREATE TABLE rulehost.accounts (
     id text PRIMARY KEY,
@@ -86,6 +87,9 @@ CREATE TABLE rulehost.partitions (
     expires_at timestamptz NOT NULL DEFAULT '-infinity',
     renewed_at timestamptz
 );
+",
+    "
+ALTER TABLE rulehost.partitions ADD COLUMN wanted_by text, ADD COLUMN wanted_at timestamptz;
 ",
 ];
 

@@ -382,6 +382,18 @@ pub trait Ledger: Send {
     fn sync_point(&self) -> SyncPoint {
         SyncPoint::reached()
     }
+    /// Upkeep between changes, called by a server every so often (a shared
+    /// ledger also runs it before each change): a shared ledger of a serving
+    /// host takes over lapsed partitions, hands adopted ones back, and
+    /// reopens after a failure. Nothing to do for the others.
+    fn maintain(&mut self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    /// The partitions this host decides on a shared ledger, sorted (`None`:
+    /// every source, the ledger is not shared).
+    fn owned_partitions(&self) -> Option<Vec<u16>> {
+        None
+    }
 }
 
 /// Progress of the durable store: the last change sequence made durable, or

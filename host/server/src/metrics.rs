@@ -1,7 +1,8 @@
 //! Prometheus metrics of a running host (`GET /metrics`), kept with the
 //! `prometheus-client` crate: decisions by outcome, per-rule call latency,
-//! fuel and failures by kind, reloads, ledger commit latency, and requests
-//! refused for overload.
+//! fuel and failures by kind, reloads, ledger commit latency, requests
+//! refused for overload, and on a ledger several hosts share, the
+//! partitions this host owns and its decisions per partition.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -55,6 +57,11 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    partition: u16,
+}
+
 type HistogramFamily = Family<RuleLabel, Histogram, fn() -> Histogram>;
 
 fn rule_call_histogram() -> Histogram {
@@ -79,6 +86,10 @@ pub struct Metrics {
     shadow: Family<AgreementLabel, Counter>,
     rollout_decisions: Family<ArmLabel, Counter>,
     rollout_transitions: Family<EventLabel, Counter>,
+    /// Whether the ledger is shared (partition metrics are kept).
+    partitioned: std::sync::atomic::AtomicBool,
+    partition_owned: Family<PartitionLabel, Gauge>,
+    partition_decisions: Family<PartitionLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -91,79 +102,80 @@ impl Metrics {
     /// Empty metrics, registered.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rulehost");
-        let decisions = Family::<OutcomeLabel, Counter>::default();
-        registry.register("decisions", "Transactions decided, by outcome (error: bad input)", decisions.clone());
-        let replays = Counter::default();
-        registry.register("replays", "Transactions answered with their stored decision", replays.clone());
-        let rule_latency: HistogramFamily = Family::new_with_constructor(rule_call_histogram);
-        registry.register("rule_call_duration_seconds", "Wall time of one rule call", rule_latency.clone());
-        let rule_fuel = Family::<RuleLabel, Counter>::default();
-        registry.register("rule_fuel", "Fuel used by a rule's calls", rule_fuel.clone());
-        let rule_failures = Family::<FailureLabel, Counter>::default();
+        let metrics = Metrics {
+            decisions: Family::default(),
+            replays: Counter::default(),
+            rule_latency: Family::new_with_constructor(rule_call_histogram),
+            rule_fuel: Family::default(),
+            rule_failures: Family::default(),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+            rollbacks: Counter::default(),
+            commit_latency: Histogram::new(exponential_buckets(50e-6, 2.0, 16)),
+            commit_changes: Counter::default(),
+            refused: Family::default(),
+            shadow: Family::default(),
+            rollout_decisions: Family::default(),
+            rollout_transitions: Family::default(),
+            partitioned: std::sync::atomic::AtomicBool::new(false),
+            partition_owned: Family::default(),
+            partition_decisions: Family::default(),
+            registry: Registry::default(),
+        };
+        let m = &metrics;
+        registry.register("decisions", "Transactions decided, by outcome (error: bad input)", m.decisions.clone());
+        registry.register("replays", "Transactions answered with their stored decision", m.replays.clone());
+        registry.register("rule_call_duration_seconds", "Wall time of one rule call", m.rule_latency.clone());
+        registry.register("rule_fuel", "Fuel used by a rule's calls", m.rule_fuel.clone());
         registry.register(
             "rule_failures",
             "Rule calls that failed, by kind (trap, fuel, deadline, memory, invalid-output)",
-            rule_failures.clone(),
+            m.rule_failures.clone(),
         );
-        let reloads = Counter::default();
-        registry.register("reloads", "Rule-set versions that went live by reload", reloads.clone());
-        let reload_failures = Counter::default();
+        registry.register("reloads", "Rule-set versions that went live by reload", m.reloads.clone());
         registry.register(
             "reload_failures",
             "Reloads refused (the previous version kept serving)",
-            reload_failures.clone(),
+            m.reload_failures.clone(),
         );
-        let rollbacks = Counter::default();
-        registry.register("rollbacks", "Rollbacks to the previous rule-set version", rollbacks.clone());
-        let commit_latency = Histogram::new(exponential_buckets(50e-6, 2.0, 16));
+        registry.register("rollbacks", "Rollbacks to the previous rule-set version", m.rollbacks.clone());
         registry.register(
             "ledger_commit_duration_seconds",
             "Duration of one durable group commit (write + fsync)",
-            commit_latency.clone(),
+            m.commit_latency.clone(),
         );
-        let commit_changes = Counter::default();
-        registry.register("ledger_committed_changes", "Ledger changes made durable", commit_changes.clone());
-        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register("ledger_committed_changes", "Ledger changes made durable", m.commit_changes.clone());
         registry.register(
             "requests_refused",
             "HTTP requests refused before any work (overloaded, timeout, too large)",
-            refused.clone(),
+            m.refused.clone(),
         );
-        let shadow = Family::<AgreementLabel, Counter>::default();
         registry.register(
             "shadow_decisions",
             "Decisions of the shadow candidate beside the live ones, by (live, candidate) outcome",
-            shadow.clone(),
+            m.shadow.clone(),
         );
-        let rollout_decisions = Family::<ArmLabel, Counter>::default();
         registry.register(
             "rollout_decisions",
             "New decisions under a canary rollout, by the arm that decided (live, candidate)",
-            rollout_decisions.clone(),
+            m.rollout_decisions.clone(),
         );
-        let rollout_transitions = Family::<EventLabel, Counter>::default();
         registry.register(
             "rollout_transitions",
             "Canary rollout transitions, by event (start, share, promote, abort, auto-abort, rollback)",
-            rollout_transitions.clone(),
+            m.rollout_transitions.clone(),
         );
-        Metrics {
-            shadow,
-            rollout_decisions,
-            rollout_transitions,
-            registry,
-            decisions,
-            replays,
-            rule_latency,
-            rule_fuel,
-            rule_failures,
-            reloads,
-            reload_failures,
-            rollbacks,
-            commit_latency,
-            commit_changes,
-            refused,
-        }
+        registry.register(
+            "partition_owned",
+            "On a shared ledger: 1 for each partition of source accounts this host decides now, 0 for the others",
+            m.partition_owned.clone(),
+        );
+        registry.register(
+            "partition_decisions",
+            "On a shared ledger: transactions answered, by the partition of their source account",
+            m.partition_decisions.clone(),
+        );
+        Metrics { registry, ..metrics }
     }
 
     /// The metrics in the Prometheus text format.
@@ -203,6 +215,17 @@ impl Metrics {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    /// Records which partitions this host owns (`None`: the ledger is not
+    /// shared, and no partition metrics are kept).
+    pub fn partitions_owned(&self, owned: Option<&[u16]>) {
+        let Some(owned) = owned else { return };
+        self.partitioned.store(true, std::sync::atomic::Ordering::Relaxed);
+        for partition in 0..rulehost_core::partition::PARTITIONS {
+            let gauge = self.partition_owned.get_or_create(&PartitionLabel { partition });
+            gauge.set(i64::from(owned.contains(&partition)));
+        }
+    }
+
     /// A hook for [`rulehost_ledger::StoreOptions::on_commit`].
     pub fn commit_hook(self: &Arc<Self>) -> rulehost_ledger::durable::CommitHook {
         let metrics = self.clone();
@@ -220,9 +243,13 @@ impl Observer for Metrics {
         }
     }
 
-    fn decided(&self, record: &Record) {
+    fn decided(&self, tx: &rulehost_core::model::Transaction, record: &Record) {
         if let Record::Decision { replayed: true, .. } = record {
             self.replays.inc();
+        }
+        if self.partitioned.load(std::sync::atomic::Ordering::Relaxed) {
+            let partition = rulehost_core::partition::partition(&tx.source);
+            self.partition_decisions.get_or_create(&PartitionLabel { partition }).inc();
         }
         self.decisions.get_or_create(&OutcomeLabel { outcome: record.outcome().as_str() }).inc();
     }

@@ -104,8 +104,8 @@ impl RuleCalls for TxSession<'_> {
 pub trait Observer: Send + Sync {
     /// A rule call ended after `elapsed`.
     fn rule_call(&self, rule: &LoadedRule, elapsed: std::time::Duration, outcome: &CallOutcome);
-    /// A transaction was decided (or replayed, or conflicted).
-    fn decided(&self, record: &Record);
+    /// Transaction `tx` was decided (or replayed, or conflicted).
+    fn decided(&self, tx: &Transaction, record: &Record);
     /// The shadow candidate decided beside a new live decision.
     fn shadow_decided(&self, _live: &Decision, _candidate: &Decision) {}
     /// A new decision was made by the arm of a canary rollout in `tag`.
@@ -276,7 +276,7 @@ impl Pipeline {
             let mut ledger = lock(&self.ledger);
             if let Some(record) = replay(&**ledger, line, parsed) {
                 drop(ledger);
-                self.observe(&record);
+                self.observe(tx, &record);
                 return record;
             }
             let mut versions = self.versions.lock().expect("versions lock");
@@ -350,14 +350,14 @@ impl Pipeline {
             }
             drop(versions);
             drop(ledger);
-            self.observe(&record);
+            self.observe(tx, &record);
             return record;
         }
     }
 
-    fn observe(&self, record: &Record) {
+    fn observe(&self, tx: &Transaction, record: &Record) {
         if let Some(o) = &self.observer {
-            o.decided(record);
+            o.decided(tx, record);
         }
     }
 }

@@ -7,10 +7,14 @@
 /// Implements [`Ledger`] for a store's ledger type by forwarding every
 /// method to its [`Durable`](crate::durable::Durable) field, and gives it
 /// the front's `stats`, `watermark`, `reconcile` and `close`:
-/// `forward_ledger!(SqliteLedger, durable);`.
+/// `forward_ledger!(SqliteLedger, durable);`. With `upkeep = method`, the
+/// type's `fn method(&mut self) -> Result<(), LedgerError>` runs before
+/// every change (accounts, commit, hold resolution) and as
+/// [`Ledger::maintain`](crate::Ledger::maintain):
+/// `forward_ledger!(PostgresLedger, durable, upkeep = upkeep);`.
 #[macro_export]
 macro_rules! forward_ledger {
-    ($ty:ty, $field:ident) => {
+    ($ty:ty, $field:ident $(, upkeep = $upkeep:ident)?) => {
         impl $ty {
             /// Counters and commit latencies so far.
             pub fn stats(&self) -> $crate::durable::CommitStats {
@@ -41,6 +45,7 @@ macro_rules! forward_ledger {
                 &mut self,
                 accounts: &[$crate::__reexport::rulehost_core::model::Account],
             ) -> Result<usize, $crate::LedgerError> {
+                $(self.$upkeep()?;)?
                 self.$field.import_accounts(accounts)
             }
             fn account(&self, id: &str) -> Option<&$crate::__reexport::rulehost_core::model::Account> {
@@ -77,9 +82,11 @@ macro_rules! forward_ledger {
                 self.$field.retain_history(window_seconds_max)
             }
             fn commit(&mut self, commit: $crate::Commit<'_>) -> Result<$crate::Committed, $crate::LedgerError> {
+                $(self.$upkeep()?;)?
                 self.$field.commit(commit)
             }
             fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<$crate::Resolution, $crate::LedgerError> {
+                $(self.$upkeep()?;)?
                 self.$field.resolve_hold(id, approve)
             }
             fn hold(&self, id: &str) -> Result<Option<$crate::Hold>, $crate::LedgerError> {
@@ -105,6 +112,13 @@ macro_rules! forward_ledger {
             }
             fn sync_point(&self) -> $crate::SyncPoint {
                 self.$field.sync_point()
+            }
+            fn maintain(&mut self) -> Result<(), $crate::LedgerError> {
+                $(self.$upkeep()?;)?
+                self.$field.maintain()
+            }
+            fn owned_partitions(&self) -> Option<Vec<u16>> {
+                self.$field.owned_partitions()
             }
         }
     };

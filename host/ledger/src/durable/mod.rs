@@ -128,6 +128,12 @@ impl<R: StoreRead> Durable<R> {
         self
     }
 
+    /// The options it runs with (the history window the widest asked for
+    /// since).
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
     /// Counters and commit latencies so far.
     pub fn stats(&self) -> CommitStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
@@ -319,6 +325,9 @@ impl<R: StoreRead> Ledger for Durable<R> {
 
     fn retain_history(&mut self, window_seconds_max: u64) {
         self.memory.retain_history(window_seconds_max);
+        // Kept for a store that reopens (a shared ledger taking partitions over).
+        let kept = &mut self.options.history_window_seconds_max;
+        *kept = (*kept).max(window_seconds_max);
     }
 
     fn commit(&mut self, c: Commit<'_>) -> Result<Committed, LedgerError> {
@@ -473,5 +482,9 @@ impl<R: StoreRead> Ledger for Durable<R> {
     fn sync_point(&self) -> SyncPoint {
         self.hand_off();
         SyncPoint::new(self.seq, self.watermark.clone())
+    }
+
+    fn owned_partitions(&self) -> Option<Vec<u16>> {
+        self.ownership.as_ref().map(|o| o.owned())
     }
 }

@@ -69,6 +69,12 @@ pub struct PartitionClaim {
     pub partitions: Vec<u16>,
     /// How long a lease lasts without renewal (renewed every third of it).
     pub lease: Duration,
+    /// A serving host: takes over the partitions of a host whose lease
+    /// lapsed (it died or was cut off), hands them back when that host
+    /// claims them again, and after a failure (a lost lease, a group the
+    /// database refused) reopens the ledger rather than stays down. `run`
+    /// leaves this off: it decides the partitions it was given, or stops.
+    pub take_over: bool,
 }
 
 impl std::fmt::Debug for StoreOptions {

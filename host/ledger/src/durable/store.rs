@@ -137,6 +137,9 @@ pub trait Ownership: Send + Sync + 'static {
     /// `Ok` when this host decides transactions from `source` now;
     /// [`LedgerError::NotOwner`] naming the owner otherwise.
     fn check(&self, source: &str) -> Result<(), LedgerError>;
+    /// The partitions this host decides now, sorted (none once its leases
+    /// are lost).
+    fn owned(&self) -> Vec<u16>;
 }
 
 /// The debit (negative) and credit (positive) legs of a two-legged entry,

@@ -50,6 +50,12 @@ mod rollout;
 
 use rollout::{RolloutConfig, Rules};
 
+/// How often a host runs its ledger's upkeep, in milliseconds: on a ledger
+/// several hosts share, taking lapsed partitions over, handing adopted
+/// ones back and reopening after a failure (see `rulehost-ledger-postgres`);
+/// also when the partition metrics are refreshed.
+pub const LEDGER_UPKEEP_MS: u64 = 250;
+
 /// Builds a [`Host`].
 #[derive(Clone, Debug)]
 pub struct HostBuilder {
@@ -212,9 +218,15 @@ impl HostBuilder {
     /// workers. Call within a tokio runtime.
     pub async fn build(self) -> Result<Host, BuildError> {
         let events_runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || self.build_blocking(events_runtime))
+        let host = tokio::task::spawn_blocking(move || self.build_blocking(events_runtime))
             .await
-            .map_err(|e| BuildError::Other(e.to_string()))?
+            .map_err(|e| BuildError::Other(e.to_string()))??;
+        let owned = lock(host.inner.pipeline.ledger()).owned_partitions();
+        if owned.is_some() {
+            host.inner.metrics.partitions_owned(owned.as_deref());
+            tokio::spawn(ledger_upkeep(Arc::downgrade(&host.inner)));
+        }
+        Ok(host)
     }
 
     fn build_blocking(self, runtime: tokio::runtime::Handle) -> Result<Host, BuildError> {
@@ -262,6 +274,32 @@ impl HostBuilder {
                 stopping: AtomicBool::new(false),
             }),
         })
+    }
+}
+
+/// Runs the shared ledger's upkeep every [`LEDGER_UPKEEP_MS`] (off the
+/// runtime's workers) until the host stops, refreshing the partition metrics.
+async fn ledger_upkeep(inner: std::sync::Weak<Inner>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(LEDGER_UPKEEP_MS));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let done = tokio::task::spawn_blocking(move || {
+            let mut ledger = lock(inner.pipeline.ledger());
+            let result = ledger.maintain();
+            let owned = ledger.owned_partitions();
+            drop(ledger);
+            inner.metrics.partitions_owned(owned.as_deref());
+            result
+        })
+        .await;
+        if let Ok(Err(e)) = done {
+            tracing::debug!(error = %e, "ledger upkeep");
+        }
     }
 }
 
