@@ -71,6 +71,61 @@ impl RuleSource for ArcRules {
     }
 }
 
+/// How often `run` logs what the ledger keeps in memory, with
+/// `RUST_LOG=rulehost::usage=debug` (or any filter that enables it).
+pub(crate) const USAGE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The thread that logs the ledger's memory every [`USAGE_LOG_INTERVAL`]
+/// while a run goes on (only when that log is enabled); stops when dropped.
+struct UsageLog {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UsageLog {
+    fn start(ledger: &rulehost::pipeline::SharedLedger) -> UsageLog {
+        let idle = UsageLog { stop: None, thread: None };
+        if !tracing::enabled!(target: "rulehost::usage", tracing::Level::DEBUG) {
+            return idle;
+        }
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let ledger = ledger.clone();
+        let started = std::time::Instant::now();
+        let thread = std::thread::Builder::new().name("rulehost-usage".into()).spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(USAGE_LOG_INTERVAL) {
+                let usage = rulehost::pipeline::lock(&ledger).usage();
+                tracing::debug!(
+                    target: "rulehost::usage",
+                    seconds = started.elapsed().as_secs(),
+                    accounts = usage.accounts,
+                    pending_holds = usage.pending_holds,
+                    history_entries = usage.history_entries,
+                    decisions_cached = usage.decisions,
+                    ledger_bytes = usage.bytes,
+                    sqlite_heap_bytes = rulehost::ledger::sqlite_heap_bytes(),
+                    "ledger memory"
+                );
+            }
+        });
+        match thread {
+            Ok(thread) => UsageLog { stop: Some(stop), thread: Some(thread) },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the usage log");
+                idle
+            }
+        }
+    }
+}
+
+impl Drop for UsageLog {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Runs `rulehost run`.
 pub(crate) fn command(args: RunArgs) -> Result<u8, Failure> {
     let RunArgs {
@@ -162,9 +217,11 @@ pub(crate) fn command(args: RunArgs) -> Result<u8, Failure> {
     if let Some(t) = threads {
         options.threads = t;
     }
+    let usage_log = UsageLog::start(&ledger);
     let summary = run_stream(&pipeline, &*source, reader, writer, &options, progress)
         .context("processing")
         .map_err(Failure::Io)?;
+    drop(usage_log);
     if !quiet {
         let live = source.current();
         eprintln!("rule set {} ({} rules)", live.version, live.rules.len());

@@ -54,6 +54,16 @@ pub use rulehost_ledger::durable::{
 };
 pub use schema::{OPEN_BUSY_TIMEOUT, SCHEMA_VERSION};
 
+/// Bytes SQLite itself holds on the heap in this process, over every
+/// connection (page caches, prepared statements, schemas): its own counter,
+/// `sqlite3_memory_used`.
+pub fn sqlite_heap_bytes() -> u64 {
+    // SAFETY: takes no arguments and only reads SQLite's memory counter,
+    // which is safe from any thread (SQLite is built thread-safe).
+    let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+    u64::try_from(used).unwrap_or(0)
+}
+
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
