@@ -37,7 +37,7 @@ fi
 cache=$work/cache
 $bin check --rules examples/ruleset --cache-dir "$cache" >/dev/null
 # Byte offset of the end of every millionth line.
-LC_ALL=C awk '{ b += length($0) + 1 } NR % 1000000 == 0 { print NR, b }' "$input" >"$work/marks"
+LC_ALL=C awk '{ b += length($0) + 1 } NR % 1000000 == 0 { printf "%d %.0f\n", NR, b }' "$input" >"$work/marks"
 ledger=$work/ledger.sqlite
 rm -f "$ledger" "$ledger"-*
 

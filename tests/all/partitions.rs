@@ -162,9 +162,33 @@ impl Scenario {
     }
 }
 
+/// A serving host, killed when dropped (so a failing test leaves no host
+/// behind writing to the test's output).
+struct Served(std::process::Child);
+
+impl std::ops::Deref for Served {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Served {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Scenario {
     /// `rulehost serve` of `partitions` (taking lapsed ones over), once listening.
-    fn serve(&self, name: &str, partitions: &str, lease_seconds: &str) -> (std::process::Child, String) {
+    fn serve(&self, name: &str, partitions: &str, lease_seconds: &str) -> (Served, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rulehost"))
             .args(["serve", "--listen", "127.0.0.1:0", "--rules", s(self.set.dir.path()), "--ledger", &self.url])
             .args(["--cache-dir", s(&self.path("cache")), "--partitions", partitions, "--host-name", name])
@@ -175,7 +199,7 @@ impl Scenario {
             .spawn()
             .unwrap();
         let base = crate::server::listening(&mut child);
-        (child, base)
+        (Served(child), base)
     }
 }
 

@@ -40,6 +40,7 @@
 //! SQLite's reason as text). It builds on `rulehost-ledger` and
 //! `rulehost-core`: never wasmtime, the sandbox or the engine.
 
+mod alloc;
 mod migrate;
 mod options;
 mod rows;

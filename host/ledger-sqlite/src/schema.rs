@@ -108,6 +108,7 @@ pub(super) fn sql_err(path: &Path, e: rusqlite::Error) -> OpenError {
 /// exclusive claim on the file (`None` when another process holds it).
 pub(super) fn connect(path: &Path) -> Result<(Connection, Option<std::fs::File>), OpenError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    crate::alloc::use_mimalloc();
     let conn = Connection::open_with_flags(path, flags).map_err(|e| sql_err(path, e))?;
     conn.busy_timeout(OPEN_BUSY_TIMEOUT).map_err(|e| sql_err(path, e))?;
     // Reading the header first tells a foreign file from ours before any pragma writes.
@@ -145,6 +146,7 @@ pub(super) fn connect(path: &Path) -> Result<(Connection, Option<std::fs::File>)
 /// Opens a read-only connection.
 pub(super) fn connect_read_only(path: &Path) -> Result<Connection, OpenError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    crate::alloc::use_mimalloc();
     let conn = Connection::open_with_flags(path, flags).map_err(|e| sql_err(path, e))?;
     conn.busy_timeout(OPEN_BUSY_TIMEOUT).map_err(|e| sql_err(path, e))?;
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())).map_err(|e| sql_err(path, e))?;

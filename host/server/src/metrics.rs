@@ -215,6 +215,11 @@ impl Metrics {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    /// Whether the ledger is shared (partition metrics are kept).
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records which partitions this host owns (`None`: the ledger is not
     /// shared, and no partition metrics are kept).
     pub fn partitions_owned(&self, owned: Option<&[u16]>) {

@@ -561,7 +561,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
-        state.host.metrics().encode(),
+        state.host.metrics_text().await,
     )
         .into_response()
 }

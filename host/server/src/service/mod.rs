@@ -573,6 +573,23 @@ impl Host {
         &self.inner.metrics
     }
 
+    /// The metrics in the Prometheus text format, with the partitions this
+    /// host owns read afresh from a shared ledger (it may have taken some
+    /// over or handed some back since the last upkeep tick). Off the
+    /// runtime's workers: the ledger may be busy reopening.
+    pub async fn metrics_text(&self) -> String {
+        let inner = self.inner.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            if inner.metrics.is_partitioned() {
+                let owned = lock(inner.pipeline.ledger()).owned_partitions();
+                inner.metrics.partitions_owned(owned.as_deref());
+            }
+            inner.metrics.encode()
+        })
+        .await;
+        encoded.unwrap_or_else(|_| self.inner.metrics.encode())
+    }
+
     /// Whether the host serves: not stopping, and the ledger store has not failed.
     pub fn is_ready(&self) -> bool {
         if self.inner.stopping.load(Ordering::Relaxed) {
