@@ -46,6 +46,7 @@ const ACQUIRE_RETRY: Duration = Duration::from_millis(100);
 /// What a host holds: (partition, epoch) pairs, fixed once acquired.
 pub(crate) struct Leases {
     pub(crate) host: String,
+    /// (partition, epoch), sorted by partition.
     pub(crate) held: Vec<(i32, i64)>,
     /// The partitions it claims itself (the others held were adopted).
     home: Vec<i32>,
@@ -69,11 +70,9 @@ impl Leases {
         self.lost.load(Ordering::SeqCst)
     }
 
-    /// The partitions held, sorted.
+    /// The partitions held, sorted (as `held` is).
     pub(crate) fn partitions(&self) -> Vec<u16> {
-        let mut held: Vec<u16> = self.held.iter().filter_map(|(p, _)| u16::try_from(*p).ok()).collect();
-        held.sort_unstable();
-        held
+        self.held.iter().filter_map(|(p, _)| u16::try_from(*p).ok()).collect()
     }
 
     /// What the renewal found this host should hold instead, if anything.

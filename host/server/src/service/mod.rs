@@ -47,14 +47,10 @@ use rulehost_ledger::{AccountBalances, Hold, LedgerError, Resolution, import_fil
 use rulehost_sandbox::{Sandbox, SandboxConfig};
 
 mod rollout;
+mod upkeep;
 
 use rollout::{RolloutConfig, Rules};
-
-/// How often a host runs its ledger's upkeep, in milliseconds: on a ledger
-/// several hosts share, taking lapsed partitions over, handing adopted
-/// ones back and reopening after a failure (see `rulehost-ledger-postgres`);
-/// also when the partition metrics are refreshed.
-pub const LEDGER_UPKEEP_MS: u64 = 250;
+pub use upkeep::LEDGER_UPKEEP_MS;
 
 /// Builds a [`Host`].
 #[derive(Clone, Debug)]
@@ -221,10 +217,8 @@ impl HostBuilder {
         let host = tokio::task::spawn_blocking(move || self.build_blocking(events_runtime))
             .await
             .map_err(|e| BuildError::Other(e.to_string()))??;
-        let owned = lock(host.inner.pipeline.ledger()).owned_partitions();
-        if owned.is_some() {
-            host.inner.metrics.partitions_owned(owned.as_deref());
-            tokio::spawn(ledger_upkeep(Arc::downgrade(&host.inner)));
+        if host.inner.note_partitions(&**lock(host.inner.pipeline.ledger())) {
+            tokio::spawn(upkeep::ledger_upkeep(Arc::downgrade(&host.inner)));
         }
         Ok(host)
     }
@@ -274,32 +268,6 @@ impl HostBuilder {
                 stopping: AtomicBool::new(false),
             }),
         })
-    }
-}
-
-/// Runs the shared ledger's upkeep every [`LEDGER_UPKEEP_MS`] (off the
-/// runtime's workers) until the host stops, refreshing the partition metrics.
-async fn ledger_upkeep(inner: std::sync::Weak<Inner>) {
-    let mut every = tokio::time::interval(std::time::Duration::from_millis(LEDGER_UPKEEP_MS));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.stopping.load(Ordering::Relaxed) {
-            return;
-        }
-        let done = tokio::task::spawn_blocking(move || {
-            let mut ledger = lock(inner.pipeline.ledger());
-            let result = ledger.maintain();
-            let owned = ledger.owned_partitions();
-            drop(ledger);
-            inner.metrics.partitions_owned(owned.as_deref());
-            result
-        })
-        .await;
-        if let Ok(Err(e)) = done {
-            tracing::debug!(error = %e, "ledger upkeep");
-        }
     }
 }
 
@@ -581,8 +549,7 @@ impl Host {
         let inner = self.inner.clone();
         let encoded = tokio::task::spawn_blocking(move || {
             if inner.metrics.is_partitioned() {
-                let owned = lock(inner.pipeline.ledger()).owned_partitions();
-                inner.metrics.partitions_owned(owned.as_deref());
+                inner.note_partitions(&**lock(inner.pipeline.ledger()));
             }
             inner.metrics.encode()
         })
