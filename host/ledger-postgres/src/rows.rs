@@ -109,7 +109,6 @@ pub(crate) fn read_journal(client: &mut Client, account: Option<&str>) -> Result
 /// Holds: one (`id`), the pending ones, or all; sorted by id.
 pub(crate) enum Holds<'a> {
     One(&'a str),
-    Pending,
     All,
 }
 
@@ -117,7 +116,6 @@ pub(crate) fn read_holds(client: &mut Client, which: Holds<'_>) -> Result<Vec<Ho
     const COLUMNS: &str = "SELECT id, source, destination, amount::text, currency, state FROM rulehost.holds";
     let rows = match which {
         Holds::One(id) => client.query(&format!("{COLUMNS} WHERE id = $1"), &[&id]),
-        Holds::Pending => client.query(&format!("{COLUMNS} WHERE state = 'pending' ORDER BY id"), &[]),
         Holds::All => client.query(&format!("{COLUMNS} ORDER BY id"), &[]),
     }
     .map_err(db)?;
@@ -194,8 +192,9 @@ pub(crate) fn each_decision(client: &mut Client, each: &mut dyn FnMut(String, &[
     Ok(())
 }
 
-/// Loads the hot state into `memory` (accounts, system balances, pending
-/// holds, the rule-set dictionary, history within retention) and returns
+/// Loads the hot state into `memory` (accounts with their balances and
+/// pending sums, system balances, the number of pending holds, the rule-set
+/// dictionary, history within retention) and returns
 /// the filter of every decided id (rebuilt from the ids: the database keeps
 /// no snapshot of it).
 pub(crate) fn load(
@@ -214,9 +213,12 @@ pub(crate) fn load(
         .and_then(|r| r.try_get(0))
         .map_err(db)?;
     memory.restore_journal_len(u64::try_from(journal_len).unwrap_or(0));
-    for h in read_holds(client, Holds::Pending)? {
-        memory.restore_hold(h);
-    }
+    // The holds stay in the database; the accounts' pending sums came with them.
+    let pending: i64 = client
+        .query_one("SELECT count(*) FROM rulehost.holds WHERE state = 'pending'", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(db)?;
+    memory.restore_pending_holds(u64::try_from(pending).unwrap_or(0));
     *memory.dictionary_mut() = read_dictionary(client)?;
     let mut rows = client
         .query_raw(

@@ -6,26 +6,28 @@
 //! ([`rulehost_ledger::record`]) and history in a table of its own. A decision
 //! migrated from schema 1 keeps its fingerprint and JSON (format 0): its
 //! replay answers and conflicts exactly as before, but it cannot be
-//! re-evaluated (schema 1 kept no input).
+//! re-evaluated (schema 1 kept no input). Schema 3 adds the partial index
+//! of pending holds (what opening counts, now that holds are not loaded).
 
 use rusqlite::{Connection, params};
 
 use super::rows::LoadError;
-use super::schema::{SCHEMA_2, SCHEMA_VERSION, ts_key};
+use super::schema::{SCHEMA_2, SCHEMA_3, SCHEMA_VERSION, ts_key};
 use rulehost_core::input::parse_timestamp;
 use rulehost_ledger::record::RECORD_FORMAT_MIGRATED;
 
-/// Schema 1 → 2.
-pub(super) fn from_1(conn: &Connection) -> Result<(), LoadError> {
+/// Brings a ledger of schema `from` (1 or 2) to [`SCHEMA_VERSION`], in one
+/// transaction.
+pub(super) fn run(conn: &Connection, from: i64) -> Result<(), LoadError> {
     let started = std::time::Instant::now();
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    match migrate(conn) {
+    match migrate(conn, from) {
         Ok(decisions) => {
             conn.execute_batch("COMMIT")?;
             tracing::info!(
                 decisions,
                 seconds = started.elapsed().as_secs_f64(),
-                "migrated the ledger from schema 1 to {SCHEMA_VERSION}"
+                "migrated the ledger from schema {from} to {SCHEMA_VERSION}"
             );
             Ok(())
         }
@@ -36,13 +38,20 @@ pub(super) fn from_1(conn: &Connection) -> Result<(), LoadError> {
     }
 }
 
-fn migrate(conn: &Connection) -> Result<u64, LoadError> {
-    conn.execute_batch("ALTER TABLE decisions RENAME TO decisions_1;")?;
-    conn.execute_batch(SCHEMA_2)?;
-    let count = copy_decisions(conn)?;
+/// The steps from `from`; returns how many decisions were rewritten.
+fn migrate(conn: &Connection, from: i64) -> Result<u64, LoadError> {
+    let mut count = 0;
+    if from <= 1 {
+        conn.execute_batch("ALTER TABLE decisions RENAME TO decisions_1;")?;
+        conn.execute_batch(SCHEMA_2)?;
+        count = copy_decisions(conn)?;
+        conn.execute_batch("DROP TABLE decisions_1;")?;
+    }
+    if from <= 2 {
+        conn.execute_batch(SCHEMA_3)?;
+    }
     conn.execute_batch(&format!(
-        "DROP TABLE decisions_1;
-         UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
+        "UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
          PRAGMA user_version = {SCHEMA_VERSION};"
     ))?;
     Ok(count)

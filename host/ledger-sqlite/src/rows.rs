@@ -144,8 +144,8 @@ fn read_holds_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params
 /// The id filter's last snapshot: the decisions it covers and its bits.
 pub(super) type FilterSnapshot = Option<(i64, Vec<u64>)>;
 
-/// Loads the hot state: accounts, system balances, pending holds, the
-/// journal's length, history within retention, the rule-set dictionary.
+/// Loads the hot state: accounts with their balances and pending sums,
+/// system balances, the number of pending holds, the journal's length, history within retention, the rule-set dictionary.
 /// Returns the id filter's snapshot when it is usable.
 pub(super) fn load(conn: &Connection, memory: &mut MemoryLedger) -> Result<FilterSnapshot, LoadError> {
     for row in read_accounts(conn)? {
@@ -156,9 +156,10 @@ pub(super) fn load(conn: &Connection, memory: &mut MemoryLedger) -> Result<Filte
     }
     let journal_len: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM journal", [], |r| r.get(0))?;
     memory.restore_journal_len(journal_len as u64);
-    for h in read_holds_where(conn, "state = 'pending'", [])? {
-        memory.restore_hold(h);
-    }
+    // The holds stay in the file (the partial index `holds_pending` counts
+    // them); the accounts' pending sums came with the accounts.
+    let pending: i64 = conn.query_row("SELECT count(*) FROM holds WHERE state = 'pending'", [], |r| r.get(0))?;
+    memory.restore_pending_holds(u64::try_from(pending).unwrap_or(0));
     *memory.dictionary_mut() = read_dictionary(conn)?;
     let mut stmt = conn.prepare("SELECT source, ts, amount FROM history ORDER BY source, ts, seq")?;
     let mut rows = stmt.query([])?;

@@ -11,8 +11,8 @@ use super::migrate;
 use super::rows::LoadError;
 use rulehost_core::model::Nanos;
 
-/// Version of the database layout this build writes (it migrates 1).
-pub const SCHEMA_VERSION: i64 = 2;
+/// Version of the database layout this build writes (it migrates 1 and 2).
+pub const SCHEMA_VERSION: i64 = 3;
 /// How long opening waits for another process's lock before reporting it.
 pub const OPEN_BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 /// Tuning: a larger page cache keeps the id indexes in memory; checkpoints
@@ -82,6 +82,10 @@ CREATE TABLE id_filter (
     bits BLOB NOT NULL
 ) STRICT;
 ";
+
+/// Schema 3 beyond schema 2: the pending holds, indexed (opening counts
+/// them; the holds themselves are read only when resolved or listed).
+pub(super) const SCHEMA_3: &str = "CREATE INDEX holds_pending ON holds (id) WHERE state = 'pending';";
 
 /// A timestamp as 16 bytes that sort as the instants do (big-endian, sign
 /// bit flipped).
@@ -154,7 +158,9 @@ pub(super) fn connect_read_only(path: &Path) -> Result<Connection, OpenError> {
 }
 
 /// Creates the schema in an empty file, checks it otherwise, and — when
-/// `migrate` — brings a schema 1 ledger to this version.
+/// `migrate` — brings a ledger of schema 1 or 2 to this version. Without
+/// `migrate` (a reader), schema 2 reads as it is (3 only adds an index);
+/// schema 1 needs migrating.
 pub(super) fn prepare_schema(conn: &Connection, path: &Path, migrate: bool) -> Result<(), OpenError> {
     let not_ours = |why: String| OpenError::NotALedger { path: path.to_owned(), why };
     let tables: i64 = conn
@@ -165,7 +171,7 @@ pub(super) fn prepare_schema(conn: &Connection, path: &Path, migrate: bool) -> R
             return Err(not_ours("it has no tables".into()));
         }
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA} {SCHEMA_2} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {SCHEMA} {SCHEMA_2} {SCHEMA_3} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(|e| sql_err(path, e))?;
         return Ok(());
@@ -180,10 +186,11 @@ pub(super) fn prepare_schema(conn: &Connection, path: &Path, migrate: bool) -> R
     };
     match version {
         SCHEMA_VERSION => Ok(()),
-        1 if migrate => migrate::from_1(conn).map_err(|e| match e {
+        1 | 2 if migrate => migrate::run(conn, version).map_err(|e| match e {
             LoadError::Sql(e) => sql_err(path, e),
             LoadError::Bad(why) => OpenError::Damaged { path: path.to_owned(), why },
         }),
+        2 => Ok(()),
         1 => Err(OpenError::NeedsMigration { path: path.to_owned(), found: 1 }),
         v if v > SCHEMA_VERSION => Err(not_ours(format!(
             "schema version {v} was written by a later release; this build reads 1 to {SCHEMA_VERSION}"

@@ -32,14 +32,19 @@ struct AccountState {
 /// ledger would.
 ///
 /// The durable ledger puts one in front of its store as its hot state,
-/// with `keep_everything` off: then it keeps balances, pending holds and
-/// history only, and the journal, decisions and resolved holds live in the
-/// store alone.
+/// with `keep_everything` off: then it keeps balances (each account's
+/// pending sum among them), the number of pending holds and history only;
+/// the holds themselves, the journal and the decisions live in the store
+/// alone.
 pub struct MemoryLedger {
     accounts: HashMap<String, AccountState>,
     /// Balances of system accounts (equity), which have no static facts.
     system: BTreeMap<String, Decimal>,
+    /// Every hold, by id (only when keeping everything: the hot state keeps
+    /// each account's pending sum, not its holds).
     holds: HashMap<String, Hold>,
+    /// Holds pending now.
+    pending_holds: u64,
     /// Encoded decision records, by id (only when keeping everything).
     decisions: HashMap<String, Box<[u8]>>,
     decision_bytes: u64,
@@ -62,6 +67,8 @@ pub struct Applied {
     /// When it counted in history: the source's retention horizon after it
     /// (entries before it are no longer kept).
     pub horizon: Option<Nanos>,
+    /// The hold it placed, when it placed one.
+    pub hold: Option<Hold>,
 }
 
 impl Default for MemoryLedger {
@@ -77,6 +84,7 @@ impl MemoryLedger {
             accounts: HashMap::default(),
             system: BTreeMap::new(),
             holds: HashMap::default(),
+            pending_holds: 0,
             decisions: HashMap::default(),
             decision_bytes: 0,
             dictionary: Dictionary::default(),
@@ -90,8 +98,8 @@ impl MemoryLedger {
         }
     }
 
-    /// The hot state of a durable ledger: balances, pending holds and
-    /// history, nothing that grows with decisions.
+    /// The hot state of a durable ledger: balances (with each account's
+    /// pending sum) and history, nothing that grows with decisions.
     pub fn hot(lateness_seconds: u64) -> Self {
         MemoryLedger { keep_everything: false, ..Self::new(lateness_seconds) }
     }
@@ -207,14 +215,10 @@ impl MemoryLedger {
         self.journal_len = len;
     }
 
-    /// Restores a hold as stored.
-    pub fn restore_hold(&mut self, hold: Hold) {
-        self.holds.insert(hold.id.clone(), hold);
-    }
-
-    /// Forgets a resolved hold (a durable store keeps it).
-    pub fn forget_hold(&mut self, id: &str) {
-        self.holds.remove(id);
+    /// Restores the number of pending holds (a durable store keeps the
+    /// holds; the accounts' pending sums come with their balances).
+    pub fn restore_pending_holds(&mut self, count: u64) {
+        self.pending_holds = count;
     }
 
     /// Restores a history entry (in commit order per source, so pruning
@@ -250,6 +254,7 @@ impl MemoryLedger {
             self.state(&tx.source)?;
         }
         let decision = (c.decide)(admission);
+        let mut placed = None;
         match effect {
             Effect::Post => {
                 let postings = Self::transfer_postings(&tx.source, &tx.destination, &tx.currency, tx.amount);
@@ -260,17 +265,19 @@ impl MemoryLedger {
                     self.accounts.get_mut(&tx.source).ok_or_else(|| LedgerError::UnknownAccount(tx.source.clone()))?;
                 source.pending = exact_add(source.pending, tx.amount)
                     .ok_or_else(|| LedgerError::BalanceOverflow(tx.source.clone()))?;
-                self.holds.insert(
-                    tx.id.clone(),
-                    Hold {
-                        id: tx.id.clone(),
-                        source: tx.source.clone(),
-                        destination: tx.destination.clone(),
-                        amount: tx.amount,
-                        currency: tx.currency.clone(),
-                        state: HoldState::Pending,
-                    },
-                );
+                let hold = Hold {
+                    id: tx.id.clone(),
+                    source: tx.source.clone(),
+                    destination: tx.destination.clone(),
+                    amount: tx.amount,
+                    currency: tx.currency.clone(),
+                    state: HoldState::Pending,
+                };
+                self.pending_holds = self.pending_holds.saturating_add(1);
+                if self.keep_everything {
+                    self.holds.insert(tx.id.clone(), hold.clone());
+                }
+                placed = Some(hold);
             }
             Effect::Nothing => {}
         }
@@ -286,7 +293,7 @@ impl MemoryLedger {
                 facts: c.facts,
             }),
         };
-        Ok((Applied { committed: Committed { decision, effect }, horizon }, record))
+        Ok((Applied { committed: Committed { decision, effect }, horizon, hold: placed }, record))
     }
 
     /// Encodes a record against this ledger's dictionary; returns the bytes
@@ -302,7 +309,6 @@ impl MemoryLedger {
 
     /// Accounts, holds and history in memory (without decisions and journal).
     pub fn hot_usage(&self) -> Usage {
-        let pending = self.holds.values().filter(|h| h.state == HoldState::Pending).count() as u64;
         let history = self.history.len() as u64;
         // Rough per-entry sizes: an account with its map slot ≈ 200 B, a
         // hold ≈ 160 B, a history entry 32 B (plus its source's slot).
@@ -312,12 +318,64 @@ impl MemoryLedger {
             .saturating_add(history.saturating_mul(32));
         Usage {
             accounts: self.accounts.len() as u64,
-            pending_holds: pending,
+            pending_holds: self.pending_holds,
             history_entries: history,
             decisions: 0,
             journal_entries: 0,
             bytes,
         }
+    }
+
+    /// Posts (`approve`) or voids `hold`, as the store last recorded it:
+    /// the resolution and the hold in its state after it. Done, the source's
+    /// pending sum drops and, approved, the transfer posts; a hold already
+    /// resolved this way is [`Resolution::AlreadyDone`], the other way an
+    /// error, and then nothing changes.
+    pub fn resolve_given(&mut self, hold: &Hold, approve: bool) -> Result<(Resolution, Hold), LedgerError> {
+        let id = hold.id.as_str();
+        match (hold.state, approve) {
+            (HoldState::Posted, true) | (HoldState::Voided, false) => {
+                return Ok((Resolution::AlreadyDone, hold.clone()));
+            }
+            (HoldState::Posted, false) => {
+                return Err(LedgerError::HoldResolved { id: id.to_owned(), state: "posted" });
+            }
+            (HoldState::Voided, true) => {
+                return Err(LedgerError::HoldResolved { id: id.to_owned(), state: "voided" });
+            }
+            (HoldState::Pending, _) => {}
+        }
+        if approve {
+            // Re-check funds without this hold's own reservation.
+            let source = self.state(&hold.source)?;
+            let without_hold = AccountState {
+                account: source.account.clone(),
+                posted: source.posted,
+                pending: exact_sub(source.pending, hold.amount).unwrap_or(Decimal::ZERO),
+            };
+            if !covers(&without_hold, hold.amount) {
+                return Err(LedgerError::InsufficientFunds(hold.source.clone()));
+            }
+            self.state(&hold.destination)?;
+        }
+        let overflow = || LedgerError::BalanceOverflow(hold.source.clone());
+        let source =
+            self.accounts.get_mut(&hold.source).ok_or_else(|| LedgerError::UnknownAccount(hold.source.clone()))?;
+        let reserved = source.pending;
+        source.pending = exact_sub(reserved, hold.amount).ok_or_else(overflow)?;
+        if approve {
+            let postings = Self::transfer_postings(&hold.source, &hold.destination, &hold.currency, hold.amount);
+            if let Err(e) = self.post(id, EntryKind::HoldPosted, postings).map(|_| ()) {
+                // Nothing changes: the hold keeps its reservation.
+                if let Some(source) = self.accounts.get_mut(&hold.source) {
+                    source.pending = reserved;
+                }
+                return Err(e);
+            }
+        }
+        self.pending_holds = self.pending_holds.saturating_sub(1);
+        let state = if approve { HoldState::Posted } else { HoldState::Voided };
+        Ok((Resolution::Done, Hold { state, ..hold.clone() }))
     }
 
     /// Keeps an archive in memory; whether it was new.
@@ -458,50 +516,9 @@ impl Ledger for MemoryLedger {
 
     fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError> {
         let hold = self.holds.get(id).ok_or_else(|| LedgerError::UnknownHold(id.to_owned()))?.clone();
-        match (hold.state, approve) {
-            (HoldState::Posted, true) | (HoldState::Voided, false) => {
-                return Ok(Resolution::AlreadyDone);
-            }
-            (HoldState::Posted, false) => {
-                return Err(LedgerError::HoldResolved { id: id.to_owned(), state: "posted" });
-            }
-            (HoldState::Voided, true) => {
-                return Err(LedgerError::HoldResolved { id: id.to_owned(), state: "voided" });
-            }
-            (HoldState::Pending, _) => {}
-        }
-        if approve {
-            // Re-check funds without this hold's own reservation.
-            let source = self.state(&hold.source)?;
-            let without_hold = AccountState {
-                account: source.account.clone(),
-                posted: source.posted,
-                pending: exact_sub(source.pending, hold.amount).unwrap_or(Decimal::ZERO),
-            };
-            if !covers(&without_hold, hold.amount) {
-                return Err(LedgerError::InsufficientFunds(hold.source.clone()));
-            }
-            self.state(&hold.destination)?;
-        }
-        let overflow = || LedgerError::BalanceOverflow(hold.source.clone());
-        let source =
-            self.accounts.get_mut(&hold.source).ok_or_else(|| LedgerError::UnknownAccount(hold.source.clone()))?;
-        let reserved = source.pending;
-        source.pending = exact_sub(reserved, hold.amount).ok_or_else(overflow)?;
-        if approve {
-            let postings = Self::transfer_postings(&hold.source, &hold.destination, &hold.currency, hold.amount);
-            if let Err(e) = self.post(id, EntryKind::HoldPosted, postings).map(|_| ()) {
-                // Nothing changes: the hold keeps its reservation.
-                if let Some(source) = self.accounts.get_mut(&hold.source) {
-                    source.pending = reserved;
-                }
-                return Err(e);
-            }
-        }
-        if let Some(h) = self.holds.get_mut(id) {
-            h.state = if approve { HoldState::Posted } else { HoldState::Voided };
-        }
-        Ok(Resolution::Done)
+        let (resolution, after) = self.resolve_given(&hold, approve)?;
+        self.holds.insert(after.id.clone(), after);
+        Ok(resolution)
     }
 
     fn hold(&self, id: &str) -> Result<Option<Hold>, LedgerError> {

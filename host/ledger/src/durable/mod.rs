@@ -1,5 +1,5 @@
 //! The durable ledger's front, whatever the store behind it: a bounded hot
-//! state in memory (balances, pending holds, history within retention, a
+//! state in memory (balances with pending sums, history within retention, a
 //! cache of recent decisions and a filter of every id ever decided), a
 //! queue of changes in order, and a writer thread that makes them durable
 //! in groups through a [`GroupWriter`] — one store transaction per group.
@@ -15,10 +15,13 @@
 //! ledger: nothing after the last durable point is acknowledged.
 //!
 //! Memory does not grow with decisions: the journal, stored decisions and
-//! resolved holds live only in the store, read through a [`StoreRead`]. An
-//! id's decision is looked up in the recent cache (which keeps every
-//! decision not yet durable), then in the id filter (a Bloom filter of fixed
-//! size: a new id — almost every id — costs no read), then in the store.
+//! holds live only in the store, read through a [`StoreRead`]. An id's
+//! decision is looked up in the recent cache (which keeps every decision
+//! not yet durable), then in the id filter (a Bloom filter of fixed size: a
+//! new id — almost every id — costs no read), then in the store. A hold is
+//! looked up among the holds whose last change is not yet durable, then in
+//! the store; in memory each account keeps only the sum of its pending
+//! holds, which is all the funds check reads.
 //!
 //! The SQLite store (`rulehost-ledger-sqlite`) and the PostgreSQL store
 //! (`rulehost-ledger-postgres`) are the two [`GroupWriter`]/[`StoreRead`]
@@ -50,7 +53,7 @@ use std::time::Instant;
 use crossbeam_channel::{Sender, bounded};
 use rust_decimal::Decimal;
 
-use recent::Recent;
+use recent::{Recent, Unsettled};
 
 use crate::{
     Balances, Commit, Committed, DecisionRecord, Effect, Hold, JournalEntry, Ledger, LedgerError, MemoryLedger,
@@ -65,6 +68,8 @@ pub struct Durable<R: StoreRead> {
     ownership: Option<Arc<dyn Ownership>>,
     memory: MemoryLedger,
     recent: Recent,
+    /// Holds whose last change may not be durable yet.
+    unsettled: Unsettled,
     ids: fastbloom::BloomFilter,
     /// Reads what is not in memory. Closed first at shutdown, before the
     /// writer finishes.
@@ -107,6 +112,7 @@ impl<R: StoreRead> Durable<R> {
             ownership: None,
             memory,
             recent: Recent::default(),
+            unsettled: Unsettled::default(),
             ids,
             reader: Mutex::new(Some(reader)),
             options: options.clone(),
@@ -350,11 +356,12 @@ impl<R: StoreRead> Ledger for Durable<R> {
             self.send(Op::Dictionary { id, entry });
         }
         let effect = applied.committed.effect;
-        let (hold, balances) = match effect {
-            Effect::Post => (None, vec![self.balance_row(&tx.source), self.balance_row(&tx.destination)]),
-            Effect::Hold => (self.memory.hold(&tx.id)?, vec![self.balance_row(&tx.source)]),
-            Effect::Nothing => (None, Vec::new()),
+        let balances = match effect {
+            Effect::Post => vec![self.balance_row(&tx.source), self.balance_row(&tx.destination)],
+            Effect::Hold => vec![self.balance_row(&tx.source)],
+            Effect::Nothing => Vec::new(),
         };
+        let hold = applied.hold;
         let history = applied.horizon.map(|h| (tx.source.clone(), tx.timestamp, tx.amount, h));
         let bytes: Arc<[u8]> = bytes.into();
         self.send(Op::Decision(Box::new(DecisionOp {
@@ -362,9 +369,13 @@ impl<R: StoreRead> Ledger for Durable<R> {
             record: bytes.clone(),
             history,
             entry,
-            hold,
+            hold: hold.clone(),
             balances,
         })));
+        if let Some(hold) = hold {
+            self.unsettled.insert(self.seq, hold);
+        }
+        self.unsettled.settle(self.watermark.durable());
         if self.ownership.is_some() && effect == Effect::Post {
             self.posted_changed.insert(tx.source.clone(), self.seq);
             self.posted_changed.insert(tx.destination.clone(), self.seq);
@@ -381,43 +392,19 @@ impl<R: StoreRead> Ledger for Durable<R> {
     }
 
     fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError> {
-        // A pending hold is in memory; a resolved one lives in the store
-        // only. Its last resolution may still be on its way there: read it
-        // once it is, or a repeat would find it pending and resolve it twice.
-        let pending = self.memory.hold(id)?;
-        let stored = match pending {
-            Some(_) => None,
-            None => {
-                self.sync_point().wait()?;
-                self.read(|r| r.hold(id))?
-            }
-        };
+        // The hold as last changed: in memory while that change is on its
+        // way to the store, else in the store (no wait: it is durable).
+        let hold = self.hold(id)?.ok_or_else(|| LedgerError::UnknownHold(id.to_owned()))?;
         // On a shared ledger only the owner of the hold's source resolves it
-        // (its pending balance lives in that host's memory).
-        if let Some(ownership) = &self.ownership
-            && let Some(hold) = pending.as_ref().or(stored.as_ref())
-        {
+        // (its pending sum lives in that host's memory).
+        if let Some(ownership) = &self.ownership {
             ownership.check(&hold.source)?;
         }
-        // A stored hold is brought back to answer an idempotent repeat (or
-        // refuse the other way), then forgotten.
-        let restored = match stored {
-            Some(h) => {
-                self.memory.restore_hold(h);
-                true
-            }
-            None => false,
-        };
-        let result = self.memory.resolve_hold(id, approve);
+        let (resolution, hold) = self.memory.resolve_given(&hold, approve)?;
         let entry = self.memory.take_unstored().into_iter().next();
-        if restored || !matches!(result, Ok(Resolution::Done)) {
-            if restored {
-                self.memory.forget_hold(id);
-            }
-            return result;
+        if resolution != Resolution::Done {
+            return Ok(resolution);
         }
-        let hold = self.memory.hold(id)?.ok_or_else(|| LedgerError::UnknownHold(id.to_owned()))?;
-        self.memory.forget_hold(id);
         let mut balances = vec![self.balance_row(&hold.source)];
         if approve {
             balances.push(self.balance_row(&hold.destination));
@@ -427,21 +414,20 @@ impl<R: StoreRead> Ledger for Durable<R> {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         let (source, destination) = (hold.source.clone(), hold.destination.clone());
-        self.send(Op::Resolve { hold, entry, balances, at_unix_ms });
+        self.send(Op::Resolve { hold: hold.clone(), entry, balances, at_unix_ms });
+        self.unsettled.insert(self.seq, hold);
+        self.unsettled.settle(self.watermark.durable());
         if self.ownership.is_some() && approve {
             self.posted_changed.insert(source, self.seq);
             self.posted_changed.insert(destination, self.seq);
         }
-        result
+        Ok(resolution)
     }
 
     fn hold(&self, id: &str) -> Result<Option<Hold>, LedgerError> {
-        match self.memory.hold(id)? {
-            Some(h) => Ok(Some(h)),
-            None => {
-                self.sync_point().wait()?;
-                self.read(|r| r.hold(id))
-            }
+        match self.unsettled.get(id) {
+            Some(h) => Ok(Some(h.clone())),
+            None => self.read(|r| r.hold(id)),
         }
     }
 
@@ -472,9 +458,10 @@ impl<R: StoreRead> Ledger for Durable<R> {
     fn usage(&self) -> Usage {
         let hot = self.memory.hot_usage();
         let filter = (self.ids.num_bits() / 8) as u64;
+        let (_, unsettled_bytes) = self.unsettled.usage();
         Usage {
             decisions: self.recent.records.len() as u64,
-            bytes: hot.bytes.saturating_add(self.recent.bytes).saturating_add(filter),
+            bytes: hot.bytes.saturating_add(self.recent.bytes).saturating_add(filter).saturating_add(unsettled_bytes),
             ..hot
         }
     }

@@ -1,10 +1,13 @@
-//! What the durable ledger remembers of decisions in memory: the most
-//! recent ones, and a filter of every id ever decided.
+//! What the durable ledger remembers of decisions and holds in memory: the
+//! most recent decisions, a filter of every id ever decided, and the holds
+//! whose last change is on its way to the store.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use foldhash::HashMap;
+
+use crate::Hold;
 
 /// Hashes per id in the filter.
 const ID_FILTER_HASHES: u32 = 7;
@@ -53,5 +56,50 @@ impl Recent {
                 self.bytes = self.bytes.saturating_sub((record.len() + 2 * id.len() + 48) as u64);
             }
         }
+    }
+}
+
+/// Holds whose last change (placed, posted or voided) may not be durable
+/// yet: a resolution or a read finds them here, and everything else in the
+/// store. At most what the write queue holds; the rest of the holds live
+/// only in the store.
+#[derive(Default)]
+pub(super) struct Unsettled {
+    holds: HashMap<String, (u64, Hold)>,
+    order: VecDeque<(u64, String)>,
+}
+
+impl Unsettled {
+    /// Records `hold` as changed by change `seq`.
+    pub(super) fn insert(&mut self, seq: u64, hold: Hold) {
+        self.order.push_back((seq, hold.id.clone()));
+        self.holds.insert(hold.id.clone(), (seq, hold));
+    }
+
+    /// The hold's latest state, if it changed lately.
+    pub(super) fn get(&self, id: &str) -> Option<&Hold> {
+        self.holds.get(id).map(|(_, hold)| hold)
+    }
+
+    /// Forgets the holds whose last change is durable (the store answers for them).
+    pub(super) fn settle(&mut self, durable: u64) {
+        while let Some((seq, _)) = self.order.front()
+            && *seq <= durable
+        {
+            if let Some((seq, id)) = self.order.pop_front()
+                && self.holds.get(&id).is_some_and(|(last, _)| *last == seq)
+            {
+                self.holds.remove(&id);
+            }
+        }
+    }
+
+    /// Holds remembered, and an estimate of their bytes.
+    pub(super) fn usage(&self) -> (u64, u64) {
+        let bytes = self.holds.values().map(|(_, h)| {
+            let strings = 2 * h.id.len() + h.source.len() + h.destination.len() + h.currency.len();
+            (strings + 160) as u64
+        });
+        (self.holds.len() as u64, bytes.sum())
     }
 }
