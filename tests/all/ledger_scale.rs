@@ -69,9 +69,15 @@ fn resident_state_stops_growing_once_history_retention_is_reached() {
     for i in 0..total {
         let (s, d) = (i as usize * 7 % n_accounts, (i as usize * 7 + 1 + i as usize % 5) % n_accounts);
         let parsed = tx(&format!("tx-{i:08}"), &format!("acc-{s}"), &format!("acc-{d}"), "1.25", i);
-        commit_as(&mut store, &parsed, if i % 10 == 0 { Effect::Hold } else { Effect::Post }, true).unwrap();
-        if (i + 1) % 50_000 == 0 {
+        // A sample right after a commit made once the store had caught up:
+        // what is kept until it is durable (decisions beyond the cache,
+        // holds) is then this commit's alone, whatever the machine's speed.
+        let sample = (i + 1) % 50_000 == 0;
+        if sample {
             store.sync_point().wait().unwrap();
+        }
+        commit_as(&mut store, &parsed, if i % 10 == 0 { Effect::Hold } else { Effect::Post }, true).unwrap();
+        if sample {
             samples.push(store.usage());
         }
     }
@@ -114,6 +120,79 @@ fn resident_state_stops_growing_once_history_retention_is_reached() {
     assert!(reopened.decision("tx-00000000").unwrap().is_some());
     assert!(reopened.decision("tx-00299999").unwrap().is_some());
     assert!(reopened.decision("tx-00300000").unwrap().is_none());
+}
+
+#[test]
+fn the_id_filter_is_snapshotted_in_parts_and_a_partial_snapshot_never_hides_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    // Four parts (three whole, one of 8 bytes); a snapshot every 1 000 decisions.
+    let part = rulehost::ledger::durable::FILTER_PART_BYTES;
+    let options =
+        StoreOptions { id_filter_bytes: 3 * part + 8, id_filter_snapshot_decisions: 1_000, ..StoreOptions::default() };
+    let mut store = open_with(&path, options.clone());
+    store.import_accounts(&accounts(50, "1000000")).unwrap();
+    let mut decided = 0u64;
+    let mut decide_to = |store: &mut SqliteLedger, n: u64| {
+        while decided < n {
+            let (s, d) = (decided % 50, (decided + 1) % 50);
+            let parsed = tx(&format!("id-{decided:05}"), &format!("acc-{s}"), &format!("acc-{d}"), "1.00", decided);
+            commit_as(store, &parsed, Effect::Post, true).unwrap();
+            decided += 1;
+        }
+        store.sync_point().wait().unwrap();
+    };
+    // What a crash now would leave: a copy of the file and its WAL once
+    // everything so far is durable, opened as the next process would.
+    let crash_copy = |name: &str| -> std::path::PathBuf {
+        let copy = dir.path().join(name);
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::copy(path.with_extension("sqlite-wal"), copy.with_extension("sqlite-wal")).unwrap();
+        copy
+    };
+    let snapshot = |path: &Path| -> (i64, i64) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row("SELECT covered_seq, length(bits) FROM id_filter WHERE key = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+    };
+    let all_found = |store: &SqliteLedger, n: u64| {
+        for i in 0..n {
+            let id = format!("id-{i:05}");
+            assert!(store.decision(&id).unwrap().is_some(), "{id} lost after {n} decisions");
+        }
+        assert!(store.decision(&format!("id-{n:05}")).unwrap().is_none());
+    };
+
+    // The first snapshot, started with the 1 000th decision and three of
+    // its four parts written: it covers nothing yet.
+    decide_to(&mut store, 1_002);
+    let copy = crash_copy("first.sqlite");
+    assert_eq!(snapshot(&copy), (0, (3 * part + 8) as i64));
+    let reopened = open_with(&copy, options.clone());
+    all_found(&reopened, 1_002);
+    drop(reopened);
+
+    // Complete, it covers the decisions before its first part.
+    decide_to(&mut store, 1_500);
+    let (covered, _) = snapshot(&crash_copy("whole.sqlite"));
+    assert_eq!(covered, 1_000, "the 1 000 decisions written before its first part");
+
+    // The second (from the 2 000th), three parts written: old and new
+    // parts mixed, the old coverage.
+    decide_to(&mut store, 2_002);
+    let copy = crash_copy("second.sqlite");
+    assert_eq!(snapshot(&copy).0, covered);
+    let reopened = open_with(&copy, options.clone());
+    all_found(&reopened, 2_002);
+    drop(reopened);
+
+    // A clean close writes a whole snapshot covering every decision.
+    decide_to(&mut store, 2_345);
+    store.close().unwrap();
+    assert_eq!(snapshot(&path).0, 2_345);
+    all_found(&open_with(&path, options), 2_345);
 }
 
 // ---------------------------------------------------------------- idempotency across the cache

@@ -138,8 +138,9 @@ impl SqliteLedger {
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(|e| sql_err(path, e))?;
         reader.busy_timeout(OPEN_BUSY_TIMEOUT).map_err(|e| sql_err(path, e))?;
-        let durable = Durable::start(memory, ids, SqliteRead(reader), SqliteWriter(conn), options)
-            .map_err(|e| damaged(format!("cannot start the ledger writer: {e}")))?;
+        let durable =
+            Durable::start(memory, ids, SqliteRead(reader), SqliteWriter { conn, snapshot_covers: None }, options)
+                .map_err(|e| damaged(format!("cannot start the ledger writer: {e}")))?;
         Ok(SqliteLedger { durable, path: path.to_owned(), _owner: owner })
     }
 

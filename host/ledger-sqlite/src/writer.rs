@@ -3,24 +3,61 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 
 use super::ts_key;
 use rulehost_core::input::format_timestamp;
 use rulehost_core::model::Nanos;
-use rulehost_ledger::durable::{BalanceRow, GroupWriter, ID_FILTER_FORMAT, Op, Queued, legs};
+use rulehost_ledger::durable::{BalanceRow, FilterPart, GroupWriter, ID_FILTER_FORMAT, Op, Queued, legs};
 use rulehost_ledger::{HoldState, JournalEntry};
 
 /// The writer's connection.
-pub(super) struct SqliteWriter(pub(super) Connection);
+pub(super) struct SqliteWriter {
+    pub(super) conn: Connection,
+    /// While an id filter snapshot is being written: the decisions it
+    /// covers (those written before its first part).
+    pub(super) snapshot_covers: Option<i64>,
+}
 
 impl GroupWriter for SqliteWriter {
     fn write_group(&mut self, group: Vec<Queued>) -> Result<(), String> {
-        write_group(&mut self.0, group).map_err(|e| e.to_string())
+        write_group(&mut self.conn, &mut self.snapshot_covers, group).map_err(|e| e.to_string())
     }
 }
 
-fn write_group(conn: &mut Connection, group: Vec<Queued>) -> rusqlite::Result<()> {
+/// Writes a part of the id filter's snapshot into the `id_filter` row's
+/// blob in place (incremental blob I/O: SQLite never holds the whole
+/// filter in memory), and the snapshot's coverage with its last part.
+fn write_filter_part(db: &Connection, covers: &mut Option<i64>, part: &FilterPart) -> rusqlite::Result<()> {
+    if part.first {
+        *covers = Some(db.query_row("SELECT coalesce(max(seq), 0) FROM decisions", [], |r| r.get(0))?);
+        let fits: Option<bool> = db
+            .query_row(
+                "SELECT length(bits) = ?1 AND format = ?2 FROM id_filter WHERE key = 1",
+                params![part.total as i64, ID_FILTER_FORMAT],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if fits != Some(true) {
+            // A new row covers nothing until the snapshot is whole.
+            db.prepare_cached(
+                "INSERT OR REPLACE INTO id_filter (key, covered_seq, format, bits) VALUES (1, 0, ?1, zeroblob(?2))",
+            )?
+            .execute(params![ID_FILTER_FORMAT, part.total as i64])?;
+        }
+    }
+    let mut blob = db.blob_open(MAIN_DB, c"id_filter", c"bits", 1, false)?;
+    blob.write_all_at(&part.bytes, part.offset)?;
+    blob.close()?;
+    if part.last
+        && let Some(covered) = covers.take()
+    {
+        db.prepare_cached("UPDATE id_filter SET covered_seq = ?1 WHERE key = 1")?.execute([covered])?;
+    }
+    Ok(())
+}
+
+fn write_group(conn: &mut Connection, covers: &mut Option<i64>, group: Vec<Queued>) -> rusqlite::Result<()> {
     let db = conn.transaction()?;
     let mut balances: HashMap<String, BalanceRow> = HashMap::new();
     // Per source, the newest horizon of the group: history before it is pruned.
@@ -116,14 +153,7 @@ fn write_group(conn: &mut Connection, group: Vec<Queued>) -> rusqlite::Result<()
                     db.prepare_cached("INSERT OR IGNORE INTO rulesets (version, sha256, files) VALUES (?1, ?2, ?3)")?
                         .execute(params![&*archive.version, archive.sha256, files])?;
                 }
-                Op::IdFilter(words) => {
-                    let bits: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-                    db.prepare_cached(
-                        "INSERT OR REPLACE INTO id_filter (key, covered_seq, format, bits)
-                         VALUES (1, (SELECT coalesce(max(seq), 0) FROM decisions), ?1, ?2)",
-                    )?
-                    .execute(params![ID_FILTER_FORMAT, bits])?;
-                }
+                Op::IdFilter(part) => write_filter_part(&db, covers, &part)?,
                 Op::Resolve { hold, entry: e, balances: rows, at_unix_ms } => {
                     db.prepare_cached("UPDATE holds SET state = ?2 WHERE id = ?1")?
                         .execute(params![hold.id, hold.state.as_str()])?;

@@ -18,6 +18,13 @@ use rulehost_core::model::{NANOS_PER_SECOND, Nanos};
 /// Default lateness allowance, in seconds (1 day).
 pub const LATENESS_SECONDS_DEFAULT: u64 = 86_400;
 
+/// A source's buffer shrinks once it holds a quarter of its capacity or
+/// less, and the capacity is above this many entries.
+const SHRINK_ABOVE_ENTRIES: usize = 8;
+
+/// Bytes of one kept entry (timestamp and amount).
+const ENTRY_BYTES: usize = std::mem::size_of::<(Nanos, Decimal)>();
+
 #[derive(Default)]
 struct SourceHistory {
     /// (timestamp, amount), sorted by timestamp; ties keep arrival order.
@@ -63,8 +70,16 @@ impl History {
         let at = h.entries.partition_point(|(t, _)| *t <= timestamp);
         h.entries.insert(at, (timestamp, amount));
         let horizon = h.newest.saturating_sub(self.retention_nanos);
+        let before = h.entries.len();
         while h.entries.front().is_some_and(|(t, _)| *t < horizon) {
             h.entries.pop_front();
+        }
+        // A burst grows a source's buffer; give it back once the burst has
+        // left retention, so memory follows what is kept, not the largest
+        // burst each source ever had.
+        let (len, capacity) = (h.entries.len(), h.entries.capacity());
+        if len < before && capacity > SHRINK_ABOVE_ENTRIES && len.saturating_mul(4) <= capacity {
+            h.entries.shrink_to(len.saturating_mul(2));
         }
         horizon
     }
@@ -92,6 +107,18 @@ impl History {
     /// Entries kept for all sources (for tests and metrics).
     pub fn len(&self) -> usize {
         self.sources.values().map(|h| h.entries.len()).sum()
+    }
+
+    /// Bytes held: each source's buffer at its capacity, its map slot and
+    /// its id (not the allocator's overhead).
+    pub fn bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(String, SourceHistory)>();
+        let buffers: usize = self
+            .sources
+            .iter()
+            .map(|(id, h)| h.entries.capacity().saturating_mul(ENTRY_BYTES).saturating_add(id.len()))
+            .fold(0, usize::saturating_add);
+        buffers.saturating_add(self.sources.capacity().saturating_mul(slot))
     }
 
     /// Whether nothing is kept.
@@ -123,6 +150,20 @@ mod tests {
         };
         assert_eq!(h.query(&ranged).count, 1);
         assert_eq!(h.query(&q("b", 0, 100 * NANOS_PER_SECOND)).count, 0);
+    }
+
+    #[test]
+    fn a_sources_buffer_shrinks_once_its_burst_leaves_retention() {
+        let mut h = History::new(100, 0);
+        for t in 0..64 {
+            h.record("a", t * NANOS_PER_SECOND, Decimal::ONE);
+        }
+        let burst = h.bytes();
+        assert_eq!(h.len(), 64);
+        h.record("a", 1000 * NANOS_PER_SECOND, Decimal::ONE);
+        assert_eq!(h.len(), 1);
+        assert!(h.bytes() * 4 < burst, "{} bytes after the burst left, {burst} during it", h.bytes());
+        assert_eq!(h.query(&q("a", 0, 2000 * NANOS_PER_SECOND)).count, 1);
     }
 
     #[test]

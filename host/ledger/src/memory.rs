@@ -311,11 +311,11 @@ impl MemoryLedger {
     pub fn hot_usage(&self) -> Usage {
         let history = self.history.len() as u64;
         // Rough per-entry sizes: an account with its map slot ≈ 200 B, a
-        // hold ≈ 160 B, a history entry 32 B (plus its source's slot).
+        // hold ≈ 160 B; history as allocated (buffers at their capacity).
         let bytes = (self.accounts.len() as u64)
             .saturating_mul(200)
             .saturating_add((self.holds.len() as u64).saturating_mul(160))
-            .saturating_add(history.saturating_mul(32));
+            .saturating_add(self.history.bytes() as u64);
         Usage {
             accounts: self.accounts.len() as u64,
             pending_holds: self.pending_holds,

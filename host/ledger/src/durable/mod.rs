@@ -36,14 +36,15 @@ mod store;
 mod writer;
 
 pub use options::{
-    CommitHook, CommitStats, DECISION_CACHE_ENTRIES_DEFAULT, GROUP_COMMIT_LINGER_DEFAULT, GROUP_COMMIT_OPS_MAX,
-    HANDOFF_OPS_MAX, ID_FILTER_BYTES_DEFAULT, ID_FILTER_SNAPSHOT_DECISIONS, LEASE_DEFAULT, PartitionClaim,
-    StoreOptions, WRITE_QUEUE_OPS_MAX,
+    CommitHook, CommitStats, DECISION_CACHE_ENTRIES_DEFAULT, FILTER_PART_BYTES, GROUP_COMMIT_LINGER_DEFAULT,
+    GROUP_COMMIT_OPS_MAX, HANDOFF_OPS_MAX, ID_FILTER_BYTES_DEFAULT, ID_FILTER_SNAPSHOT_DECISIONS, LEASE_DEFAULT,
+    PartitionClaim, StoreOptions, WRITE_QUEUE_OPS_MAX,
 };
 pub use recent::{ID_FILTER_FORMAT, empty_filter, filter_from_words};
 pub use reconcile::{AccountRow, Report};
 pub use store::{
-    BalanceRow, DecisionOp, GroupWriter, LedgerReader, Op, Ownership, Queued, StoreRead, legs, stored_decimal,
+    BalanceRow, DecisionOp, FilterPart, GroupWriter, LedgerReader, Op, Ownership, Queued, StoreRead, legs,
+    stored_decimal,
 };
 
 use std::sync::{Arc, Mutex};
@@ -83,6 +84,9 @@ pub struct Durable<R: StoreRead> {
     stats: Arc<Mutex<CommitStats>>,
     seq: u64,
     decided_since_snapshot: u64,
+    /// The next part of the id filter's snapshot to queue, while one is
+    /// being written (in bytes from the start).
+    snapshot_at: Option<usize>,
     /// On a shared ledger: per account, the last change of its posted
     /// balance this host queued (what a refresh waits for).
     posted_changed: foldhash::HashMap<String, u64>,
@@ -123,6 +127,7 @@ impl<R: StoreRead> Durable<R> {
             stats,
             seq: 0,
             decided_since_snapshot: 0,
+            snapshot_at: None,
             posted_changed: Default::default(),
         })
     }
@@ -166,8 +171,13 @@ impl<R: StoreRead> Durable<R> {
     /// Writes everything queued, closes the reader and stops the writer
     /// (also on drop).
     pub fn shutdown(&mut self) {
-        if self.queue.is_some() && self.watermark.failure().is_none() && self.decided_since_snapshot > 0 {
-            self.send(Op::IdFilter(self.ids.as_slice().to_vec()));
+        if self.queue.is_some() && self.watermark.failure().is_none() {
+            if self.snapshot_at.is_none() && self.decided_since_snapshot > 0 {
+                self.snapshot_at = Some(0);
+            }
+            while self.snapshot_at.is_some() {
+                self.send_filter_part();
+            }
             self.decided_since_snapshot = 0;
         }
         self.hand_off();
@@ -193,6 +203,21 @@ impl<R: StoreRead> Durable<R> {
         if full {
             self.hand_off();
         }
+    }
+
+    /// Queues the next part of the id filter's snapshot, if one is being
+    /// written.
+    fn send_filter_part(&mut self) {
+        let Some(offset) = self.snapshot_at else { return };
+        let words = self.ids.as_slice();
+        let total = words.len().saturating_mul(8);
+        let start = offset / 8;
+        let end = start.saturating_add(FILTER_PART_BYTES / 8).min(words.len());
+        let bytes: Vec<u8> = words.get(start..end).unwrap_or_default().iter().flat_map(|w| w.to_le_bytes()).collect();
+        let next = end.saturating_mul(8);
+        let last = next >= total;
+        self.snapshot_at = if last { None } else { Some(next) };
+        self.send(Op::IdFilter(FilterPart { offset, bytes, total, first: offset == 0, last }));
     }
 
     /// Hands the buffered changes to the writer.
@@ -384,10 +409,12 @@ impl<R: StoreRead> Ledger for Durable<R> {
         self.recent.insert(tx.id.clone(), self.seq, bytes);
         self.recent.evict(self.options.decision_cache_entries, self.watermark.durable());
         self.decided_since_snapshot = self.decided_since_snapshot.saturating_add(1);
-        if self.decided_since_snapshot >= ID_FILTER_SNAPSHOT_DECISIONS {
-            self.send(Op::IdFilter(self.ids.as_slice().to_vec()));
+        if self.snapshot_at.is_none() && self.decided_since_snapshot >= self.options.id_filter_snapshot_decisions.max(1)
+        {
+            self.snapshot_at = Some(0);
             self.decided_since_snapshot = 0;
         }
+        self.send_filter_part();
         Ok(applied.committed)
     }
 

@@ -24,9 +24,13 @@ pub const DECISION_CACHE_ENTRIES_DEFAULT: usize = 65_536;
 /// false "maybe" in 300 at 10 million ids, one in 6 at 50 million; a
 /// "maybe" costs one indexed read).
 pub const ID_FILTER_BYTES_DEFAULT: usize = 16 << 20;
-/// Decisions between two snapshots of the id filter in the file (what a
-/// restart after a crash re-reads at most, besides the snapshot).
+/// Default decisions between two snapshots of the id filter in the file
+/// (what a restart after a crash re-reads at most, besides the snapshot).
 pub const ID_FILTER_SNAPSHOT_DECISIONS: u64 = 1_000_000;
+/// Bytes of the id filter copied into one part of a snapshot (one part is
+/// queued with each change after a snapshot starts, so a snapshot never
+/// copies the whole filter at once; see `FilterPart`).
+pub const FILTER_PART_BYTES: usize = 1 << 20;
 /// Called after every durable commit with its duration (write + fsync) and
 /// the number of changes it made durable (e.g. to feed a metrics histogram).
 pub type CommitHook = Arc<dyn Fn(Duration, usize) + Send + Sync>;
@@ -48,6 +52,9 @@ pub struct StoreOptions {
     pub decision_cache_entries: usize,
     /// Size of the filter of decided ids, in bytes.
     pub id_filter_bytes: usize,
+    /// Decisions between two snapshots of the id filter in the store (what
+    /// an open after a crash re-reads at most, besides the snapshot).
+    pub id_filter_snapshot_decisions: u64,
     /// Called after every durable commit.
     pub on_commit: Option<CommitHook>,
     /// The partitions this host claims on a shared ledger (PostgreSQL
@@ -86,6 +93,7 @@ impl std::fmt::Debug for StoreOptions {
             .field("history_window_seconds_max", &self.history_window_seconds_max)
             .field("decision_cache_entries", &self.decision_cache_entries)
             .field("id_filter_bytes", &self.id_filter_bytes)
+            .field("id_filter_snapshot_decisions", &self.id_filter_snapshot_decisions)
             .field("on_commit", &self.on_commit.is_some())
             .field("partitions", &self.partitions)
             .finish()
@@ -101,6 +109,7 @@ impl Default for StoreOptions {
             history_window_seconds_max: 0,
             decision_cache_entries: DECISION_CACHE_ENTRIES_DEFAULT,
             id_filter_bytes: ID_FILTER_BYTES_DEFAULT,
+            id_filter_snapshot_decisions: ID_FILTER_SNAPSHOT_DECISIONS,
             on_commit: None,
             partitions: None,
         }

@@ -49,9 +49,29 @@ pub enum Op {
     },
     /// A rule-set version's files.
     Ruleset(Arc<RulesetArchive>),
-    /// A snapshot of the id filter (its words), covering every decision
-    /// written before it.
-    IdFilter(Vec<u64>),
+    /// A part of a snapshot of the id filter (see [`FilterPart`]).
+    IdFilter(FilterPart),
+}
+
+/// A part of a snapshot of the id filter: a snapshot goes to the store in
+/// parts of at most [`FILTER_PART_BYTES`](super::FILTER_PART_BYTES), one
+/// with each change that follows it, so it never needs the whole filter
+/// copied at once. A filter only gains bits, so each part, copied later
+/// than the first, still covers every decision written before the first:
+/// the snapshot, complete with its last part, covers those. Until then the
+/// store keeps the previous snapshot's coverage (a mix of older and newer
+/// parts covers at least that).
+pub struct FilterPart {
+    /// Where the part starts in the filter, in bytes.
+    pub offset: usize,
+    /// The filter's bytes there (its words, little-endian).
+    pub bytes: Vec<u8>,
+    /// The whole filter's size, in bytes.
+    pub total: usize,
+    /// The first part: the snapshot covers the decisions written before it.
+    pub first: bool,
+    /// The last part: the snapshot is complete.
+    pub last: bool,
 }
 
 /// A decided transaction, as a store records it.
