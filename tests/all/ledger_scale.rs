@@ -152,10 +152,8 @@ fn the_id_filter_is_snapshotted_in_parts_and_a_partial_snapshot_never_hides_an_i
     };
     let snapshot = |path: &Path| -> (i64, i64) {
         let conn = rusqlite::Connection::open(path).unwrap();
-        conn.query_row("SELECT covered_seq, length(bits) FROM id_filter WHERE key = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap()
+        conn.query_row("SELECT covered_seq, bytes FROM id_filter WHERE key = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
     };
     let all_found = |store: &SqliteLedger, n: u64| {
         for i in 0..n {
@@ -413,14 +411,28 @@ fn a_schema_1_ledger_migrates_and_answers_exactly_as_before() {
 
     // Every line the old release decided replays its stored decision.
     let shared: SharedLedger = Arc::new(Mutex::new(Box::new(store)));
+    answers_exactly_as_before(&shared, &ruleset);
+    // New decisions on the migrated ledger keep their input and replay.
+    let new = decide_fixture(&shared, &ruleset, "new-");
+    assert!(!new.is_empty());
+    assert_eq!(replay_all(&shared, &new[..5]), 5);
+    drop(shared);
+    assert!(StoreReader::open(&path).unwrap().reconcile().unwrap().is_clean());
+}
+
+/// Every line of the pipeline fixture decided again on a migrated ledger
+/// replays what the old release decided (`decisions.jsonl`: the records
+/// the releases of schema 1 and 2 wrote for it, identical).
+fn answers_exactly_as_before(shared: &SharedLedger, ruleset: &rulehost::ruleset::RuleSet) {
     let pipeline = Pipeline::new(sandbox(), shared.clone());
     let records: Vec<Record> = fixture("transactions.jsonl")
         .lines()
         .enumerate()
-        .map(|(i, l)| pipeline.decide_line(&ruleset, i as u64 + 1, l))
+        .map(|(i, l)| pipeline.decide_line(ruleset, i as u64 + 1, l))
         .collect();
-    let old = std::fs::read_to_string(root().join("tests/fixtures/ledger/schema-1.decisions.jsonl")).unwrap();
+    let old = std::fs::read_to_string(root().join("tests/fixtures/ledger/decisions.jsonl")).unwrap();
     let now = jsonl(&records);
+    assert_eq!(old.lines().count(), now.lines().count());
     for (was, is) in old.lines().zip(now.lines()) {
         if was.contains("\"outcome\":\"error\"") || was.contains("\"replayed\":true") {
             assert_eq!(was, is);
@@ -428,35 +440,18 @@ fn a_schema_1_ledger_migrates_and_answers_exactly_as_before() {
             assert_eq!(format!("{},\"replayed\":true}}", &was[..was.len() - 1]), is);
         }
     }
-    // New decisions on the migrated ledger keep their input and replay.
-    let new = decide_fixture(&shared, &ruleset, "new-");
-    assert!(!new.is_empty());
-    assert_eq!(replay_all(&shared, &new[..5]), 5);
-    drop(pipeline);
-    drop(shared);
-    assert!(StoreReader::open(&path).unwrap().reconcile().unwrap().is_clean());
 }
 
+/// `schema-2.sqlite`: the pipeline fixture decided by the release before
+/// schema 3 (`rulehost run … --id-filter-bytes 2097160`, so its id filter
+/// snapshot is a 2 MiB blob), then `review approve t03-review` and
+/// `review decline t16-hold`.
 #[test]
 fn a_schema_2_ledger_reads_as_it_is_and_migrates_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.sqlite");
-    let mut store = open_with(&path, StoreOptions::default());
-    store.import_accounts(&accounts(2, "100.00")).unwrap();
-    for (i, effect) in [Effect::Hold, Effect::Post, Effect::Hold].into_iter().enumerate() {
-        commit_as(&mut store, &tx(&format!("t{i}"), "acc-0", "acc-1", "10.00", i as u64), effect, true).unwrap();
-    }
-    assert_eq!(store.resolve_hold("t2", true), Ok(Resolution::Done));
-    store.close().unwrap();
-    // Schema 2 is schema 3 without the index of pending holds: make this
-    // file one, as the previous release wrote it.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
-        "DROP INDEX holds_pending; UPDATE meta SET value = '2' WHERE key = 'schema_version'; PRAGMA user_version = 2;",
-    )
-    .unwrap();
-    drop(conn);
-    let version = |path: &Path| -> (String, i64) {
+    let path = dir.path().join("old.sqlite");
+    std::fs::copy(root().join("tests/fixtures/ledger/schema-2.sqlite"), &path).unwrap();
+    let head = |path: &Path| -> (String, i64) {
         let conn = rusqlite::Connection::open(path).unwrap();
         let v = conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
         let index = conn
@@ -464,22 +459,63 @@ fn a_schema_2_ledger_reads_as_it_is_and_migrates_on_open() {
             .unwrap();
         (v, index)
     };
-    assert_eq!(version(&path), ("2".into(), 0));
-    // A reader reads it as it is, changing nothing.
+    assert_eq!(head(&path), ("2".into(), 0));
+    // A reader reads it as it is (schema 3 only adds to it), changing nothing.
     let before = std::fs::read(&path).unwrap();
     let reader = StoreReader::open(&path).unwrap();
     assert!(reader.reconcile().unwrap().is_clean());
+    assert_eq!(reader.holds().unwrap().iter().filter(|h| h.state == HoldState::Pending).count(), 2);
     drop(reader);
     assert_eq!(std::fs::read(&path).unwrap(), before);
-    // Opening to write migrates it: the index, the version, the same ledger.
-    let store = open_with(&path, StoreOptions::default());
-    assert_eq!(store.usage().pending_holds, 1);
-    assert_eq!(store.hold("t0").unwrap().map(|h| h.state), Some(HoldState::Pending));
-    assert_eq!(store.hold("t2").unwrap().map(|h| h.state), Some(HoldState::Posted));
-    let d = |s: &str| Decimal::from_str_exact(s).unwrap();
-    assert_eq!(store.balances("acc-0").map(|b| (b.posted, b.pending)), Some((d("80.00"), d("10.00"))));
+
+    // Opening to write migrates it: the index, the filter's snapshot in
+    // parts (its coverage kept), the version.
+    let ruleset = TempRuleSet::example().load();
+    let options = StoreOptions {
+        history_window_seconds_max: ruleset.history_window_seconds_max,
+        id_filter_bytes: 2_097_160,
+        ..Default::default()
+    };
+    let store = open_with(&path, options.clone());
+    assert_eq!(store.usage().pending_holds, 2);
+    assert_eq!(store.hold("t03-review").unwrap().map(|h| h.state), Some(HoldState::Posted));
+    assert_eq!(store.hold("t16-hold").unwrap().map(|h| h.state), Some(HoldState::Voided));
+    assert_eq!(store.hold("t20-v12").unwrap().map(|h| h.state), Some(HoldState::Pending));
     drop(store);
-    assert_eq!(version(&path), (rulehost::ledger::SCHEMA_VERSION.to_string(), 1));
+    assert_eq!(head(&path), (rulehost::ledger::SCHEMA_VERSION.to_string(), 1));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let parts: Vec<(i64, i64)> = conn
+        .prepare("SELECT byte_offset, length(bits) FROM id_filter_parts ORDER BY byte_offset")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(parts, [(0, 1 << 20), (1 << 20, 1 << 20), (2 << 20, 8)]);
+    let filter: (i64, i64) =
+        conn.query_row("SELECT covered_seq, bytes FROM id_filter", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!(filter, (38, 2_097_160), "the snapshot covers the 38 decisions it covered");
+    drop(conn);
+
+    // The same ledger: resolutions, replays, reconcile.
+    let mut store = open_with(&path, options);
+    assert_eq!(store.resolve_hold("t03-review", true), Ok(Resolution::AlreadyDone));
+    assert!(matches!(store.resolve_hold("t16-hold", true), Err(LedgerError::HoldResolved { .. })));
+    assert_eq!(store.resolve_hold("t21-s3", false), Ok(Resolution::Done));
+    assert!(store.record("t01-approve").unwrap().unwrap().input.is_some(), "schema 2 keeps the input");
+    let shared: SharedLedger = Arc::new(Mutex::new(Box::new(store)));
+    answers_exactly_as_before(&shared, &ruleset);
+    // What the old release stored re-evaluates byte for byte with the rule
+    // set it kept.
+    let old: Vec<String> = std::fs::read_to_string(root().join("tests/fixtures/ledger/decisions.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"outcome\":\"error\"") && !l.contains("\"replayed\":true"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(old.len(), 38);
+    assert_eq!(replay_all(&shared, &old), old.len());
+    drop(shared);
     assert!(StoreReader::open(&path).unwrap().reconcile().unwrap().is_clean());
 }
 

@@ -7,12 +7,13 @@
 //! migrated from schema 1 keeps its fingerprint and JSON (format 0): its
 //! replay answers and conflicts exactly as before, but it cannot be
 //! re-evaluated (schema 1 kept no input). Schema 3 adds the partial index
-//! of pending holds (what opening counts, now that holds are not loaded).
+//! of pending holds (what opening counts, now that holds are not loaded)
+//! and keeps the id filter's snapshot in parts (its blob is split).
 
 use rusqlite::{Connection, params};
 
 use super::rows::LoadError;
-use super::schema::{SCHEMA_2, SCHEMA_3, SCHEMA_VERSION, ts_key};
+use super::schema::{SCHEMA_2, SCHEMA_VERSION, schema_3, ts_key};
 use rulehost_core::input::parse_timestamp;
 use rulehost_ledger::record::RECORD_FORMAT_MIGRATED;
 
@@ -48,7 +49,7 @@ fn migrate(conn: &Connection, from: i64) -> Result<u64, LoadError> {
         conn.execute_batch("DROP TABLE decisions_1;")?;
     }
     if from <= 2 {
-        conn.execute_batch(SCHEMA_3)?;
+        conn.execute_batch(&schema_3())?;
     }
     conn.execute_batch(&format!(
         "UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';

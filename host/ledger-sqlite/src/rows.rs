@@ -11,7 +11,7 @@ use rulehost_core::input::parse_timestamp;
 use rulehost_core::model::{Account, AccountStatus};
 use rulehost_ledger::ArchiveFile;
 use rulehost_ledger::durable::reconcile::Stored;
-use rulehost_ledger::durable::{FILTER_PART_BYTES, ID_FILTER_FORMAT, empty_filter, filter_from_words};
+use rulehost_ledger::durable::{ID_FILTER_FORMAT, empty_filter, filter_from_words};
 use rulehost_ledger::record::{Dictionary, DictionaryEntry};
 use rulehost_ledger::{
     AccountBalances, Balances, DecisionRecord, EntryKind, Hold, HoldState, JournalEntry, MemoryLedger, Posting,
@@ -170,28 +170,30 @@ pub(super) fn load(conn: &Connection, memory: &mut MemoryLedger) -> Result<Filte
         let amount = decimal(&r.get::<_, String>(2)?, &format!("history of {source:?} amount"))?;
         memory.restore_history(&source, ts, amount);
     }
-    let snapshot: Option<(i64, String, i64)> = conn
-        .query_row("SELECT covered_seq, format, length(bits) FROM id_filter WHERE key = 1", [], |r| {
+    let head: Option<(i64, String, i64)> = conn
+        .query_row("SELECT covered_seq, format, bytes FROM id_filter WHERE key = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
-    let Some((covered, _, length)) = snapshot.filter(|(_, format, _)| format == ID_FILTER_FORMAT) else {
+    let Some((covered, _, bytes)) = head.filter(|(_, format, _)| format == ID_FILTER_FORMAT) else {
         return Ok(None);
     };
-    // Read in parts straight into the words: the filter is never held twice.
-    let length = usize::try_from(length).map_err(|_| format!("id filter snapshot of {length} bytes"))?;
-    let mut words = Vec::with_capacity(length / 8);
-    let blob = conn.blob_open(rusqlite::MAIN_DB, c"id_filter", c"bits", 1, true)?;
-    let mut part = vec![0u8; FILTER_PART_BYTES.min(length)];
-    let mut at = 0;
-    while at < length {
-        let n = part.len().min(length - at);
-        let buf = part.get_mut(..n).unwrap_or_default();
-        blob.read_at_exact(buf, at)?;
-        words.extend(buf.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))));
-        at += n;
+    // The parts, straight into the words (the filter is never held twice);
+    // parts that do not tile the filter exactly are not a snapshot.
+    let mut words = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0) / 8);
+    let mut stmt = conn.prepare("SELECT byte_offset, bits FROM id_filter_parts ORDER BY byte_offset")?;
+    let mut rows = stmt.query([])?;
+    let mut at = 0i64;
+    while let Some(r) = rows.next()? {
+        let offset: i64 = r.get(0)?;
+        let bits = r.get_ref(1)?.as_blob().map_err(|e| format!("id filter part at {offset}: {e}"))?;
+        if offset != at || bits.len() % 8 != 0 {
+            return Ok(None);
+        }
+        words.extend(bits.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))));
+        at = at.saturating_add(bits.len() as i64);
     }
-    Ok(Some((covered, words)))
+    Ok((at == bytes).then_some((covered, words)))
 }
 
 /// The id filter: the snapshot (when it has the configured size) plus every

@@ -84,8 +84,27 @@ CREATE TABLE id_filter (
 ";
 
 /// Schema 3 beyond schema 2: the pending holds, indexed (opening counts
-/// them; the holds themselves are read only when resolved or listed).
-pub(super) const SCHEMA_3: &str = "CREATE INDEX holds_pending ON holds (id) WHERE state = 'pending';";
+/// them; the holds themselves are read only when resolved or listed); the
+/// id filter's snapshot in parts of their own rows, keyed by byte offset
+/// (written one part per change, so no row that changes holds the whole
+/// filter), its head (`covered_seq`, `format`, `bytes`) in `id_filter`.
+/// On a schema 2 file the snapshot's single blob is split into the parts.
+pub(super) fn schema_3() -> String {
+    let part = rulehost_ledger::durable::FILTER_PART_BYTES;
+    format!(
+        "CREATE INDEX holds_pending ON holds (id) WHERE state = 'pending';
+         CREATE TABLE id_filter_parts (byte_offset INTEGER PRIMARY KEY, bits BLOB NOT NULL) STRICT;
+         WITH RECURSIVE part(byte_offset) AS (
+             SELECT 0 FROM id_filter WHERE length(bits) > 0
+             UNION ALL
+             SELECT byte_offset + {part} FROM part, id_filter WHERE byte_offset + {part} < length(bits)
+         )
+         INSERT INTO id_filter_parts (byte_offset, bits) SELECT byte_offset, substr(bits, byte_offset + 1, {part}) FROM part, id_filter;
+         ALTER TABLE id_filter ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+         UPDATE id_filter SET bytes = length(bits);
+         ALTER TABLE id_filter DROP COLUMN bits;"
+    )
+}
 
 /// A timestamp as 16 bytes that sort as the instants do (big-endian, sign
 /// bit flipped).
@@ -171,7 +190,8 @@ pub(super) fn prepare_schema(conn: &Connection, path: &Path, migrate: bool) -> R
             return Err(not_ours("it has no tables".into()));
         }
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA} {SCHEMA_2} {SCHEMA_3} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {SCHEMA} {SCHEMA_2} {} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+            schema_3()
         ))
         .map_err(|e| sql_err(path, e))?;
         return Ok(());

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ts_key;
 use rulehost_core::input::format_timestamp;
@@ -25,30 +25,28 @@ impl GroupWriter for SqliteWriter {
     }
 }
 
-/// Writes a part of the id filter's snapshot into the `id_filter` row's
-/// blob in place (incremental blob I/O: SQLite never holds the whole
-/// filter in memory), and the snapshot's coverage with its last part.
+/// Writes a part of the id filter's snapshot as its own row of
+/// `id_filter_parts`, and the snapshot's coverage in the small `id_filter`
+/// row with its last part (SQLite rewrites a whole row on update: the
+/// filter's bytes are never in the row that changes).
 fn write_filter_part(db: &Connection, covers: &mut Option<i64>, part: &FilterPart) -> rusqlite::Result<()> {
+    let total = part.total as i64;
     if part.first {
         *covers = Some(db.query_row("SELECT coalesce(max(seq), 0) FROM decisions", [], |r| r.get(0))?);
-        let fits: Option<bool> = db
-            .query_row(
-                "SELECT length(bits) = ?1 AND format = ?2 FROM id_filter WHERE key = 1",
-                params![part.total as i64, ID_FILTER_FORMAT],
-                |r| r.get(0),
-            )
+        let head: Option<(String, i64)> = db
+            .query_row("SELECT format, bytes FROM id_filter WHERE key = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if fits != Some(true) {
-            // A new row covers nothing until the snapshot is whole.
+        if head.as_ref().is_none_or(|(format, bytes)| format != ID_FILTER_FORMAT || *bytes != total) {
+            // Another size or format: the new snapshot covers nothing until it is whole.
+            db.execute_batch("DELETE FROM id_filter_parts")?;
             db.prepare_cached(
-                "INSERT OR REPLACE INTO id_filter (key, covered_seq, format, bits) VALUES (1, 0, ?1, zeroblob(?2))",
+                "INSERT OR REPLACE INTO id_filter (key, covered_seq, format, bytes) VALUES (1, 0, ?1, ?2)",
             )?
-            .execute(params![ID_FILTER_FORMAT, part.total as i64])?;
+            .execute(params![ID_FILTER_FORMAT, total])?;
         }
     }
-    let mut blob = db.blob_open(MAIN_DB, c"id_filter", c"bits", 1, false)?;
-    blob.write_all_at(&part.bytes, part.offset)?;
-    blob.close()?;
+    db.prepare_cached("INSERT OR REPLACE INTO id_filter_parts (byte_offset, bits) VALUES (?1, ?2)")?
+        .execute(params![part.offset as i64, part.bytes])?;
     if part.last
         && let Some(covered) = covers.take()
     {
