@@ -126,10 +126,10 @@ fn resident_state_stops_growing_once_history_retention_is_reached() {
 fn the_id_filter_is_snapshotted_in_parts_and_a_partial_snapshot_never_hides_an_id() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    // Four parts (three whole, one of 8 bytes); a snapshot every 1 000 decisions.
+    // Four parts (three whole, one of 8 bytes); a snapshot every 100 decisions.
     let part = rulehost::ledger::durable::FILTER_PART_BYTES;
     let options =
-        StoreOptions { id_filter_bytes: 3 * part + 8, id_filter_snapshot_decisions: 1_000, ..StoreOptions::default() };
+        StoreOptions { id_filter_bytes: 3 * part + 8, id_filter_snapshot_decisions: 100, ..StoreOptions::default() };
     let mut store = open_with(&path, options.clone());
     store.import_accounts(&accounts(50, "1000000")).unwrap();
     let mut decided = 0u64;
@@ -139,8 +139,10 @@ fn the_id_filter_is_snapshotted_in_parts_and_a_partial_snapshot_never_hides_an_i
             let parsed = tx(&format!("id-{decided:05}"), &format!("acc-{s}"), &format!("acc-{d}"), "1.00", decided);
             commit_as(store, &parsed, Effect::Post, true).unwrap();
             decided += 1;
+            // Durable one by one: each commit after a snapshot starts then
+            // queues its next part (a part waits for the last to be durable).
+            store.sync_point().wait().unwrap();
         }
-        store.sync_point().wait().unwrap();
     };
     // What a crash now would leave: a copy of the file and its WAL once
     // everything so far is durable, opened as the next process would.
@@ -163,34 +165,34 @@ fn the_id_filter_is_snapshotted_in_parts_and_a_partial_snapshot_never_hides_an_i
         assert!(store.decision(&format!("id-{n:05}")).unwrap().is_none());
     };
 
-    // The first snapshot, started with the 1 000th decision and three of
-    // its four parts written: it covers nothing yet.
-    decide_to(&mut store, 1_002);
+    // The first snapshot, started with the 100th decision and three of its
+    // four parts written: it covers nothing yet.
+    decide_to(&mut store, 102);
     let copy = crash_copy("first.sqlite");
     assert_eq!(snapshot(&copy), (0, (3 * part + 8) as i64));
     let reopened = open_with(&copy, options.clone());
-    all_found(&reopened, 1_002);
+    all_found(&reopened, 102);
     drop(reopened);
 
     // Complete, it covers the decisions before its first part.
-    decide_to(&mut store, 1_500);
+    decide_to(&mut store, 150);
     let (covered, _) = snapshot(&crash_copy("whole.sqlite"));
-    assert_eq!(covered, 1_000, "the 1 000 decisions written before its first part");
+    assert_eq!(covered, 100, "the 100 decisions written before its first part");
 
-    // The second (from the 2 000th), three parts written: old and new
-    // parts mixed, the old coverage.
-    decide_to(&mut store, 2_002);
+    // The second (from the 200th), three parts written: old and new parts
+    // mixed, the old coverage.
+    decide_to(&mut store, 202);
     let copy = crash_copy("second.sqlite");
     assert_eq!(snapshot(&copy).0, covered);
     let reopened = open_with(&copy, options.clone());
-    all_found(&reopened, 2_002);
+    all_found(&reopened, 202);
     drop(reopened);
 
     // A clean close writes a whole snapshot covering every decision.
-    decide_to(&mut store, 2_345);
+    decide_to(&mut store, 234);
     store.close().unwrap();
-    assert_eq!(snapshot(&path).0, 2_345);
-    all_found(&open_with(&path, options), 2_345);
+    assert_eq!(snapshot(&path).0, 234);
+    all_found(&open_with(&path, options), 234);
 }
 
 // ---------------------------------------------------------------- idempotency across the cache

@@ -87,6 +87,9 @@ pub struct Durable<R: StoreRead> {
     /// The next part of the id filter's snapshot to queue, while one is
     /// being written (in bytes from the start).
     snapshot_at: Option<usize>,
+    /// The change that queued the snapshot's last part so far: the next
+    /// part is queued once it is durable, so one part at most is in memory.
+    snapshot_part_seq: u64,
     /// On a shared ledger: per account, the last change of its posted
     /// balance this host queued (what a refresh waits for).
     posted_changed: foldhash::HashMap<String, u64>,
@@ -128,6 +131,7 @@ impl<R: StoreRead> Durable<R> {
             seq: 0,
             decided_since_snapshot: 0,
             snapshot_at: None,
+            snapshot_part_seq: 0,
             posted_changed: Default::default(),
         })
     }
@@ -175,7 +179,9 @@ impl<R: StoreRead> Durable<R> {
             if self.snapshot_at.is_none() && self.decided_since_snapshot > 0 {
                 self.snapshot_at = Some(0);
             }
+            // The remaining parts at once: the writer writes them before it stops.
             while self.snapshot_at.is_some() {
+                self.snapshot_part_seq = 0;
                 self.send_filter_part();
             }
             self.decided_since_snapshot = 0;
@@ -206,9 +212,12 @@ impl<R: StoreRead> Durable<R> {
     }
 
     /// Queues the next part of the id filter's snapshot, if one is being
-    /// written.
+    /// written and the part before it is durable.
     fn send_filter_part(&mut self) {
         let Some(offset) = self.snapshot_at else { return };
+        if self.snapshot_part_seq > self.watermark.durable() {
+            return;
+        }
         let words = self.ids.as_slice();
         let total = words.len().saturating_mul(8);
         let start = offset / 8;
@@ -218,6 +227,7 @@ impl<R: StoreRead> Durable<R> {
         let last = next >= total;
         self.snapshot_at = if last { None } else { Some(next) };
         self.send(Op::IdFilter(FilterPart { offset, bytes, total, first: offset == 0, last }));
+        self.snapshot_part_seq = self.seq;
     }
 
     /// Hands the buffered changes to the writer.

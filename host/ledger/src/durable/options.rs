@@ -27,9 +27,9 @@ pub const ID_FILTER_BYTES_DEFAULT: usize = 16 << 20;
 /// Default decisions between two snapshots of the id filter in the file
 /// (what a restart after a crash re-reads at most, besides the snapshot).
 pub const ID_FILTER_SNAPSHOT_DECISIONS: u64 = 1_000_000;
-/// Bytes of the id filter copied into one part of a snapshot (one part is
-/// queued with each change after a snapshot starts, so a snapshot never
-/// copies the whole filter at once; see `FilterPart`).
+/// Bytes of the id filter copied into one part of a snapshot: a part is
+/// queued with a change once the part before it is durable, so a snapshot
+/// holds at most this much in memory (see `FilterPart`).
 pub const FILTER_PART_BYTES: usize = 1 << 20;
 /// Called after every durable commit with its duration (write + fsync) and
 /// the number of changes it made durable (e.g. to feed a metrics histogram).
