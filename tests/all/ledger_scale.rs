@@ -579,9 +579,11 @@ pub(crate) fn conformance(
 
     let mut l = reopen(l);
     assert_eq!(l.usage().pending_holds, 1, "h1 is pending after a restart");
+    assert_eq!(l.pending_holds().unwrap().iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["h1"]);
     assert_eq!(b(&*l, "acc-2"), Some((d("100.00"), d("140.00"), d("-40.00"))), "and still reserves its amount");
     assert_eq!(l.resolve_hold("h1", false), Ok(Resolution::Done));
     assert_eq!(l.usage().pending_holds, 0);
+    assert_eq!(l.pending_holds().unwrap(), []);
     let mut l = reopen(l);
     assert_eq!(l.resolve_hold("h1", false), Ok(Resolution::AlreadyDone), "idempotent after a restart");
     assert_eq!(l.resolve_hold("h1", true), Err(LedgerError::HoldResolved { id: "h1".into(), state: "voided" }));

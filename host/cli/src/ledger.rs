@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use rulehost::ledger::{HoldState, Ledger, LedgerLocation, LedgerReader, StoreOptions};
+use rulehost::ledger::{Ledger, LedgerLocation, LedgerReader, StoreOptions};
 
 use crate::{EXIT_SOME_ERRORS, Failure, LEDGER_PATH_DEFAULT, start};
 
@@ -435,8 +435,8 @@ fn replay(reader: &dyn LedgerReader, id: &str, cache: &crate::CacheArg) -> Resul
 pub(crate) fn review_command(action: ReviewAction) -> Result<u8, Failure> {
     let (id, approve, ledger) = match action {
         ReviewAction::List { ledger } => {
-            let holds = start(read_store(&ledger).and_then(|r| r.holds().map_err(anyhow::Error::msg)))?;
-            return print_json_lines(holds.iter().filter(|h| h.state == HoldState::Pending)).map(|_| 0);
+            let holds = start(read_store(&ledger).and_then(|r| r.pending_holds().map_err(anyhow::Error::msg)))?;
+            return print_json_lines(holds).map(|_| 0);
         }
         ReviewAction::Approve { id, ledger } => (id, true, ledger),
         ReviewAction::Decline { id, ledger } => (id, false, ledger),

@@ -195,6 +195,9 @@ impl StoreRead for PgRead {
     fn holds(&mut self) -> Result<Vec<Hold>, String> {
         self.0.call(|c| rows::read_holds(c, Holds::All))
     }
+    fn pending_holds(&mut self) -> Result<Vec<Hold>, String> {
+        self.0.call(|c| rows::read_holds(c, Holds::Pending))
+    }
     fn journal(&mut self, account: Option<&str>) -> Result<Vec<JournalEntry>, String> {
         let account = account.map(str::to_owned);
         self.0.call(move |c| rows::read_journal(c, account.as_deref()))
@@ -462,6 +465,10 @@ impl LedgerReader for PgReader {
 
     fn holds(&self) -> Result<Vec<Hold>, String> {
         self.remote.call(|c| rows::read_holds(c, Holds::All))
+    }
+
+    fn pending_holds(&self) -> Result<Vec<Hold>, String> {
+        self.remote.call(|c| rows::read_holds(c, Holds::Pending))
     }
 
     fn reconcile(&self) -> Result<Report, String> {

@@ -109,6 +109,7 @@ pub(crate) fn read_journal(client: &mut Client, account: Option<&str>) -> Result
 /// Holds: one (`id`), the pending ones, or all; sorted by id.
 pub(crate) enum Holds<'a> {
     One(&'a str),
+    Pending,
     All,
 }
 
@@ -116,6 +117,7 @@ pub(crate) fn read_holds(client: &mut Client, which: Holds<'_>) -> Result<Vec<Ho
     const COLUMNS: &str = "SELECT id, source, destination, amount::text, currency, state FROM rulehost.holds";
     let rows = match which {
         Holds::One(id) => client.query(&format!("{COLUMNS} WHERE id = $1"), &[&id]),
+        Holds::Pending => client.query(&format!("{COLUMNS} WHERE state = 'pending' ORDER BY id"), &[]),
         Holds::All => client.query(&format!("{COLUMNS} ORDER BY id"), &[]),
     }
     .map_err(db)?;

@@ -103,6 +103,9 @@ impl StoreRead for SqliteRead {
     fn holds(&mut self) -> Result<Vec<Hold>, String> {
         rows::read_holds(&self.0).map_err(rows::load_message)
     }
+    fn pending_holds(&mut self) -> Result<Vec<Hold>, String> {
+        rows::read_pending_holds(&self.0).map_err(rows::load_message)
+    }
     fn journal(&mut self, account: Option<&str>) -> Result<Vec<JournalEntry>, String> {
         rows::read_journal(&self.0, account).map_err(rows::load_message)
     }

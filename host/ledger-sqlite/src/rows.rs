@@ -116,6 +116,12 @@ pub(super) fn read_holds(conn: &Connection) -> Result<Vec<Hold>, LoadError> {
     read_holds_where(conn, "1", [])
 }
 
+/// The pending holds, by the partial index `holds_pending` (a reader of a
+/// schema 2 file, which has none, scans).
+pub(super) fn read_pending_holds(conn: &Connection) -> Result<Vec<Hold>, LoadError> {
+    read_holds_where(conn, "state = 'pending'", [])
+}
+
 pub(super) fn read_hold(conn: &Connection, id: &str) -> Result<Option<Hold>, LoadError> {
     Ok(read_holds_where(conn, "id = ?1", [id])?.pop())
 }
@@ -363,6 +369,9 @@ impl rulehost_ledger::durable::LedgerReader for StoreReader {
     }
     fn holds(&self) -> Result<Vec<Hold>, String> {
         StoreReader::holds(self).map_err(|e| e.to_string())
+    }
+    fn pending_holds(&self) -> Result<Vec<Hold>, String> {
+        read_pending_holds(&self.conn).map_err(load_message)
     }
     fn reconcile(&self) -> Result<Report, String> {
         StoreReader::reconcile(self).map_err(|e| e.to_string())

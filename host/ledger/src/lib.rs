@@ -368,6 +368,11 @@ pub trait Ledger: Send {
     fn hold(&self, id: &str) -> Result<Option<Hold>, LedgerError>;
     /// All holds, sorted by id.
     fn holds(&self) -> Result<Vec<Hold>, LedgerError>;
+    /// The pending holds, sorted by id (a durable store reads them by an
+    /// index, not every hold it ever kept).
+    fn pending_holds(&self) -> Result<Vec<Hold>, LedgerError> {
+        Ok(self.holds()?.into_iter().filter(|h| h.state == HoldState::Pending).collect())
+    }
     /// The journal in order, optionally only entries touching `account`.
     fn journal(&self, account: Option<&str>) -> Result<Vec<JournalEntry>, LedgerError>;
     /// Keeps a rule-set version's files (by content hash), so its decisions

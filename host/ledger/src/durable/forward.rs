@@ -95,6 +95,9 @@ macro_rules! forward_ledger {
             fn holds(&self) -> Result<Vec<$crate::Hold>, $crate::LedgerError> {
                 self.$field.holds()
             }
+            fn pending_holds(&self) -> Result<Vec<$crate::Hold>, $crate::LedgerError> {
+                self.$field.pending_holds()
+            }
             fn journal(&self, account: Option<&str>) -> Result<Vec<$crate::JournalEntry>, $crate::LedgerError> {
                 self.$field.journal(account)
             }

@@ -473,6 +473,11 @@ impl<R: StoreRead> Ledger for Durable<R> {
         self.read(|r| r.holds())
     }
 
+    fn pending_holds(&self) -> Result<Vec<Hold>, LedgerError> {
+        self.sync_point().wait()?;
+        self.read(|r| r.pending_holds())
+    }
+
     fn journal(&self, account: Option<&str>) -> Result<Vec<JournalEntry>, LedgerError> {
         self.sync_point().wait()?;
         self.read(|r| r.journal(account))

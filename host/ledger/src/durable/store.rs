@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 
 use super::Report;
 use crate::record::DictionaryEntry;
-use crate::{DecisionRecord, Hold, JournalEntry, LedgerError, Posting, RulesetArchive};
+use crate::{DecisionRecord, Hold, HoldState, JournalEntry, LedgerError, Posting, RulesetArchive};
 use rulehost_core::model::{Account, Nanos};
 
 /// A change with its place in the sequence and when it was queued.
@@ -117,6 +117,10 @@ pub trait StoreRead: Send + 'static {
     fn hold(&mut self, id: &str) -> Result<Option<Hold>, String>;
     /// Every hold, sorted by id.
     fn holds(&mut self) -> Result<Vec<Hold>, String>;
+    /// The pending holds, sorted by id.
+    fn pending_holds(&mut self) -> Result<Vec<Hold>, String> {
+        Ok(self.holds()?.into_iter().filter(|h| h.state == HoldState::Pending).collect())
+    }
     /// The journal in order, optionally only entries touching `account`.
     fn journal(&mut self, account: Option<&str>) -> Result<Vec<JournalEntry>, String>;
     /// A kept rule-set version.
@@ -148,6 +152,10 @@ pub trait LedgerReader {
     fn journal(&self, account: Option<&str>) -> Result<Vec<JournalEntry>, String>;
     /// Every hold, sorted by id.
     fn holds(&self) -> Result<Vec<Hold>, String>;
+    /// The pending holds, sorted by id.
+    fn pending_holds(&self) -> Result<Vec<Hold>, String> {
+        Ok(self.holds()?.into_iter().filter(|h| h.state == HoldState::Pending).collect())
+    }
     /// Checks every invariant.
     fn reconcile(&self) -> Result<Report, String>;
 }

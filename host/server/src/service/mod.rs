@@ -452,11 +452,7 @@ impl Host {
 
     /// Pending holds.
     pub fn pending_holds(&self) -> Result<Vec<Hold>, HostError> {
-        Ok(lock(self.inner.pipeline.ledger())
-            .holds()?
-            .into_iter()
-            .filter(|h| h.state == rulehost_ledger::HoldState::Pending)
-            .collect())
+        Ok(lock(self.inner.pipeline.ledger()).pending_holds()?)
     }
 
     /// The live rule set.
