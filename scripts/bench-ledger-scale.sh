@@ -87,7 +87,8 @@ awk -v wall="$wall" 'NR == FNR { mark[NR] = $1; off[NR] = $2; n = NR; next }
        j = 1; prev = 0
        for (i = 1; i <= n; i++) {
          while (j <= m && p[j] < off[i]) j++
-         if (j > m) { if (i == n) printf "%10d %9.1f %14.0f %9s\n", mark[i], wall, 1000000 / (wall - prev), "(end)"; break }
+         # The last mark falls after the last sample: the run's end, with the last sample's RSS.
+         if (j > m) { if (i == n) printf "%10d %9.1f %14.0f %9.0f %9.0f %9.0f  (end; RSS: the last sample, at %.1f s)\n", mark[i], wall, 1000000 / (wall - prev), r[m] / 1024, a[m] / 1024, f[m] / 1024, t[m]; break }
          printf "%10d %9.1f %14.0f %9.0f %9.0f %9.0f\n", mark[i], t[j], 1000000 / (t[j] - prev), r[j] / 1024, a[j] / 1024, f[j] / 1024
          prev = t[j]
        }

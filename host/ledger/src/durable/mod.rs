@@ -500,10 +500,13 @@ impl<R: StoreRead> Ledger for Durable<R> {
     fn usage(&self) -> Usage {
         let hot = self.memory.hot_usage();
         let filter = (self.ids.num_bits() / 8) as u64;
-        let (_, unsettled_bytes) = self.unsettled.usage();
         Usage {
             decisions: self.recent.records.len() as u64,
-            bytes: hot.bytes.saturating_add(self.recent.bytes).saturating_add(filter).saturating_add(unsettled_bytes),
+            bytes: hot
+                .bytes
+                .saturating_add(self.recent.bytes)
+                .saturating_add(filter)
+                .saturating_add(self.unsettled.bytes()),
             ..hot
         }
     }

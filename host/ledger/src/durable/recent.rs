@@ -94,12 +94,12 @@ impl Unsettled {
         }
     }
 
-    /// Holds remembered, and an estimate of their bytes.
-    pub(super) fn usage(&self) -> (u64, u64) {
+    /// An estimate of the bytes of the holds remembered.
+    pub(super) fn bytes(&self) -> u64 {
         let bytes = self.holds.values().map(|(_, h)| {
             let strings = 2 * h.id.len() + h.source.len() + h.destination.len() + h.currency.len();
             (strings + 160) as u64
         });
-        (self.holds.len() as u64, bytes.sum())
+        bytes.sum()
     }
 }
