@@ -195,6 +195,53 @@ fn the_id_filter_is_snapshotted_in_parts_and_a_partial_snapshot_never_hides_an_i
     all_found(&open_with(&path, options), 234);
 }
 
+#[test]
+fn a_failed_store_takes_no_more_changes() {
+    use rulehost::ledger::durable::{Durable, GroupWriter, Queued, Report, StoreRead, empty_filter};
+    struct DiskFull;
+    impl GroupWriter for DiskFull {
+        fn write_group(&mut self, _: Vec<Queued>) -> Result<(), String> {
+            Err("disk full".into())
+        }
+    }
+    struct Nothing;
+    impl StoreRead for Nothing {
+        fn record(&mut self, _: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(None)
+        }
+        fn hold(&mut self, _: &str) -> Result<Option<rulehost::ledger::Hold>, String> {
+            Ok(None)
+        }
+        fn holds(&mut self) -> Result<Vec<rulehost::ledger::Hold>, String> {
+            Ok(Vec::new())
+        }
+        fn journal(&mut self, _: Option<&str>) -> Result<Vec<rulehost::ledger::JournalEntry>, String> {
+            Ok(Vec::new())
+        }
+        fn ruleset(&mut self, _: &str) -> Result<Option<rulehost::ledger::RulesetArchive>, String> {
+            Ok(None)
+        }
+        fn reconcile(&mut self) -> Result<Report, String> {
+            Err("nothing stored".into())
+        }
+    }
+    let options = StoreOptions::default();
+    let mut l = Durable::start(MemoryLedger::hot(0), empty_filter(1024), Nothing, DiskFull, &options).unwrap();
+    l.import_accounts(&accounts(2, "100.00")).unwrap();
+    let failed = l.sync_point().wait().unwrap_err();
+    assert!(matches!(&failed, LedgerError::Storage(why) if why.contains("disk full")), "{failed}");
+    // Nothing more is applied, in memory either.
+    let before = (l.balances("acc-0"), l.usage());
+    let posted = commit_as(&mut l, &tx("t1", "acc-0", "acc-1", "1.00", 1), Effect::Post, true);
+    assert!(matches!(posted, Err(LedgerError::Storage(_))), "{posted:?}");
+    let held = commit_as(&mut l, &tx("t2", "acc-0", "acc-1", "1.00", 2), Effect::Hold, true);
+    assert!(matches!(held, Err(LedgerError::Storage(_))), "{held:?}");
+    assert!(matches!(l.resolve_hold("t2", true), Err(LedgerError::Storage(_))));
+    assert!(matches!(l.import_accounts(&accounts(3, "1.00")), Err(LedgerError::Storage(_))));
+    assert_eq!((l.balances("acc-0"), l.usage()), before);
+    assert!(l.decision("t1").unwrap().is_none());
+}
+
 // ---------------------------------------------------------------- idempotency across the cache
 
 #[test]

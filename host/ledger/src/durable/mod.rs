@@ -304,6 +304,17 @@ impl<R: StoreRead> Durable<R> {
         Ok(())
     }
 
+    /// A store that failed takes no more changes: nothing after its last
+    /// durable point is acknowledged, so nothing more is applied either (and
+    /// what waits for the store in memory stops growing). A shared ledger
+    /// heals by reopening, with a new front.
+    fn refuse_if_failed(&self) -> Result<(), LedgerError> {
+        match self.watermark.failure() {
+            Some(why) => Err(LedgerError::Storage(why)),
+            None => Ok(()),
+        }
+    }
+
     /// The storage failed mid-change: nothing after it is acknowledged.
     fn fail(&self, e: LedgerError) -> LedgerError {
         self.watermark.fail(format!("a change could not be stored: {e}"));
@@ -319,6 +330,7 @@ impl<R: StoreRead> Drop for Durable<R> {
 
 impl<R: StoreRead> Ledger for Durable<R> {
     fn import_accounts(&mut self, accounts: &[Account]) -> Result<usize, LedgerError> {
+        self.refuse_if_failed()?;
         let known: std::collections::HashSet<&str> =
             accounts.iter().filter(|a| self.memory.account(&a.id).is_some()).map(|a| a.id.as_str()).collect();
         let fresh: Vec<Account> = accounts.iter().filter(|a| !known.contains(a.id.as_str())).cloned().collect();
@@ -372,6 +384,7 @@ impl<R: StoreRead> Ledger for Durable<R> {
     }
 
     fn commit(&mut self, c: Commit<'_>) -> Result<Committed, LedgerError> {
+        self.refuse_if_failed()?;
         let tx = c.tx;
         if let Some(ownership) = &self.ownership {
             ownership.check(&tx.source)?;
@@ -429,6 +442,7 @@ impl<R: StoreRead> Ledger for Durable<R> {
     }
 
     fn resolve_hold(&mut self, id: &str, approve: bool) -> Result<Resolution, LedgerError> {
+        self.refuse_if_failed()?;
         // The hold as last changed: in memory while that change is on its
         // way to the store, else in the store (no wait: it is durable).
         let hold = self.hold(id)?.ok_or_else(|| LedgerError::UnknownHold(id.to_owned()))?;
