@@ -151,8 +151,9 @@ fn read_holds_where<P: rusqlite::Params>(conn: &Connection, filter: &str, params
 pub(super) type FilterSnapshot = Option<(i64, Vec<u64>)>;
 
 /// Loads the hot state: accounts with their balances and pending sums,
-/// system balances, the number of pending holds, the journal's length, history within retention, the rule-set dictionary.
-/// Returns the id filter's snapshot when it is usable.
+/// system balances, the number of pending holds, the journal's length,
+/// history within retention, the rule-set dictionary. Returns the id
+/// filter's snapshot when it is usable.
 pub(super) fn load(conn: &Connection, memory: &mut MemoryLedger) -> Result<FilterSnapshot, LoadError> {
     for row in read_accounts(conn)? {
         memory.restore_account(row.account, row.posted, row.pending);

@@ -86,7 +86,7 @@ CREATE TABLE id_filter (
 /// Schema 3 beyond schema 2: the pending holds, indexed (opening counts
 /// them; the holds themselves are read only when resolved or listed); the
 /// id filter's snapshot in parts of their own rows, keyed by byte offset
-/// (written one part per change, so no row that changes holds the whole
+/// (written a part at a time, so no row that changes holds the whole
 /// filter), its head (`covered_seq`, `format`, `bytes`) in `id_filter`.
 /// On a schema 2 file the snapshot's single blob is split into the parts.
 pub(super) fn schema_3() -> String {
@@ -178,7 +178,8 @@ pub(super) fn connect_read_only(path: &Path) -> Result<Connection, OpenError> {
 
 /// Creates the schema in an empty file, checks it otherwise, and — when
 /// `migrate` — brings a ledger of schema 1 or 2 to this version. Without
-/// `migrate` (a reader), schema 2 reads as it is (3 only adds an index);
+/// `migrate` (a reader), schema 2 reads as it is (what 3 changed, the index
+/// of pending holds and the id filter's snapshot, no reader reads);
 /// schema 1 needs migrating.
 pub(super) fn prepare_schema(conn: &Connection, path: &Path, migrate: bool) -> Result<(), OpenError> {
     let not_ours = |why: String| OpenError::NotALedger { path: path.to_owned(), why };

@@ -181,8 +181,7 @@ impl<R: StoreRead> Durable<R> {
             }
             // The remaining parts at once: the writer writes them before it stops.
             while self.snapshot_at.is_some() {
-                self.snapshot_part_seq = 0;
-                self.send_filter_part();
+                self.send_filter_part(u64::MAX);
             }
             self.decided_since_snapshot = 0;
         }
@@ -212,10 +211,10 @@ impl<R: StoreRead> Durable<R> {
     }
 
     /// Queues the next part of the id filter's snapshot, if one is being
-    /// written and the part before it is durable.
-    fn send_filter_part(&mut self) {
+    /// written and the part before it is durable (changes up to `durable` are).
+    fn send_filter_part(&mut self, durable: u64) {
         let Some(offset) = self.snapshot_at else { return };
-        if self.snapshot_part_seq > self.watermark.durable() {
+        if self.snapshot_part_seq > durable {
             return;
         }
         let words = self.ids.as_slice();
@@ -423,21 +422,23 @@ impl<R: StoreRead> Ledger for Durable<R> {
         if let Some(hold) = hold {
             self.unsettled.insert(self.seq, hold);
         }
-        self.unsettled.settle(self.watermark.durable());
+        // What waits in memory for the store: let go of what is durable.
+        let durable = self.watermark.durable();
+        self.unsettled.settle(durable);
         if self.ownership.is_some() && effect == Effect::Post {
             self.posted_changed.insert(tx.source.clone(), self.seq);
             self.posted_changed.insert(tx.destination.clone(), self.seq);
         }
         self.ids.insert(tx.id.as_str());
         self.recent.insert(tx.id.clone(), self.seq, bytes);
-        self.recent.evict(self.options.decision_cache_entries, self.watermark.durable());
+        self.recent.evict(self.options.decision_cache_entries, durable);
         self.decided_since_snapshot = self.decided_since_snapshot.saturating_add(1);
         if self.snapshot_at.is_none() && self.decided_since_snapshot >= self.options.id_filter_snapshot_decisions.max(1)
         {
             self.snapshot_at = Some(0);
             self.decided_since_snapshot = 0;
         }
-        self.send_filter_part();
+        self.send_filter_part(durable);
         Ok(applied.committed)
     }
 

@@ -56,11 +56,11 @@ pub enum Op {
 /// A part of a snapshot of the id filter: a snapshot goes to the store in
 /// parts of at most [`FILTER_PART_BYTES`](super::FILTER_PART_BYTES), each
 /// queued with a change once the part before it is durable, so it never
-/// needs more than one part copied at a time. A filter only gains bits, so each part, copied later
-/// than the first, still covers every decision written before the first:
-/// the snapshot, complete with its last part, covers those. Until then the
-/// store keeps the previous snapshot's coverage (a mix of older and newer
-/// parts covers at least that).
+/// needs more than one part copied at a time. A filter only gains bits, so
+/// each part, copied later than the first, still covers every decision
+/// written before the first: the snapshot, complete with its last part,
+/// covers those. Until then the store keeps the previous snapshot's
+/// coverage (a mix of older and newer parts covers at least that).
 pub struct FilterPart {
     /// Where the part starts in the filter, in bytes.
     pub offset: usize,
